@@ -1,0 +1,97 @@
+"""The decoder's engine contract (pure Python, no gRPC).
+
+An engine owns its model(s) and all per-stream state. ``open_stream`` admits a stream within the engine's memory
+budget (``ResourceExhausted`` otherwise); the stream is fed segments as the frontend emits them, yields audio chunks
+as soon as they are ready, and frees every bit of its state in ``close()`` (idempotent; called in ``finally`` on
+finish, cancel or timeout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Voice:
+    """What a stream speaks with: a built-in voice, or a cloned one (speaker embedding + prompt audio)."""
+
+    name: str = ""                               # built-in voice name ("" = engine default)
+    reference_id: str = ""
+    embedding: np.ndarray | None = None          # e.g. 192-d CAM++ embedding, float32
+    encoder: str = ""
+    prompt_pcm16k: np.ndarray | None = None      # float32 mono 16 kHz, trimmed
+    prompt_text: str = ""
+
+
+@dataclass
+class StreamOptions:
+    chunk_size: int = 0                          # speech tokens per chunk; 0 = the engine's schedule
+    seed: int | None = None
+    speed: float = 1.0
+    use_cache: bool = True
+    request_id: str = ""
+
+
+@dataclass
+class WordInput:
+    text: str
+    lang: str                                    # "zh", "en", "punct", "other"
+    pinyin: list[str] = field(default_factory=list)   # tone digits, neutral = 5
+    phonemes: str = ""
+
+
+@dataclass
+class SegmentInput:
+    index: int
+    text: str                                    # original text
+    normalized: str
+    phonemes: str = ""                           # the embedded engine's phoneme string for the whole segment
+    words: list[WordInput] = field(default_factory=list)
+
+
+@dataclass
+class Chunk:
+    audio: np.ndarray                            # float32 mono in [-1, 1]
+    sample_rate: int
+    segment_index: int
+    tokens: int = 0                              # tokens decoded for this chunk
+    segment_end: bool = False
+
+
+class Stream(Protocol):
+    def feed(self, segment: SegmentInput) -> None:
+        """Queue a segment. Never blocks; decoding starts as soon as the engine can."""
+
+    def end(self) -> None:
+        """No more segments: ``chunks()`` finishes after the last queued segment."""
+
+    def chunks(self) -> AsyncIterator[Chunk]:
+        """Audio chunks in order. Back-pressure: the engine stays a bounded number of chunks ahead of the reader."""
+
+    async def close(self) -> None:
+        """Abort if still running and free all state (KV cache, buffers). Idempotent."""
+
+
+class Engine(Protocol):
+    name: str
+    sample_rate: int
+    supports_cloning: bool
+
+    def voices(self) -> list[str]: ...
+
+    async def warmup(self) -> None:
+        """Load models, size caches; called once before the service reports SERVING."""
+
+    def open_stream(self, voice: Voice, options: StreamOptions) -> Stream:
+        """Admit a stream (``shared.errors.ResourceExhausted`` with retry info when over budget,
+        ``InvalidArgument`` for a voice or option the engine cannot use)."""
+
+    def clear_cache(self) -> tuple[int, int]:
+        """Free all idle cached state; returns (bytes freed, streams freed)."""
+
+    def stats(self) -> dict:
+        """{"active_streams": int, "cache_bytes": int, "cache_budget_bytes": int}"""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,127 @@
+"""Audio helpers: PCM conversions, mu-law, WAV headers, streaming resampling, decoding uploaded files."""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import soxr
+
+SUPPORTED_OUTPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def float_to_pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float32_bytes(audio: np.ndarray) -> bytes:
+    return np.asarray(audio, dtype="<f4").tobytes()
+
+
+def float32_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+_MULAW_BIAS = 0x84
+_MULAW_CLIP = 32635
+
+
+def mulaw_encode(audio: np.ndarray) -> bytes:
+    """G.711 mu-law (the segment/quantization table of ITU-T G.711), 8 bits per sample."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int32)
+    sign = np.where(pcm < 0, 0x80, 0x00)
+    mag = np.minimum(np.abs(pcm), _MULAW_CLIP) + _MULAW_BIAS
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def mulaw_decode(data: bytes) -> np.ndarray:
+    u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    mag = (((mantissa << 3) + _MULAW_BIAS) << exponent) - _MULAW_BIAS
+    return (np.where(sign != 0, -mag, mag) / 32768.0).astype(np.float32)
+
+
+def wav_header(sample_rate: int, num_samples: int | None = None, bits: int = 16, fmt: int = 1) -> bytes:
+    """RIFF/WAVE header for mono audio. ``num_samples=None`` (streaming) writes 0xFFFFFFFF lengths."""
+    block = bits // 8
+    if num_samples is None:
+        data_len, riff_len = 0xFFFFFFFF, 0xFFFFFFFF
+    else:
+        data_len = num_samples * block
+        riff_len = 36 + data_len
+    return (b"RIFF" + struct.pack("<I", riff_len) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, fmt, 1, sample_rate, sample_rate * block, block, bits)
+            + b"data" + struct.pack("<I", data_len))
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    pcm = float_to_pcm16(audio)
+    return wav_header(sample_rate, len(pcm) // 2) + pcm
+
+
+def resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    if src_rate == dst_rate:
+        return np.asarray(audio, dtype=np.float32)
+    return soxr.resample(np.asarray(audio, dtype=np.float32), src_rate, dst_rate, quality="HQ").astype(np.float32)
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampling with state carried across chunks, so streamed audio has no seams."""
+
+    def __init__(self, src_rate: int, dst_rate: int):
+        self.src_rate, self.dst_rate = src_rate, dst_rate
+        self._stream = None if src_rate == dst_rate else soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, chunk: np.ndarray, last: bool = False) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if self._stream is None:
+            return chunk
+        return self._stream.resample_chunk(chunk, last=last)
+
+
+class AudioEncoder:
+    """Turns float32 chunks at ``src_rate`` into the client's encoding and rate, chunk by chunk."""
+
+    def __init__(self, src_rate: int, dst_rate: int, encoding: str, streaming_wav_header: bool = True):
+        self.rate = dst_rate
+        self.encoding = encoding  # "LINEAR16" | "WAV" | "MULAW"
+        self._resampler = StreamResampler(src_rate, dst_rate)
+        self._header_pending = encoding == "WAV" and streaming_wav_header
+        self.samples_out = 0
+
+    def encode(self, chunk: np.ndarray, last: bool = False) -> tuple[bytes, int]:
+        """Returns (bytes, number of output samples)."""
+        out = self._resampler(chunk, last=last)
+        self.samples_out += len(out)
+        if self.encoding == "MULAW":
+            return mulaw_encode(out), len(out)
+        data = float_to_pcm16(out)
+        if self._header_pending:
+            self._header_pending = False
+            data = wav_header(self.rate) + data
+        return data, len(out)
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode WAV (any PCM/float width), FLAC, OGG/Vorbis/Opus or MP3 bytes → (float32 [frames, channels], rate).
+
+    Raises ValueError with a human-readable reason when the data cannot be decoded.
+    """
+    import soundfile as sf
+
+    if not data:
+        raise ValueError("audio is empty")
+    try:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+        raise ValueError(f"cannot decode audio ({str(exc).strip() or type(exc).__name__})") from None
+    return audio, int(rate)

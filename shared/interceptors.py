@@ -1,0 +1,112 @@
+"""One interceptor that maps exceptions to gRPC status codes, records metrics and sets the log context.
+
+- ``shared.errors.TTSError`` subclasses → their code and message (RESOURCE_EXHAUSTED carries a google.rpc.RetryInfo
+  in ``grpc-status-details-bin`` and a plain ``retry-after-ms`` trailer).
+- ``asyncio.CancelledError`` (client went away) propagates so the servicer's ``finally`` blocks free state.
+- Anything else → INTERNAL with a generic message; the traceback goes to the log, never to the client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from .errors import ResourceExhausted, TTSError
+from .logging import request_id_var, tenant_var
+from .metrics import RPC_ERRORS, RPC_IN_FLIGHT, RPC_LATENCY
+
+log = logging.getLogger("shared.rpc")
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _trailers(exc: TTSError) -> tuple:
+    if not isinstance(exc, ResourceExhausted):
+        return ()
+    seconds = max(exc.retry_after_s, 0.0)
+    retry = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9)))
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=exc.message)
+    status.details.add().Pack(retry)
+    return (("grpc-status-details-bin", status.SerializeToString()),
+            ("retry-after-ms", str(int(seconds * 1000))))
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service: str, method: str):
+    if isinstance(exc, TTSError):
+        code, message, trailers = exc.code, exc.message, _trailers(exc)
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+            log.warning("rpc failed", extra={"method": method, "code": code.name, "error": message})
+    else:
+        code, message, trailers = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})", ()
+        log.error("unhandled exception", exc_info=exc, extra={"method": method})
+    RPC_ERRORS.labels(service, method, code.name).inc()
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
+def _metadata(context) -> dict:
+    return {k: v for k, v in (context.invocation_metadata() or ())}
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str):
+        self.service = service
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        short = method.rsplit("/", 1)[-1]
+        service = self.service
+
+        def enter(context):
+            md = _metadata(context)
+            request_id_var.set(md.get("x-request-id", ""))
+            tenant_var.set(md.get("x-tenant", ""))
+            RPC_IN_FLIGHT.labels(service).inc()
+            return time.perf_counter()
+
+        def leave(t0):
+            RPC_IN_FLIGHT.labels(service).dec()
+            RPC_LATENCY.labels(service, short).observe(time.perf_counter() - t0)
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request, context):
+                t0 = enter(context)
+                try:
+                    return await inner(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status code
+                    await _abort(context, exc, service, short)
+                finally:
+                    leave(t0)
+
+            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return factory(unary_response, request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+
+        inner = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request, context):
+            t0 = enter(context)
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status code
+                await _abort(context, exc, service, short)
+            finally:
+                leave(t0)
+
+        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(stream_response, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)

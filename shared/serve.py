@@ -1,0 +1,98 @@
+"""``serve()``: the one way every service runs.
+
+grpc.aio server + the error interceptor + grpc.health.v1 (SERVING only after warm-up) + reflection + Prometheus
++ JSON logs + graceful SIGTERM (NOT_SERVING → drain in-flight RPCs for ``grace_seconds`` → stop).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from typing import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .interceptors import ErrorInterceptor
+from .logging import setup_logging
+from .metrics import start_metrics_server
+from .settings import ServiceSettings
+
+log = logging.getLogger("shared.serve")
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    size = settings.max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+async def _maybe_await(value):
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def serve(
+    name: str,
+    settings: ServiceSettings,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    warmup: Callable[[], Awaitable[None] | None] | None = None,
+    shutdown: Callable[[], Awaitable[None] | None] | None = None,
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run a service until SIGTERM/SIGINT.
+
+    ``register(server)`` adds the servicers and returns their full service names (for health and reflection).
+    ``warmup()`` loads models; health reports SERVING only after it returns. ``ready(port)`` is called once the
+    server listens (tests use it with port 0).
+    """
+    setup_logging(name, settings.log_level)
+    settings.log_once(logging.getLogger(name))
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor(name)], options=server_options(settings))
+    services = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    for svc in ["", *services]:
+        await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise RuntimeError(f"{name}: cannot bind {settings.host}:{settings.port}")
+    await server.start()
+    start_metrics_server(settings.metrics_port, settings.host)
+    log.info("listening", extra={"port": port, "metrics_port": settings.metrics_port})
+    if ready:
+        ready(port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+
+    try:
+        if warmup:
+            await _maybe_await(warmup())
+        for svc in ["", *services]:
+            await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving")
+        await stop.wait()
+    finally:
+        log.info("draining", extra={"grace_seconds": settings.grace_seconds})
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grace_seconds)
+        if shutdown:
+            await _maybe_await(shutdown())
+        log.info("stopped")
