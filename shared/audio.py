@@ -27,18 +27,17 @@ def float32_from_bytes(data: bytes) -> np.ndarray:
 
 
 _MULAW_BIAS = 0x84
-_MULAW_CLIP = 32635
+_SEG_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
 
 
 def mulaw_encode(audio: np.ndarray) -> bytes:
-    """G.711 mu-law (the segment/quantization table of ITU-T G.711), 8 bits per sample."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int32)
-    sign = np.where(pcm < 0, 0x80, 0x00)
-    mag = np.minimum(np.abs(pcm), _MULAW_CLIP) + _MULAW_BIAS
-    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    """G.711 mu-law, 8 bits per sample (14-bit magnitude, bias 33, 8 segments), from 16-bit PCM."""
+    pcm = np.frombuffer(float_to_pcm16(audio), dtype="<i2").astype(np.int32) >> 2
+    mask = np.where(pcm < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.abs(pcm), 8159) + 33
+    seg = np.searchsorted(_SEG_END, mag)
+    value = np.where(seg >= 8, 0x7F, (seg << 4) | ((mag >> (np.minimum(seg, 7) + 1)) & 0x0F))
+    return (value ^ mask).astype(np.uint8).tobytes()
 
 
 def mulaw_decode(data: bytes) -> np.ndarray:

@@ -63,3 +63,30 @@ class Unavailable(TTSError):
 
 class DeadlineExceeded(TTSError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class StageError(TTSError):
+    """A stage answered with an error status; carried to our caller with the same code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def from_rpc_error(stage: str, err: grpc.aio.AioRpcError) -> TTSError:
+    """Map a failed call to a stage into the error our own caller sees."""
+    code = err.code()
+    details = err.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(stage, details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{stage}: deadline exceeded")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry = 1.0
+        for key, value in err.trailing_metadata() or ():
+            if key == "retry-after-ms":
+                retry = int(value) / 1000
+        return ResourceExhausted(f"{stage}: {details}", retry_after_s=retry)
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        return StageError(grpc.StatusCode.INTERNAL, f"{stage}: {details}")
+    return StageError(code, details)

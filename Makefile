@@ -1,0 +1,47 @@
+# Streaming TTS: `make setup` once, then `make run` / `make test`.
+PY := .venv/bin/python
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
+
+setup:
+	bash scripts/setup.sh
+
+protos:
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
+
+run:
+	bash scripts/run.sh
+
+stop:
+	bash scripts/stop.sh
+
+test:
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+test-fast:
+	$(PY) -m pytest tests -q -m "not slow" -p no:cacheprovider
+
+tiny-checkpoint:
+	$(PY) scripts/make_tiny_checkpoint.py --out models/glmtts-tiny --size 10m
+	$(PY) scripts/make_tiny_checkpoint.py --out models/glmtts-tiny-50m --size 50m
+
+bench: bench-frontend bench-speaker bench-decoder
+
+bench-frontend:
+	$(PY) bench/bench_frontend.py
+
+bench-speaker:
+	$(PY) bench/bench_speaker.py
+
+bench-decoder:
+	$(PY) bench/bench_decoder.py --size 50m
+
+# intelligibility check of `make run` output with offline Whisper (installs the optional ASR packages)
+asr-check:
+	.venv/bin/pip install -q -r requirements-asr.txt
+	$(PY) bench/asr_check.py
+
+clean:
+	rm -rf gen .run outputs

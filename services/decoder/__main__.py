@@ -1,0 +1,59 @@
+"""``python -m services.decoder``: the decoder stage."""
+from __future__ import annotations
+
+import asyncio
+
+import shared  # noqa: F401
+from shared.serve import serve
+from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+
+from .server import DecoderServicer
+from .settings import DecoderSettings
+
+
+def build_engines(settings: DecoderSettings) -> dict:
+    engines = {}
+    for name in settings.engine_names():
+        if name == "embedded":
+            from .engine.embedded import EmbeddedEngine
+
+            engines[name] = EmbeddedEngine(settings.embedded_model_dir, default_voice=settings.embedded_voice,
+                                           max_streams=settings.embedded_max_streams,
+                                           chunk_ms=settings.embedded_chunk_ms)
+        elif name == "glmtts":
+            from .engine.glmtts import GlmTtsEngine
+
+            engines[name] = GlmTtsEngine(settings.glmtts_path, device=settings.device,
+                                         max_streams=settings.max_streams,
+                                         max_tokens_per_stream=settings.max_tokens_per_stream,
+                                         cache_budget_bytes=settings.cache_budget_bytes,
+                                         idle_ttl_s=settings.idle_ttl_s)
+        else:
+            raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
+    if settings.default_engine not in engines:
+        raise SystemExit(f"TTS_DECODER_DEFAULT_ENGINE={settings.default_engine!r} is not among TTS_DECODER_ENGINES")
+    return engines
+
+
+def main() -> None:
+    settings = DecoderSettings()
+    engines = build_engines(settings)
+    servicer = DecoderServicer(engines, settings.default_engine, settings.stream_idle_timeout_s)
+
+    def register(server):
+        decoder_pb2_grpc.add_DecoderServicer_to_server(servicer, server)
+        return [decoder_pb2.DESCRIPTOR.services_by_name["Decoder"].full_name]
+
+    async def warmup():
+        for engine in engines.values():
+            await engine.warmup()
+
+    async def shutdown():
+        for engine in engines.values():
+            await engine.close()
+
+    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+from prometheus_client import Counter, Gauge, Histogram
+
+ACTIVE_STREAMS = Gauge("tts_decoder_active_streams", "Decode streams open", ["engine"])
+CACHE_BYTES = Gauge("tts_decoder_kv_cache_bytes", "Bytes held by per-stream decoding state", ["engine"])
+FIRST_CHUNK = Histogram("tts_decoder_first_chunk_seconds", "Decode stream open to first audio chunk", ["engine"],
+                        buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+CHUNK_SECONDS = Counter("tts_decoder_audio_seconds_total", "Seconds of audio produced", ["engine"])

@@ -1,0 +1,135 @@
+"""Decoder servicer: frontend segments + voice in, audio chunks out, over one bidi stream per utterance."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+import shared  # noqa: F401  (puts generated stubs on sys.path)
+from shared.aio import race
+from shared.audio import float32_bytes
+from shared.errors import InvalidArgument
+from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+
+from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
+from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK
+
+log = logging.getLogger("decoder")
+
+
+def segment_from_proto(seg) -> SegmentInput:
+    return SegmentInput(
+        index=seg.index, text=seg.text, normalized=seg.normalized, phonemes=seg.phonemes,
+        words=[WordInput(w.text, w.lang, list(w.pinyin), w.phonemes) for w in seg.words])
+
+
+def voice_from_config(cfg) -> Voice:
+    spk = cfg.speaker
+    voice = Voice(name=cfg.voice, reference_id=spk.reference_id, encoder=spk.encoder, prompt_text=spk.prompt_text)
+    if len(spk.embedding):
+        voice.embedding = np.asarray(spk.embedding, dtype=np.float32)
+    if spk.prompt_pcm16k:
+        if len(spk.prompt_pcm16k) % 2:
+            raise InvalidArgument("config.speaker.prompt_pcm16k", "odd number of bytes for PCM16")
+        voice.prompt_pcm16k = np.frombuffer(spk.prompt_pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+    return voice
+
+
+class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
+    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = 60.0):
+        self.engines = engines
+        self.default_engine = default_engine
+        self.idle_timeout_s = idle_timeout_s
+
+    def _engine(self, name: str):
+        name = name or self.default_engine
+        if name not in self.engines:
+            raise InvalidArgument("config.engine", f"unknown or disabled engine {name!r}; enabled: {', '.join(self.engines)}")
+        return self.engines[name]
+
+    def _update_gauges(self) -> None:
+        for name, engine in self.engines.items():
+            stats = engine.stats()
+            ACTIVE_STREAMS.labels(name).set(stats["active_streams"])
+            CACHE_BYTES.labels(name).set(stats["cache_bytes"])
+
+    async def Decode(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(requests.__anext__(), self.idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("request") != "config":
+            raise InvalidArgument("config", "the first message of a Decode stream must be config")
+        cfg = first.config
+        engine = self._engine(cfg.engine)
+        speed = cfg.speed or 1.0
+        if not 0.5 <= speed <= 2.0:
+            raise InvalidArgument("config.speed", f"{speed} is outside 0.5..2.0")
+        if cfg.chunk_size < 0 or cfg.chunk_size > 1000:
+            raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000")
+        options = StreamOptions(
+            chunk_size=cfg.chunk_size, seed=cfg.seed if cfg.HasField("seed") else None, speed=speed,
+            use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id)
+        stream = engine.open_stream(voice_from_config(cfg), options)
+        self._update_gauges()
+        t0 = time.perf_counter()
+
+        async def pump():
+            while True:
+                try:
+                    req = await asyncio.wait_for(requests.__anext__(), self.idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                if req.WhichOneof("request") != "segment":
+                    raise InvalidArgument("config", "config may only be sent once, as the first message")
+                stream.feed(segment_from_proto(req.segment))
+            stream.end()
+
+        feeder = asyncio.get_running_loop().create_task(pump())
+        samples = tokens = 0
+        first_chunk = True
+        try:
+            async for chunk in race(stream.chunks(), feeder):
+                if first_chunk:
+                    FIRST_CHUNK.labels(engine.name).observe(time.perf_counter() - t0)
+                    first_chunk = False
+                n = len(chunk.audio)
+                yield decoder_pb2.DecodeResponse(chunk=decoder_pb2.AudioChunk(
+                    pcm=float32_bytes(chunk.audio), sample_rate=chunk.sample_rate, segment_index=chunk.segment_index,
+                    offset_samples=samples, num_samples=n, tokens=chunk.tokens, segment_end=chunk.segment_end))
+                CHUNK_SECONDS.labels(engine.name).inc(n / chunk.sample_rate)
+                samples += n
+                tokens += chunk.tokens
+            await feeder
+            yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
+                tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
+                engine=engine.name, voice=str(getattr(stream, "voice_name", ""))))
+        except asyncio.TimeoutError:
+            raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
+        finally:
+            feeder.cancel()
+            await stream.close()
+            self._update_gauges()
+
+    async def ClearCache(self, request, context):
+        freed_bytes = freed_streams = 0
+        for engine in self.engines.values():
+            b, s = engine.clear_cache()
+            freed_bytes += b
+            freed_streams += s
+        self._update_gauges()
+        log.info("cache cleared", extra={"freed_bytes": freed_bytes, "freed_streams": freed_streams})
+        return decoder_pb2.ClearCacheResponse(freed_bytes=freed_bytes, freed_streams=freed_streams)
+
+    async def Info(self, request, context):
+        infos = []
+        for name, engine in self.engines.items():
+            stats = engine.stats()
+            infos.append(decoder_pb2.EngineInfo(
+                name=name, sample_rate=engine.sample_rate, voices=engine.voices(), loaded=True,
+                supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
+                cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"]))
+        return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

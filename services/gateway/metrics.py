@@ -1,0 +1,7 @@
+from prometheus_client import Counter, Histogram
+
+FIRST_CHUNK = Histogram("tts_gateway_first_chunk_seconds", "First text piece to first audio chunk", ["engine"],
+                        buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+RTF = Histogram("tts_gateway_real_time_factor", "Processing time / audio time per utterance", ["engine"],
+                buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5))
+SYNTHESES = Counter("tts_gateway_syntheses_total", "Utterances by outcome", ["rpc", "outcome"])

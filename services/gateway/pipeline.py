@@ -1,0 +1,251 @@
+"""The gateway's engine: one utterance through frontend → decoder, all stages running concurrently.
+
+Text pieces flow to the frontend's Normalize stream as they arrive; each segment it emits goes straight to the
+decoder's Decode stream; audio chunks come back, are resampled/encoded for the client and sent on. Bounded queues
+between the stages give back-pressure; if any part fails, the whole utterance fails at once with that status.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+import shared  # noqa: F401
+from shared.aio import END, drain, race
+from shared.audio import AudioEncoder, float32_from_bytes
+from shared.errors import TTSError, from_rpc_error
+from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
+from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
+from tts.v1 import tts_pb2
+
+from .metrics import FIRST_CHUNK, RTF
+from .settings import GatewaySettings
+from .validate import ENCODINGS
+from .voices import VoiceRegistry
+
+log = logging.getLogger("gateway.pipeline")
+
+FLUSH = object()
+
+
+@dataclass
+class Plan:
+    """Everything resolved before the first text piece is processed."""
+
+    request_id: str
+    tenant: str
+    engine: str
+    voice_label: str
+    decode_config: decoder_pb2.DecodeConfig
+    normalize_config: frontend_pb2.NormalizeConfig
+    sample_rate: int
+    encoding: str
+    metadata: tuple = field(default_factory=tuple)
+
+
+class Stages:
+    """Channels and stubs to the three stages."""
+
+    def __init__(self, settings: GatewaySettings):
+        opts = [("grpc.max_receive_message_length", settings.max_message_mb * 1024 * 1024),
+                ("grpc.max_send_message_length", settings.max_message_mb * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 30_000)]
+        self.channels = []
+
+        def channel(addr):
+            ch = grpc.aio.insecure_channel(addr, options=opts)
+            self.channels.append(ch)
+            return ch
+
+        self.frontend = frontend_pb2_grpc.FrontendStub(channel(settings.frontend_addr))
+        self.speaker = speaker_pb2_grpc.SpeakerStub(channel(settings.speaker_addr))
+        self.decoders = [decoder_pb2_grpc.DecoderStub(channel(a.strip()))
+                         for a in settings.decoder_addrs.split(",") if a.strip()]
+        self._next_decoder = itertools.cycle(range(len(self.decoders)))
+
+    def decoder(self) -> decoder_pb2_grpc.DecoderStub:
+        return self.decoders[next(self._next_decoder)]
+
+    async def close(self) -> None:
+        for ch in self.channels:
+            await ch.close()
+
+
+async def call_stage(stage: str, coro):
+    try:
+        return await coro
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(stage, err) from None
+
+
+class Pipeline:
+    def __init__(self, settings: GatewaySettings, stages: Stages, voices: VoiceRegistry):
+        self.settings = settings
+        self.stages = stages
+        self.voices = voices
+        self._builtin: dict[str, list[str]] = {}
+
+    # ---- voices ------------------------------------------------------------------------------------------------
+    async def embed(self, audio: bytes, metadata: tuple, timeout: float | None):
+        return await call_stage("speaker", self.stages.speaker.Embed(
+            speaker_pb2.EmbedRequest(audio=audio), metadata=metadata, timeout=timeout))
+
+    async def conditioning_for(self, tenant: str, voice_id: str, metadata, timeout):
+        rec = await self.voices.get(tenant, voice_id)
+        try:
+            emb = await call_stage("speaker", self.stages.speaker.GetEmbedding(
+                speaker_pb2.GetEmbeddingRequest(reference_id=rec.reference_id, encoder=rec.encoder),
+                metadata=metadata, timeout=timeout))
+        except TTSError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            emb = None
+        if emb is None:                      # evicted from the cache: recompute from the stored audio
+            emb = await self.embed(rec.audio, metadata, timeout)
+        return emb, rec
+
+    async def builtin_voices(self) -> dict[str, list[str]]:
+        if not self._builtin:
+            info = await call_stage("decoder", self.stages.decoder().Info(decoder_pb2.InfoRequest(), timeout=5))
+            self._builtin = {e.name: list(e.voices) for e in info.engines}
+        return self._builtin
+
+    # ---- planning ----------------------------------------------------------------------------------------------
+    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None) -> Plan:
+        request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
+        metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
+                    ("x-request-id", request_id), ("x-tenant", tenant))
+        timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
+        dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id)
+        if cfg.HasField("seed"):
+            dcfg.seed = cfg.seed
+        if cfg.HasField("use_cache"):
+            dcfg.use_cache = cfg.use_cache
+        engine = cfg.model or self.settings.default_model
+        source = cfg.WhichOneof("voice_source")
+        voice_label = ""
+        if source == "reference_audio" or (source == "voice" and cfg.voice.startswith("v_")):
+            if source == "voice":
+                emb, rec = await self.conditioning_for(tenant, cfg.voice, metadata, timeout)
+                prompt_text = cfg.prompt_text or rec.prompt_text
+                voice_label = cfg.voice
+            else:
+                emb = await self.embed(cfg.reference_audio, metadata, timeout)
+                prompt_text = cfg.prompt_text
+                voice_label = "ref:" + emb.reference_id[:12]
+            dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
+                reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
+                prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text))
+            engine = engine or self.settings.cloning_model
+        elif source == "voice":
+            dcfg.voice = voice_label = cfg.voice
+        dcfg.engine = engine
+        return Plan(
+            request_id=request_id, tenant=tenant, engine=engine, voice_label=voice_label, decode_config=dcfg,
+            normalize_config=frontend_pb2.NormalizeConfig(language=cfg.language, phoneme_mode=cfg.phoneme_mode,
+                                                          request_id=request_id),
+            sample_rate=cfg.sample_rate or self.settings.default_sample_rate,
+            encoding=ENCODINGS[cfg.encoding], metadata=metadata)
+
+    # ---- running -----------------------------------------------------------------------------------------------
+    async def run(self, plan: Plan, pieces, deadline: float | None):
+        """``pieces``: async iterator of str (text) or FLUSH. Yields tts.v1 StreamingSynthesizeResponse."""
+        t_start = time.perf_counter()
+        t_first_text: list[float] = []
+        timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+        fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
+        dec_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
+        await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
+        await dec_q.put(decoder_pb2.DecodeRequest(config=plan.decode_config))
+        fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
+        dec_call = self.stages.decoder().Decode(drain(dec_q), metadata=plan.metadata, timeout=timeout)
+        segments: dict[int, frontend_pb2.Segment] = {}
+
+        async def feed_frontend():
+            try:
+                async for piece in pieces:
+                    if not t_first_text:
+                        t_first_text.append(time.perf_counter())
+                    if piece is FLUSH:
+                        await fe_q.put(frontend_pb2.NormalizeRequest(flush=True))
+                    else:
+                        await fe_q.put(frontend_pb2.NormalizeRequest(text=piece))
+            finally:
+                await fe_q.put(END)
+
+        async def frontend_to_decoder():
+            try:
+                async for resp in fe_call:
+                    segments[resp.segment.index] = resp.segment
+                    await dec_q.put(decoder_pb2.DecodeRequest(segment=resp.segment))
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error("frontend", err) from None
+            finally:
+                await dec_q.put(END)
+
+        helpers = [asyncio.get_running_loop().create_task(feed_frontend()),
+                   asyncio.get_running_loop().create_task(frontend_to_decoder())]
+        encoder: AudioEncoder | None = None
+        out_samples = 0
+        first_latency = None
+        summary = None
+        last_segment = None
+        try:
+            try:
+                async for resp in race(dec_call, *helpers):
+                    if resp.WhichOneof("response") == "summary":
+                        summary = resp.summary
+                        continue
+                    chunk = resp.chunk
+                    if encoder is None:
+                        encoder = AudioEncoder(chunk.sample_rate, plan.sample_rate, plan.encoding)
+                    data, n = encoder.encode(float32_from_bytes(chunk.pcm))
+                    last_segment = segments.get(chunk.segment_index)
+                    if n == 0 and not data:
+                        continue
+                    if first_latency is None:
+                        first_latency = time.perf_counter() - (t_first_text[0] if t_first_text else t_start)
+                        FIRST_CHUNK.labels(plan.engine or "default").observe(first_latency)
+                    yield self._chunk(plan, data, out_samples, n, chunk.segment_index, last_segment, chunk.segment_end)
+                    out_samples += n
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error("decoder", err) from None
+            for task in helpers:
+                await task
+            if encoder is not None:
+                data, n = encoder.encode(np.zeros(0, np.float32), last=True)
+                if n:
+                    idx = last_segment.index if last_segment is not None else 0
+                    yield self._chunk(plan, data, out_samples, n, idx, last_segment, True)
+                    out_samples += n
+            processing = time.perf_counter() - t_start
+            audio_s = out_samples / plan.sample_rate
+            rtf = processing / audio_s if audio_s else 0.0
+            if audio_s:
+                RTF.labels(plan.engine or "default").observe(rtf)
+            yield tts_pb2.StreamingSynthesizeResponse(summary=tts_pb2.SynthesisSummary(
+                audio_ms=audio_s * 1000, first_chunk_latency_ms=(first_latency or 0) * 1000,
+                tokens=summary.tokens if summary else 0, real_time_factor=rtf, segments=len(segments),
+                processing_ms=processing * 1000, engine=summary.engine if summary else plan.engine,
+                voice=plan.voice_label or (summary.voice if summary else ""), request_id=plan.request_id))
+        finally:
+            for task in helpers:
+                task.cancel()
+            fe_call.cancel()
+            dec_call.cancel()
+
+    @staticmethod
+    def _chunk(plan: Plan, data: bytes, offset: int, n: int, index: int, seg, segment_end: bool):
+        span = tts_pb2.TextSpan(start=seg.span.start, end=seg.span.end) if seg is not None else None
+        return tts_pb2.StreamingSynthesizeResponse(audio=tts_pb2.AudioChunk(
+            audio=data, sample_rate=plan.sample_rate, encoding=tts_pb2.AudioEncoding.Value(plan.encoding),
+            offset_ms=offset * 1000 / plan.sample_rate, duration_ms=n * 1000 / plan.sample_rate,
+            segment_index=index, span=span, segment_text=seg.text if seg is not None else "",
+            segment_end=segment_end))

@@ -1,0 +1,172 @@
+"""Gateway servicer: the public tts.v1 API. Thin: auth, validation, proto ⇄ pipeline."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+
+import shared  # noqa: F401
+from shared.audio import wav_header
+from shared.errors import InvalidArgument
+from shared.logging import tenant_var
+from tts.frontend.v1 import frontend_pb2
+from tts.v1 import tts_pb2, tts_pb2_grpc
+
+from .auth import Authenticator
+from .metrics import SYNTHESES
+from .pipeline import FLUSH, Pipeline, call_stage
+from .settings import GatewaySettings
+from .validate import check_text, validate_config
+
+log = logging.getLogger("gateway")
+
+
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return time.time() + remaining if remaining is not None else None
+
+
+def segment_to_public(seg) -> tts_pb2.TextSegment:
+    return tts_pb2.TextSegment(
+        index=seg.index, text=seg.text, normalized=seg.normalized,
+        span=tts_pb2.TextSpan(start=seg.span.start, end=seg.span.end), phonemes=seg.phonemes,
+        words=[tts_pb2.Word(text=w.text, lang=w.lang, pinyin=list(w.pinyin), phonemes=w.phonemes,
+                            span=tts_pb2.TextSpan(start=w.span.start, end=w.span.end)) for w in seg.words],
+        languages=[tts_pb2.LanguageSpan(lang=l.lang, span=tts_pb2.TextSpan(start=l.span.start, end=l.span.end))
+                   for l in seg.languages])
+
+
+class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
+    def __init__(self, settings: GatewaySettings, pipeline: Pipeline, auth: Authenticator):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.auth = auth
+
+    def _tenant(self, context) -> tuple[str, tuple]:
+        metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str))
+        tenant = self.auth.tenant(dict(metadata))
+        tenant_var.set(tenant)
+        forwarded = tuple((k, v) for k, v in metadata if k == "x-request-id")
+        return tenant, forwarded
+
+    async def _pieces(self, requests):
+        """Client messages after the config → text pieces and FLUSH, validated as they arrive."""
+        total = 0
+        while True:
+            try:
+                req = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise InvalidArgument("text", f"no message for {self.settings.stream_idle_timeout_s:.0f} s; "
+                                      "half-close the stream when the text is complete") from None
+            kind = req.WhichOneof("request")
+            if kind == "config":
+                raise InvalidArgument("config", "config may only be sent once, as the first message")
+            if kind == "flush":
+                yield FLUSH
+            elif kind == "text":
+                total += len(req.text)
+                check_text(req.text, total, self.settings.max_text_chars)
+                if req.text:
+                    yield req.text
+            else:
+                raise InvalidArgument("request", "empty message: set config, text or flush")
+
+    async def StreamingSynthesize(self, request_iterator, context):
+        tenant, metadata = self._tenant(context)
+        requests = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
+        except StopAsyncIteration:
+            raise InvalidArgument("config", "the stream ended before a config was sent") from None
+        except asyncio.TimeoutError:
+            raise InvalidArgument("config", "no config received") from None
+        if first.WhichOneof("request") != "config":
+            raise InvalidArgument("config", "the first message must be config (then text pieces and flushes)")
+        validate_config(first.config, self.settings.default_sample_rate, self.settings.max_reference_bytes)
+        deadline = _deadline(context)
+        plan = await self.pipeline.plan(tenant, first.config, metadata, deadline)
+        outcome = "error"
+        try:
+            async for resp in self.pipeline.run(plan, self._pieces(requests), deadline):
+                yield resp
+            outcome = "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            SYNTHESES.labels("StreamingSynthesize", outcome).inc()
+
+    async def Synthesize(self, request, context):
+        tenant, metadata = self._tenant(context)
+        cfg = request.config
+        validate_config(cfg, self.settings.default_sample_rate, self.settings.max_reference_bytes)
+        check_text(request.text, len(request.text), self.settings.max_text_chars)
+        if not request.text.strip():
+            raise InvalidArgument("text", "is empty")
+        deadline = _deadline(context)
+        plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
+
+        async def whole():
+            yield request.text
+
+        parts, summary = [], None
+        async for resp in self.pipeline.run(plan, whole(), deadline):
+            if resp.WhichOneof("response") == "audio":
+                parts.append(resp.audio.audio)
+            else:
+                summary = resp.summary
+        audio = b"".join(parts)
+        if plan.encoding == "WAV":          # the streamed header has unknown length; write a complete file
+            pcm = audio[44:] if audio.startswith(b"RIFF") else audio
+            audio = wav_header(plan.sample_rate, len(pcm) // 2) + pcm
+        SYNTHESES.labels("Synthesize", "ok").inc()
+        return tts_pb2.SynthesizeResponse(audio=audio, sample_rate=plan.sample_rate,
+                                          encoding=tts_pb2.AudioEncoding.Value(plan.encoding), summary=summary)
+
+    async def ListVoices(self, request, context):
+        tenant, _ = self._tenant(context)
+        voices = []
+        for engine, names in (await self.pipeline.builtin_voices()).items():
+            voices += [tts_pb2.Voice(id=n, name=n, builtin=True, engine=engine) for n in names]
+        for rec in await self.pipeline.voices.list(tenant):
+            voices.append(tts_pb2.Voice(id=rec.id, name=rec.name, builtin=False, engine=self.settings.cloning_model,
+                                        prompt_text=rec.prompt_text, reference_seconds=rec.seconds,
+                                        created_at=rec.created_at))
+        return tts_pb2.ListVoicesResponse(voices=voices)
+
+    async def RegisterVoice(self, request, context):
+        tenant, metadata = self._tenant(context)
+        if not request.name.strip() or len(request.name) > 100:
+            raise InvalidArgument("name", "must be 1..100 characters")
+        if not request.audio:
+            raise InvalidArgument("audio", "is empty")
+        if len(request.audio) > self.settings.max_reference_bytes:
+            raise InvalidArgument("audio", f"over the {self.settings.max_reference_bytes} byte limit")
+        emb = await self.pipeline.embed(request.audio, metadata, context.time_remaining())
+        rec = await self.pipeline.voices.add(tenant, request.name.strip(), emb.reference_id, emb.encoder,
+                                             request.prompt_text, emb.speech_seconds, emb.prompt_pcm16k)
+        log.info("voice registered", extra={"voice_id": rec.id, "seconds": rec.seconds})
+        return tts_pb2.RegisterVoiceResponse(
+            voice=tts_pb2.Voice(id=rec.id, name=rec.name, builtin=False, engine=self.settings.cloning_model,
+                                prompt_text=rec.prompt_text, reference_seconds=rec.seconds, created_at=rec.created_at),
+            warnings=list(emb.warnings))
+
+    async def DeleteVoice(self, request, context):
+        tenant, _ = self._tenant(context)
+        if not request.id:
+            raise InvalidArgument("id", "is empty")
+        await self.pipeline.voices.delete(tenant, request.id)
+        return tts_pb2.DeleteVoiceResponse()
+
+    async def AnalyzeText(self, request, context):
+        self._tenant(context)
+        check_text(request.text, len(request.text), self.settings.max_text_chars)
+        if request.language not in ("", "auto", "zh", "en"):
+            raise InvalidArgument("language", f"unknown language {request.language!r}")
+        resp = await call_stage("frontend", self.pipeline.stages.frontend.Analyze(
+            frontend_pb2.AnalyzeRequest(text=request.text, config=frontend_pb2.NormalizeConfig(
+                language=request.language, phoneme_mode=request.phoneme_mode)), timeout=context.time_remaining()))
+        return tts_pb2.AnalyzeTextResponse(segments=[segment_to_public(s) for s in resp.segments])

@@ -1,0 +1,24 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TTS_GATEWAY_", extra="ignore")
+
+    port: int = 50051
+    frontend_addr: str = "127.0.0.1:50052"
+    speaker_addr: str = "127.0.0.1:50053"
+    decoder_addrs: str = "127.0.0.1:50054"       # comma-separated; requests are spread round-robin
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_ms: int = 200
+    # auth: a file of "tenant sha256(token)" lines; empty = auth off, every caller is tenant "default"
+    tokens_file: str = ""
+    default_model: str = ""                      # "" = the decoder's default engine
+    cloning_model: str = "glmtts"                # engine used for cloned voices when the request names none
+    default_sample_rate: int = 24000
+    max_text_chars: int = 20000                  # per request, all pieces together
+    max_reference_bytes: int = 10 * 1024 * 1024
+    stream_idle_timeout_s: float = 60.0          # no message from the client this long → stream ended with an error
+    max_stream_seconds: float = 600.0
+    stage_queue: int = 16                        # bounded queues between stages (back-pressure)

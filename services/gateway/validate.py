@@ -1,0 +1,53 @@
+"""Validation of public requests; every error names the field."""
+from __future__ import annotations
+
+import unicodedata
+
+from shared.audio import SUPPORTED_OUTPUT_RATES
+from shared.errors import InvalidArgument
+
+import shared  # noqa: F401
+from tts.v1 import tts_pb2
+
+ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16", tts_pb2.LINEAR16: "LINEAR16",
+             tts_pb2.WAV: "WAV", tts_pb2.MULAW: "MULAW"}
+MODELS = ("", "embedded", "glmtts")
+LANGUAGES = ("", "auto", "zh", "en")
+MAX_SEED = 2**63 - 1
+
+
+def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
+    if cfg.sample_rate and cfg.sample_rate not in SUPPORTED_OUTPUT_RATES:
+        raise InvalidArgument("config.sample_rate", f"{cfg.sample_rate} is not supported; use one of "
+                              f"{', '.join(map(str, SUPPORTED_OUTPUT_RATES))}")
+    if cfg.encoding not in ENCODINGS:
+        raise InvalidArgument("config.encoding", f"unknown encoding {cfg.encoding}")
+    rate = cfg.sample_rate or default_rate
+    if ENCODINGS[cfg.encoding] == "MULAW" and rate != 8000:
+        raise InvalidArgument("config.sample_rate", "MULAW encoding requires sample_rate 8000")
+    if cfg.chunk_size < 0 or cfg.chunk_size > 1000:
+        raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000 (0 = server default)")
+    if cfg.speed and not 0.5 <= cfg.speed <= 2.0:
+        raise InvalidArgument("config.speed", f"{cfg.speed:g} is outside 0.5..2.0 (0 = 1.0)")
+    if cfg.HasField("seed") and cfg.seed > MAX_SEED:
+        raise InvalidArgument("config.seed", f"must be below 2^63, got {cfg.seed}")
+    if cfg.model not in MODELS:
+        raise InvalidArgument("config.model", f"unknown model {cfg.model!r}; use one of: embedded, glmtts")
+    if cfg.language not in LANGUAGES:
+        raise InvalidArgument("config.language", f"unknown language {cfg.language!r}; use '', auto, zh or en")
+    if cfg.WhichOneof("voice_source") == "reference_audio" and len(cfg.reference_audio) > max_reference_bytes:
+        raise InvalidArgument("config.reference_audio", f"{len(cfg.reference_audio)} bytes is over the "
+                              f"{max_reference_bytes} byte limit")
+    if len(cfg.prompt_text) > 1000:
+        raise InvalidArgument("config.prompt_text", "longer than 1000 characters")
+
+
+def check_text(piece: str, total: int, limit: int, field: str = "text") -> None:
+    if total > limit:
+        raise InvalidArgument(field, f"the request's text is {total} characters; the limit is {limit}")
+    if "\ufffd" in piece and piece.count("\ufffd") * 2 > len(piece):
+        raise InvalidArgument(field, "text is not valid UTF-8 (mostly replacement characters)")
+
+
+def has_speakable(text: str) -> bool:
+    return any(unicodedata.category(c)[0] in "LN" for c in text)

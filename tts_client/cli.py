@@ -1,0 +1,134 @@
+"""ttsctl: command-line client for the gateway (TTS_GATEWAY=host:port, TTS_TOKEN=... for auth)."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import wave
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from .client import TTSClient, make_config
+
+
+def _pieces(text: str, stream: bool):
+    """With --stream, send the text the way an LLM would: a few characters at a time."""
+    if not stream:
+        yield text
+        return
+    for piece in re.findall(r"[A-Za-z0-9.]+\s*|.{1,3}", text, flags=re.S):
+        yield piece
+
+
+def _write(path: str, pcm: bytes, rate: int, encoding: str) -> None:
+    if encoding == "mulaw" or path == "-":
+        (sys.stdout.buffer.write(pcm) if path == "-" else open(path, "wb").write(pcm))
+        return
+    if pcm.startswith(b"RIFF"):
+        pcm = pcm[44:]
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+
+
+def cmd_synth(client: TTSClient, a) -> int:
+    ref = open(a.ref, "rb").read() if a.ref else b""
+    cfg = make_config(voice=a.voice or "", reference_audio=ref, prompt_text=a.prompt_text or "",
+                      language=a.language, sample_rate=a.sample_rate, encoding=a.encoding,
+                      chunk_size=a.chunk_size, seed=a.seed, speed=a.speed, phoneme_mode=a.phoneme,
+                      model=a.model, use_cache=None if a.use_cache is None else a.use_cache == "on")
+    res = client.stream(_pieces(a.text, a.stream), cfg)
+    _write(a.out, res.audio, res.sample_rate or a.sample_rate or 24000, a.encoding)
+    s = res.summary
+    print(json.dumps({
+        "out": a.out, "audio_s": round(s.audio_ms / 1000, 3), "chunks": len(res.chunks), "segments": s.segments,
+        "first_chunk_ms": round(s.first_chunk_latency_ms, 1),
+        "client_first_chunk_ms": round((res.first_chunk_s or 0) * 1000, 1),
+        "rtf": round(s.real_time_factor, 3), "tokens": s.tokens, "engine": s.engine,
+        "request_id": s.request_id}, ensure_ascii=False), file=sys.stderr)
+    return 0
+
+
+def cmd_voices(client: TTSClient, a) -> int:
+    for v in client.voices():
+        kind = "builtin" if v.builtin else f"registered {v.reference_seconds:.1f}s {v.created_at}"
+        print(f"{v.id}\t{v.name}\t{v.engine}\t{kind}")
+    return 0
+
+
+def cmd_register(client: TTSClient, a) -> int:
+    resp = client.register_voice(a.name, open(a.audio, "rb").read(), a.prompt_text or "")
+    print(json.dumps(MessageToDict(resp), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_frontend(client: TTSClient, a) -> int:
+    segs = client.analyze(a.text, language=a.language, phoneme_mode=a.phoneme)
+    print(json.dumps([MessageToDict(s, always_print_fields_with_no_presence=True) for s in segs],
+                     ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_health(client: TTSClient, a) -> int:
+    status = client.health()
+    print(f"{client.target}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="ttsctl", description=__doc__)
+    p.add_argument("--target", default=None, help="gateway host:port (default $TTS_GATEWAY or localhost:50051)")
+    p.add_argument("--token", default=None, help="bearer token (default $TTS_TOKEN)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="synthesize text to a file")
+    s.add_argument("text")
+    s.add_argument("--out", default="out.wav")
+    s.add_argument("--ref", help="reference audio for voice cloning")
+    s.add_argument("--prompt-text", help="transcript of the reference audio")
+    s.add_argument("--voice", help="built-in voice or registered voice id")
+    s.add_argument("--language", default="")
+    s.add_argument("--sample-rate", type=int, default=0)
+    s.add_argument("--encoding", default="wav", choices=["wav", "linear16", "mulaw"])
+    s.add_argument("--chunk-size", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--speed", type=float, default=0.0)
+    s.add_argument("--model", default="", choices=["", "embedded", "glmtts"])
+    s.add_argument("--use-cache", choices=["on", "off"], default=None)
+    s.add_argument("--phoneme", action="store_true", help="phoneme mode: 我要[xie3]个字, {血|xie3}")
+    s.add_argument("--stream", action="store_true", help="send the text in small pieces, as an LLM would")
+    s.set_defaults(fn=cmd_synth)
+
+    v = sub.add_parser("voices", help="list voices")
+    v.set_defaults(fn=cmd_voices)
+
+    r = sub.add_parser("register", help="register a reference voice")
+    r.add_argument("name")
+    r.add_argument("audio")
+    r.add_argument("--prompt-text")
+    r.set_defaults(fn=cmd_register)
+
+    f = sub.add_parser("frontend", help="show the frontend's segments as JSON")
+    f.add_argument("text")
+    f.add_argument("--language", default="")
+    f.add_argument("--phoneme", action="store_true")
+    f.set_defaults(fn=cmd_frontend)
+
+    h = sub.add_parser("health", help="gateway health")
+    h.set_defaults(fn=cmd_health)
+
+    a = p.parse_args(argv)
+    try:
+        with TTSClient(a.target, a.token) as client:
+            return a.fn(client, a)
+    except grpc.RpcError as err:
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import grpc
+
+_GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gen")
+if os.path.isdir(_GEN) and _GEN not in sys.path:
+    sys.path.append(_GEN)
+
+from tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
+
+ENCODINGS = {"linear16": tts_pb2.LINEAR16, "wav": tts_pb2.WAV, "mulaw": tts_pb2.MULAW}
+
+
+@dataclass
+class StreamResult:
+    chunks: list = field(default_factory=list)     # tts_pb2.AudioChunk
+    summary: tts_pb2.SynthesisSummary | None = None
+    first_chunk_s: float | None = None              # client-side: first piece sent → first chunk received
+
+    @property
+    def audio(self) -> bytes:
+        return b"".join(c.audio for c in self.chunks)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.chunks[0].sample_rate if self.chunks else 0
+
+
+def make_config(voice: str = "", reference_audio: bytes = b"", prompt_text: str = "", language: str = "",
+                sample_rate: int = 0, encoding: str = "linear16", chunk_size: int = 0, seed: int | None = None,
+                speed: float = 0.0, use_cache: bool | None = None, phoneme_mode: bool = False,
+                model: str = "") -> tts_pb2.SynthesisConfig:
+    cfg = tts_pb2.SynthesisConfig(prompt_text=prompt_text, language=language, sample_rate=sample_rate,
+                                  encoding=ENCODINGS[encoding.lower()], chunk_size=chunk_size, speed=speed,
+                                  phoneme_mode=phoneme_mode, model=model)
+    if reference_audio:
+        cfg.reference_audio = reference_audio
+    elif voice:
+        cfg.voice = voice
+    if seed is not None:
+        cfg.seed = seed
+    if use_cache is not None:
+        cfg.use_cache = use_cache
+    return cfg
+
+
+class TTSClient:
+    def __init__(self, target: str | None = None, token: str | None = None, timeout: float = 120.0):
+        self.target = target or os.environ.get("TTS_GATEWAY", "localhost:50051")
+        self.channel = grpc.insecure_channel(self.target, options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+        token = token if token is not None else os.environ.get("TTS_TOKEN", "")
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- synthesis ----
+    def stream(self, pieces: Iterable[str | None], config: tts_pb2.SynthesisConfig,
+               on_chunk=None) -> StreamResult:
+        """Stream text pieces (``None`` = flush) and collect the audio. ``on_chunk(chunk)`` sees each chunk live."""
+        result = StreamResult()
+        sent_first: list[float] = []
+
+        def requests() -> Iterator[tts_pb2.StreamingSynthesizeRequest]:
+            yield tts_pb2.StreamingSynthesizeRequest(config=config)
+            for piece in pieces:
+                if not sent_first:
+                    sent_first.append(time.perf_counter())
+                if piece is None:
+                    yield tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush())
+                else:
+                    yield tts_pb2.StreamingSynthesizeRequest(text=piece)
+
+        for resp in self.stub.StreamingSynthesize(requests(), metadata=self.metadata, timeout=self.timeout):
+            if resp.WhichOneof("response") == "audio":
+                if result.first_chunk_s is None and sent_first:
+                    result.first_chunk_s = time.perf_counter() - sent_first[0]
+                result.chunks.append(resp.audio)
+                if on_chunk:
+                    on_chunk(resp.audio)
+            else:
+                result.summary = resp.summary
+        return result
+
+    def synthesize(self, text: str, config: tts_pb2.SynthesisConfig) -> tts_pb2.SynthesizeResponse:
+        return self.stub.Synthesize(tts_pb2.SynthesizeRequest(config=config, text=text),
+                                    metadata=self.metadata, timeout=self.timeout)
+
+    # ---- voices / frontend ----
+    def voices(self) -> list:
+        return list(self.stub.ListVoices(tts_pb2.ListVoicesRequest(), metadata=self.metadata,
+                                         timeout=self.timeout).voices)
+
+    def register_voice(self, name: str, audio: bytes, prompt_text: str = "") -> tts_pb2.RegisterVoiceResponse:
+        return self.stub.RegisterVoice(tts_pb2.RegisterVoiceRequest(name=name, audio=audio, prompt_text=prompt_text),
+                                       metadata=self.metadata, timeout=self.timeout)
+
+    def delete_voice(self, voice_id: str) -> None:
+        self.stub.DeleteVoice(tts_pb2.DeleteVoiceRequest(id=voice_id), metadata=self.metadata, timeout=self.timeout)
+
+    def analyze(self, text: str, language: str = "", phoneme_mode: bool = False) -> list:
+        return list(self.stub.AnalyzeText(tts_pb2.AnalyzeTextRequest(text=text, language=language,
+                                                                     phoneme_mode=phoneme_mode),
+                                          metadata=self.metadata, timeout=self.timeout).segments)
+
+    def health(self, service: str = "") -> str:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        resp = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
