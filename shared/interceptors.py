@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from .errors import ResourceExhausted, TTSError
+from .errors import InvalidArgument, ResourceExhausted, TTSError
 from .logging import request_id_var, tenant_var
 from .metrics import RPC_ERRORS, RPC_IN_FLIGHT, RPC_LATENCY
 
@@ -46,6 +46,92 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service:
         log.error("unhandled exception", exc_info=exc, extra={"method": method})
     RPC_ERRORS.labels(service, method, code.name).inc()
     await context.abort(code, message, trailing_metadata=trailers)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def invalid_utf8_field(descriptor, data: bytes, prefix: str = "") -> str | None:
+    """Walk protobuf wire data and return the dotted name of the first string field holding invalid UTF-8."""
+    pos = 0
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                _, pos = _varint(data, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            elif wire_type == 2:
+                length, pos = _varint(data, pos)
+                payload, pos = data[pos:pos + length], pos + length
+                field = descriptor.fields_by_number.get(number)
+                if field is None:
+                    continue
+                name = prefix + field.name
+                if field.type == field.TYPE_STRING:
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return name
+                elif field.type == field.TYPE_MESSAGE:
+                    found = invalid_utf8_field(field.message_type, payload, name + ".")
+                    if found:
+                        return found
+            else:
+                return None
+    except ValueError:
+        return None
+    return None
+
+
+class BadRequest:
+    """Stands in for a request that could not be parsed, so the servicer side can answer INVALID_ARGUMENT."""
+
+    def __init__(self, error: InvalidArgument):
+        self.error = error
+
+
+def checked_deserializer(deserializer):
+    if deserializer is None:
+        return None
+    message_cls = getattr(deserializer, "__self__", None)
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - DecodeError and friends
+            field = invalid_utf8_field(message_cls.DESCRIPTOR, data) if message_cls is not None else None
+            if field:
+                return BadRequest(InvalidArgument(field, "is not valid UTF-8"))
+            return BadRequest(InvalidArgument("request", "cannot be parsed as a protobuf message"))
+
+    return parse
+
+
+async def _checked_stream(requests):
+    async for request in requests:
+        if isinstance(request, BadRequest):
+            raise request.error
+        yield request
+
+
+def _check(request):
+    if isinstance(request, BadRequest):
+        raise request.error
+    return request
 
 
 def _metadata(context) -> dict:
@@ -81,6 +167,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def unary_response(request, context):
                 t0 = enter(context)
                 try:
+                    if handler.unary_unary:
+                        request = _check(request)
+                    else:
+                        request = _checked_stream(request)
                     return await inner(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
@@ -90,7 +180,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     leave(t0)
 
             factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary_response, request_deserializer=handler.request_deserializer,
+            return factory(unary_response, request_deserializer=checked_deserializer(handler.request_deserializer),
                            response_serializer=handler.response_serializer)
 
         inner = handler.unary_stream or handler.stream_stream
@@ -98,6 +188,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         async def stream_response(request, context):
             t0 = enter(context)
             try:
+                request = _check(request) if handler.unary_stream else _checked_stream(request)
                 async for item in inner(request, context):
                     yield item
             except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -108,5 +199,5 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 leave(t0)
 
         factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(stream_response, request_deserializer=handler.request_deserializer,
+        return factory(stream_response, request_deserializer=checked_deserializer(handler.request_deserializer),
                        response_serializer=handler.response_serializer)

@@ -56,7 +56,13 @@ class Stages:
     def __init__(self, settings: GatewaySettings):
         opts = [("grpc.max_receive_message_length", settings.max_message_mb * 1024 * 1024),
                 ("grpc.max_send_message_length", settings.max_message_mb * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 30_000)]
+                ("grpc.keepalive_time_ms", 30_000),
+                # a restarted stage is used again within a second or two, not after minutes of backoff
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+                # with a dns:/// target naming a headless Service, spread calls over all pods
+                ("grpc.lb_policy_name", "round_robin")]
         self.channels = []
 
         def channel(addr):

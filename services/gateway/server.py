@@ -17,7 +17,7 @@ from .auth import Authenticator
 from .metrics import SYNTHESES
 from .pipeline import FLUSH, Pipeline, call_stage
 from .settings import GatewaySettings
-from .validate import check_text, validate_config
+from .validate import check_text, has_speakable, validate_config
 
 log = logging.getLogger("gateway")
 
@@ -106,6 +106,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         check_text(request.text, len(request.text), self.settings.max_text_chars)
         if not request.text.strip():
             raise InvalidArgument("text", "is empty")
+        if not has_speakable(request.text):
+            raise InvalidArgument("text", "has nothing to speak (only punctuation, symbols or spaces)")
         deadline = _deadline(context)
         plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
 

@@ -42,11 +42,16 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
         raise InvalidArgument("config.prompt_text", "longer than 1000 characters")
 
 
+_ALLOWED_CONTROLS = {"\n", "\t", "\r"}
+
+
 def check_text(piece: str, total: int, limit: int, field: str = "text") -> None:
+    """Length limit over the whole request, and no control characters (other than tab and newlines)."""
     if total > limit:
         raise InvalidArgument(field, f"the request's text is {total} characters; the limit is {limit}")
-    if "\ufffd" in piece and piece.count("\ufffd") * 2 > len(piece):
-        raise InvalidArgument(field, "text is not valid UTF-8 (mostly replacement characters)")
+    for pos, ch in enumerate(piece):
+        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
+            raise InvalidArgument(field, f"control character U+{ord(ch):04X} at position {pos}")
 
 
 def has_speakable(text: str) -> bool:

@@ -1,0 +1,164 @@
+"""End to end through the gateway: streaming text in, audio out, bad input, voices, the frontend's view."""
+from __future__ import annotations
+
+import io
+import threading
+import wave
+
+import grpc
+import numpy as np
+import pytest
+
+from shared.audio import mulaw_decode
+from tts.v1 import tts_pb2
+from tts_client.client import make_config
+
+SENTENCE = "今天是2026年1月13日，气温-3℃。"
+
+
+def pcm(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768
+
+
+def test_first_audio_arrives_before_the_last_text_piece_is_sent(client):
+    first_audio = threading.Event()
+    sent_last_after_audio = []
+
+    def pieces():
+        yield "你好，"
+        yield "欢迎使用"
+        yield "语音合成服务。"
+        # an LLM is still "thinking": do not send the rest until audio has come back (bounded wait)
+        sent_last_after_audio.append(first_audio.wait(timeout=60))
+        yield "这是最后一句话。"
+
+    res = client.stream(pieces(), make_config(), on_chunk=lambda c: first_audio.set())
+    assert sent_last_after_audio == [True], "no audio arrived while the client was still sending text"
+    assert res.summary.segments >= 2
+    assert res.summary.audio_ms > 2000
+    assert res.chunks[-1].segment_text.startswith("这是最后一句话")
+
+
+def test_chunks_carry_rate_offsets_and_spans(client):
+    text = "第一句话。第二句话，很短。"
+    res = client.stream([text], make_config(sample_rate=16000))
+    assert res.chunks and all(c.sample_rate == 16000 and c.encoding == tts_pb2.LINEAR16 for c in res.chunks)
+    offset = 0.0
+    for c in res.chunks:
+        assert c.offset_ms == pytest.approx(offset, abs=1e-6)
+        assert c.duration_ms == pytest.approx(len(c.audio) / 2 / 16000 * 1000, abs=1e-6)
+        offset += c.duration_ms
+        assert text[c.span.start:c.span.end] == c.segment_text
+    assert res.summary.audio_ms == pytest.approx(offset, abs=1e-3)
+    assert res.summary.first_chunk_latency_ms > 0 and res.summary.real_time_factor > 0
+    assert res.summary.engine == "embedded"
+
+
+def test_unary_synthesize_returns_a_complete_wav(client):
+    resp = client.synthesize(SENTENCE, make_config(encoding="wav"))
+    with wave.open(io.BytesIO(resp.audio)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
+        audio = pcm(w.readframes(w.getnframes()))
+    assert len(audio) / 24000 > 2.0
+    assert np.sqrt(np.mean(audio ** 2)) > 0.02          # speech, not silence
+
+
+def test_mulaw_8k_for_telephony(client):
+    res = client.stream(["请稍等，正在为您转接。"], make_config(sample_rate=8000, encoding="mulaw"))
+    audio = mulaw_decode(res.audio)
+    assert all(c.encoding == tts_pb2.MULAW and c.sample_rate == 8000 for c in res.chunks)
+    assert len(res.audio) == pytest.approx(res.summary.audio_ms * 8, abs=2)
+    assert np.abs(audio).max() > 0.05
+
+
+def test_same_request_gives_identical_audio(client):
+    cfg = make_config(seed=42)
+    assert client.synthesize("重复一遍。", cfg).audio == client.synthesize("重复一遍。", cfg).audio
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"sample_rate": 12345}, "config.sample_rate"),
+    ({"voice": "no-such-voice"}, "config.voice"),
+    ({"chunk_size": 10**6}, "config.chunk_size"),
+    ({"speed": 9.0}, "config.speed"),
+    ({"model": "nope"}, "config.model"),
+    ({"encoding": "mulaw", "sample_rate": 16000}, "config.sample_rate"),
+])
+def test_bad_config_is_invalid_argument_naming_the_field(client, kwargs, field):
+    with pytest.raises(grpc.RpcError) as err:
+        client.stream(["你好。"], make_config(**kwargs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field), err.value.details()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "text: is empty"),
+    ("   \n ", "text: is empty"),
+    ("。，！？", "nothing to speak"),
+    ("x" * 1_000_001, "limit"),
+    ("你好\x07世界", "control character U+0007"),
+])
+def test_bad_text_is_invalid_argument(client, text, needle):
+    with pytest.raises(grpc.RpcError) as err:
+        client.synthesize(text, make_config())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+
+
+def test_invalid_utf8_is_invalid_argument_naming_the_field(stack):
+    # A hand-made StreamingSynthesizeRequest{text: b"\xff\xfe"}: field 2, wire type 2, length 2.
+    channel = grpc.insecure_channel(stack.gateway.addr)
+    call = channel.stream_stream("/tts.v1.TextToSpeech/StreamingSynthesize",
+                                 request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    config = tts_pb2.StreamingSynthesizeRequest(config=make_config()).SerializeToString()
+    with pytest.raises(grpc.RpcError) as err:
+        list(call(iter([config, b"\x12\x02\xff\xfe"]), timeout=30))
+    channel.close()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("text")
+
+
+def test_protocol_errors(client):
+    stub = client.stub
+    text_first = [tts_pb2.StreamingSynthesizeRequest(text="你好")]
+    config = tts_pb2.StreamingSynthesizeRequest(config=make_config())
+    for requests, field in ((text_first, "config"), ([config, config], "config"), ([], "config")):
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.StreamingSynthesize(iter(requests), timeout=30))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(field)
+
+
+def test_a_stream_that_never_half_closes_is_ended(client):
+    stop = threading.Event()
+
+    def requests():
+        yield tts_pb2.StreamingSynthesizeRequest(config=make_config())
+        yield tts_pb2.StreamingSynthesizeRequest(text="你好。")
+        stop.wait(60)            # never half-close (until the test ends)
+
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            list(client.stub.StreamingSynthesize(requests(), timeout=60))
+    finally:
+        stop.set()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "half-close" in err.value.details()
+
+
+def test_service_keeps_serving_after_bad_input(client):
+    res = client.stream(["还在正常工作。"], make_config())
+    assert res.summary.audio_ms > 500
+
+
+def test_list_voices_has_builtin_voices(client):
+    voices = client.voices()
+    assert any(v.builtin and v.id == "jm_kumo" for v in voices)
+
+
+def test_analyze_text_shows_normalization_and_pinyin(client):
+    segs = client.analyze("我在银行工作，气温-3℃。")
+    words = [w for s in segs for w in s.words]
+    assert any("hang2" in w.pinyin for w in words if "行" in w.text)
+    assert "三" in "".join(s.normalized for s in segs)
+    assert all(s.phonemes for s in segs)

@@ -1,0 +1,88 @@
+"""The decoder service as a real process: Decode over gRPC, errors, cancellation, ClearCache, Info."""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.procs import Service, wait_until
+from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+from tts.frontend.v1 import frontend_pb2
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    svc = Service("decoder", log_dir=tmp_path_factory.mktemp("decoder")).start()
+    yield svc
+    assert svc.stop() == 0, svc.log()            # SIGTERM → drain → clean exit
+
+
+@pytest.fixture
+def stub(decoder):
+    with grpc.insecure_channel(decoder.addr) as ch:
+        yield decoder_pb2_grpc.DecoderStub(ch)
+
+
+def seg(i, text, phonemes):
+    return decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=i, text=text, normalized=text, phonemes=phonemes))
+
+
+def config(**kw):
+    return decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(**kw))
+
+
+def test_decode_streams_pcm_chunks_with_offsets(stub):
+    responses = list(stub.Decode(iter([config(), seg(0, "你好，", "ni↗ xau↓,"), seg(1, "世界。", "ʂɨ↘ ʨjɛ↘.")])))
+    chunks = [r.chunk for r in responses if r.WhichOneof("response") == "chunk"]
+    summary = responses[-1].summary
+    offset = 0
+    for c in chunks:
+        assert c.sample_rate == 24000 and c.offset_samples == offset and len(c.pcm) == 4 * c.num_samples
+        offset += c.num_samples
+    assert summary.samples == offset and summary.engine == "embedded" and summary.tokens > 0
+    audio = np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<f4")
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0.05
+
+
+@pytest.mark.parametrize("requests, code, prefix", [
+    ([seg(0, "a", "a")], grpc.StatusCode.INVALID_ARGUMENT, "config"),
+    ([config(), config()], grpc.StatusCode.INVALID_ARGUMENT, "config"),
+    ([config(engine="nope")], grpc.StatusCode.INVALID_ARGUMENT, "config.engine"),
+    ([config(voice="nobody")], grpc.StatusCode.INVALID_ARGUMENT, "config.voice"),
+    ([config(speed=5)], grpc.StatusCode.INVALID_ARGUMENT, "config.speed"),
+    ([config(speaker=decoder_pb2.SpeakerConditioning(embedding=[0.1] * 192))], grpc.StatusCode.INVALID_ARGUMENT,
+     "config.voice"),
+])
+def test_bad_requests_get_clear_status(stub, requests, code, prefix):
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Decode(iter(requests)))
+    assert err.value.code() == code
+    assert err.value.details().startswith(prefix), err.value.details()
+
+
+def test_cancelled_streams_are_freed(stub):
+    for _ in range(5):
+        call = stub.Decode(iter([config(), seg(0, "长", " ".join(["ni↗ xau↓,"] * 20))]))
+        next(call)                     # first chunk arrived: the stream is live on the server
+        call.cancel()
+    wait_until(lambda: stub.Info(decoder_pb2.InfoRequest()).engines[0].active_streams == 0, 10,
+               "cancelled streams to be released")
+
+
+def test_info_and_clear_cache(stub):
+    info = stub.Info(decoder_pb2.InfoRequest())
+    assert info.default_engine == "embedded"
+    assert "jm_kumo" in info.engines[0].voices and not info.engines[0].supports_cloning
+    resp = stub.ClearCache(decoder_pb2.ClearCacheRequest())
+    assert resp.freed_streams == 0      # the embedded engine keeps no idle state
+
+
+def test_health_and_reflection(decoder):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    assert decoder.health() == "SERVING"
+    with grpc.insecure_channel(decoder.addr) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        resp = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in resp.list_services_response.service}
+    assert {"tts.decoder.v1.Decoder", "grpc.health.v1.Health"} <= names

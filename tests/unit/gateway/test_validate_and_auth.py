@@ -1,0 +1,63 @@
+import pytest
+
+from services.gateway.auth import Authenticator, hash_token
+from services.gateway.validate import check_text, has_speakable, validate_config
+from shared.errors import InvalidArgument, Unauthenticated
+from tts.v1 import tts_pb2
+
+
+def cfg(**kw):
+    return tts_pb2.SynthesisConfig(**kw)
+
+
+@pytest.mark.parametrize("config, field", [
+    (cfg(sample_rate=12345), "config.sample_rate"),
+    (cfg(encoding=tts_pb2.MULAW), "config.sample_rate"),
+    (cfg(encoding=7), "config.encoding"),
+    (cfg(chunk_size=-1), "config.chunk_size"),
+    (cfg(speed=0.1), "config.speed"),
+    (cfg(seed=2**64 - 1), "config.seed"),
+    (cfg(model="gpt"), "config.model"),
+    (cfg(language="fr"), "config.language"),
+    (cfg(reference_audio=b"x" * 11), "config.reference_audio"),
+])
+def test_invalid_config_names_the_field(config, field):
+    with pytest.raises(InvalidArgument) as exc:
+        validate_config(config, 24000, max_reference_bytes=10)
+    assert exc.value.field == field
+
+
+@pytest.mark.parametrize("config", [
+    cfg(), cfg(sample_rate=16000), cfg(sample_rate=8000, encoding=tts_pb2.MULAW), cfg(encoding=tts_pb2.WAV),
+    cfg(speed=1.5, chunk_size=25, seed=1, model="glmtts", language="zh"), cfg(voice="jm_kumo"),
+])
+def test_valid_configs_pass(config):
+    validate_config(config, 24000, max_reference_bytes=10)
+
+
+def test_text_limits_and_controls():
+    check_text("你好\n世界\t!", 7, 100)
+    with pytest.raises(InvalidArgument, match="limit is 5"):
+        check_text("abcdef", 6, 5)
+    with pytest.raises(InvalidArgument, match="U\\+001B at position 2"):
+        check_text("ab\x1bc", 4, 100)
+
+
+def test_speakable():
+    assert has_speakable("你好") and has_speakable("42") and has_speakable("ok")
+    assert not has_speakable("。，！？ …") and not has_speakable("🙂")
+
+
+def test_auth_maps_tokens_to_tenants(tmp_path):
+    f = tmp_path / "tokens"
+    f.write_text(f"# tenant sha256(token)\nacme {hash_token('s3cret')}\nglobex {hash_token('other')}\n")
+    auth = Authenticator(str(f))
+    assert auth.tenant({"authorization": "Bearer s3cret"}) == "acme"
+    assert auth.tenant({"authorization": "bearer other"}) == "globex"
+    for md in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic s3cret"}):
+        with pytest.raises(Unauthenticated):
+            auth.tenant(md)
+
+
+def test_auth_off_means_one_default_tenant():
+    assert Authenticator("").tenant({}) == "default"
