@@ -1,0 +1,1 @@
+"""Text frontend stage: normalization, segmentation, G2P (see engine/)."""

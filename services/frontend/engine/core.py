@@ -1,0 +1,189 @@
+"""FrontendEngine: segmentation → normalization → G2P, whole-text and incremental."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+
+from shared.errors import InvalidArgument
+
+from . import markup
+from .dictionary import ReplaceDictionary, file_stamp, load_dictionary
+from .english import EnglishG2P
+from .g2p import G2P, jieba_tokenizer, join_phonemes, language_spans, sync_jieba_words
+from .normalize import normalize
+from .normalize import warmup as normalize_warmup
+from .segmenter import Splitter
+from .textutil import clean, is_cjk, is_latin_letter, is_speakable
+from .types import Segment
+
+log = logging.getLogger("frontend.engine")
+
+LANGUAGES = ("", "auto", "zh", "en")
+
+
+class FrontendEngine:
+    def __init__(self, replace_dict_path: str | None = None, max_segment_chars: int = 60,
+                 dict_check_interval_s: float = 1.0, max_text_chars: int = 20000):
+        self.replace_dict_path = replace_dict_path or None
+        self.max_segment_chars = max_segment_chars
+        self.dict_check_interval_s = dict_check_interval_s
+        self.max_text_chars = max_text_chars
+        self.g2p = G2P(EnglishG2P())
+        self._dict_lock = threading.Lock()
+        self.dictionary = ReplaceDictionary()
+        self._stamp = None
+        self._last_check = 0.0
+        if self.replace_dict_path:
+            self.reload_dictionary()
+
+    # -- dictionary --------------------------------------------------------------------------------------------
+    def reload_dictionary(self) -> tuple[int, list[tuple[int, str]]]:
+        with self._dict_lock:
+            stamp = file_stamp(self.replace_dict_path)
+            d = load_dictionary(self.replace_dict_path)
+            sync_jieba_words(d.words)
+            self.dictionary, self._stamp = d, stamp
+            self._last_check = time.monotonic()
+        log.info("replace dictionary loaded", extra={"path": self.replace_dict_path, "entries": d.entries,
+                                                      "errors": len(d.errors)})
+        return d.entries, list(d.errors)
+
+    def maybe_reload(self) -> None:
+        if not self.replace_dict_path:
+            return
+        now = time.monotonic()
+        if now - self._last_check < self.dict_check_interval_s:
+            return
+        self._last_check = now
+        if file_stamp(self.replace_dict_path) != self._stamp:
+            self.reload_dictionary()
+
+    # -- public API --------------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        self.g2p.warmup()
+        normalize_warmup()
+        self.analyze("你好，我用iPhone 15打了110。Dr. Smith paid $3.50 on 2026-01-13.")
+
+    def analyze(self, text: str, language: str = "", phoneme_mode: bool = False,
+                max_segment_chars: int | None = None) -> list[Segment]:
+        if len(text) > self.max_text_chars:
+            raise InvalidArgument("text", f"{len(text)} characters is over the limit of {self.max_text_chars}")
+        s = self.stream(language, phoneme_mode, max_segment_chars)
+        return s.push(text) + s.flush()
+
+    def stream(self, language: str = "", phoneme_mode: bool = False,
+               max_segment_chars: int | None = None) -> "TextStream":
+        if language not in LANGUAGES:
+            raise InvalidArgument("config.language", f"{language!r} is not one of {', '.join(repr(x) for x in LANGUAGES)}")
+        if max_segment_chars is not None and max_segment_chars < 0:
+            raise InvalidArgument("config.max_segment_chars", "must be >= 0")
+        return TextStream(self, language, phoneme_mode, max_segment_chars or self.max_segment_chars)
+
+    # -- one segment -------------------------------------------------------------------------------------------
+    def context_language(self, text: str, language: str) -> str:
+        if any(is_cjk(c) for c in text):
+            return "zh"
+        if any(is_latin_letter(c) for c in text):
+            return "en"
+        return "en" if language == "en" else "zh"
+
+    def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool) -> Segment:
+        self.maybe_reload()
+        forced_plain: dict[int, str] = {}
+        plain = text
+        if phoneme_mode:
+            plain, forced_plain = markup.parse(text, start)
+        lang = self.context_language(plain, language)
+        forced: dict[int, str] = {}
+        if forced_plain:
+            parts, pos = [], 0
+            for p in sorted(forced_plain):
+                chunk = normalize(plain[pos:p], lang) if p > pos else ""
+                parts.append(chunk)
+                forced[sum(map(len, parts))] = forced_plain[p]
+                parts.append(plain[p])
+                pos = p + 1
+            parts.append(normalize(plain[pos:], lang))
+            normalized = "".join(parts)
+        else:
+            normalized = normalize(plain, lang)
+        words = self.g2p.words(normalized, self.dictionary, forced)
+        return Segment(index=index, text=text, normalized=normalized, span=(start, start + len(text)), words=words,
+                       phonemes=join_phonemes(words), languages=language_spans(words))
+
+
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+class TextStream:
+    """Incremental segmentation for a stream of text pieces (e.g. LLM tokens)."""
+
+    def __init__(self, engine: FrontendEngine, language: str, phoneme_mode: bool, max_segment_chars: int):
+        self.engine = engine
+        self.language = language
+        self.phoneme_mode = phoneme_mode
+        self.max_segment_chars = max_segment_chars
+        self.buf = ""
+        self.base = 0          # absolute offset of buf[0]
+        self.total = 0
+        self.index = 0
+        self.splitter = Splitter(max_segment_chars, phoneme_mode)
+
+    def push(self, piece: str) -> list[Segment]:
+        if not isinstance(piece, str):
+            raise InvalidArgument("text", "must be a string")
+        self.total += len(piece)
+        if self.total > self.engine.max_text_chars:
+            raise InvalidArgument("text", f"{self.total} characters in this request is over the limit of "
+                                          f"{self.engine.max_text_chars}")
+        self.buf += clean(piece)
+        return self._drain(final=False)
+
+    def flush(self) -> list[Segment]:
+        return self._drain(final=True)
+
+    def _refine(self, cut: int) -> int:
+        """Move a size cut that falls between two CJK characters back to a jieba word boundary."""
+        buf = self.buf
+        if not (0 < cut < len(buf) and is_cjk(buf[cut - 1]) and is_cjk(buf[cut])):
+            return cut
+        a = cut
+        while a > 0 and is_cjk(buf[a - 1]):
+            a -= 1
+        b = cut
+        while b < len(buf) and is_cjk(buf[b]):
+            b += 1
+        best, k = None, a
+        for w in jieba_tokenizer().lcut(buf[a:b]):
+            k += len(w)
+            if k <= cut:
+                best = k
+        return best if best and best > 0 else cut
+
+    def _drain(self, final: bool) -> list[Segment]:
+        out: list[Segment] = []
+        while self.buf:
+            cut = self.splitter.next_cut(self.buf, final, first=self.index == 0)
+            if cut is None:
+                break
+            if cut < len(self.buf) and not self.splitter.overflow:
+                cut = self._refine(cut)
+            self._emit(self.buf[:cut], out)
+        if final and self.buf:
+            self._emit(self.buf, out)
+        return out
+
+    def _emit(self, piece: str, out: list[Segment]) -> None:
+        start = self.base
+        self.buf = self.buf[len(piece):]
+        self.base += len(piece)
+        self.splitter.reset()
+        stripped = piece.strip()
+        if not stripped or not is_speakable(stripped):
+            return
+        lead = len(piece) - len(piece.lstrip())
+        seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode)
+        self.index += 1
+        out.append(seg)

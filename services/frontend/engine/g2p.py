@@ -1,0 +1,267 @@
+"""G2P for one normalized segment: tokens → Words (zh via jieba + pypinyin + tone sandhi, en via CMUdict).
+
+Reported pinyin is the SURFACE form (after tone sandhi), i.e. what is spoken and what the phonemes encode.
+Sandhi rules (applied to model readings only; dictionary and inline readings are taken as final):
+  * 不: bu2 before a tone-4 syllable, bu5 between two identical syllables (是不是), else bu4.
+  * 一: yi1 when read as a digit/ordinal (第一, 十一, 一九九零, 一点五, 一月, word-final 统一/万一),
+    yi5 between identical syllables (看一看), else yi2 before tone 4/5 and yi4 before tones 1-3.
+  * 3-3: inside a jieba word every T3 followed by an (underlying) T3 becomes T2, left to right — so a
+    three-syllable word gets the 2+1 reading 展览馆 zhan2 lan2 guan3; across word boundaries (same run, no
+    punctuation between) the rule is applied right to left on surface tones: 我很好 → wo3 hen2 hao3.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+
+from .dictionary import ReplaceDictionary
+from .english import EnglishG2P
+from .pinyin import is_valid_syllable, normalize_syllable, pinyin_syllable_to_kokoro
+from .textutil import is_cjk
+from .types import Word
+from .vocab import only_vocab
+
+_TOKEN_RE = re.compile(
+    r"(?P<zh>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+)"
+    r"|(?P<en>[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*)"
+    r"|(?P<ws>\s+)"
+    r"|(?P<ch>.)", re.S)
+
+PUNCT_MAP = {
+    "，": ",", "、": ",", ",": ",", "。": ".", "．": ".", ".": ".", "！": "!", "!": "!", "？": "?", "?": "?",
+    "：": ":", ":": ":", "；": ";", ";": ";", "…": "…", "—": "—", "–": "—", "“": "“", "”": "”", "\"": "\"",
+    "「": "“", "」": "”", "『": "“", "』": "”", "《": "“", "》": "”", "【": "“", "】": "”", "«": "“", "»": "”",
+    "（": "(", "(": "(", "）": ")", ")": ")", "‘": "", "’": "", "'": "", "·": "", "-": "", "~": "",
+}
+
+_NUMERALS = set("零一二三四五六七八九十百千万亿两")
+_DIGIT_CHARS = set("零〇一二三四五六七八九")
+
+_jieba_lock = threading.Lock()
+_jieba = None
+_added_words: dict[str, object] = {}
+
+
+def jieba_tokenizer():
+    global _jieba
+    if _jieba is None:
+        with _jieba_lock:
+            if _jieba is None:
+                import jieba
+
+                jieba.setLogLevel(60)
+                jieba.initialize()
+                _jieba = jieba.dt
+    return _jieba
+
+
+def sync_jieba_words(words) -> None:
+    """Make jieba keep every dictionary word together; undo words a previous dictionary added."""
+    tk = jieba_tokenizer()
+    with _jieba_lock:
+        for w in list(_added_words):
+            if w not in words:
+                old = _added_words.pop(w)
+                if old is None:
+                    tk.del_word(w)
+                else:
+                    tk.add_word(w, old)
+        for w in words:
+            if w not in _added_words and len(w) > 1:
+                _added_words[w] = tk.FREQ.get(w) or None
+                tk.add_word(w, max(tk.FREQ.get(w) or 0, 200000))
+
+
+def _lazy_pinyin(words: list[str]) -> list[list[str]]:
+    from pypinyin import Style, lazy_pinyin
+
+    flat = lazy_pinyin(words, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: [""] * len(s))
+    out, k = [], 0
+    if len(flat) == sum(len(w) for w in words):
+        for w in words:
+            out.append(flat[k:k + len(w)])
+            k += len(w)
+        return out
+    for w in words:  # alignment lost (should not happen): per character
+        out.append([(lazy_pinyin(c, style=Style.TONE3, neutral_tone_with_five=True,
+                                 errors=lambda s: [""] * len(s)) or [""])[0] for c in w])
+    return out
+
+
+def _tone(s: str) -> int:
+    return int(s[-1]) if s and s[-1] in "12345" else 0
+
+
+def _with_tone(s: str, tone: int) -> str:
+    return s[:-1] + str(tone)
+
+
+def apply_sandhi(chars: str, syl: list[str], fixed: list[bool], word_ids: list[int]) -> list[str]:
+    n = len(chars)
+    syl = list(syl)
+    for i, c in enumerate(chars):  # underlying tones for 一/不 (pypinyin's phrase data is inconsistent)
+        if fixed[i] or not syl[i]:
+            continue
+        if c == "一" and syl[i][:-1] == "yi":
+            syl[i] = "yi1"
+        elif c == "不" and syl[i][:-1] == "bu":
+            syl[i] = "bu4"
+    under = list(syl)
+    for i, c in enumerate(chars):
+        if fixed[i] or not syl[i] or c not in "一不":
+            continue
+        prev_c = chars[i - 1] if i > 0 else ""
+        next_c = chars[i + 1] if i + 1 < n else ""
+        next_t = _tone(under[i + 1]) if i + 1 < n else 0
+        if c == "不":
+            if prev_c and prev_c == next_c:
+                syl[i] = "bu5"
+            elif next_t == 4:
+                syl[i] = "bu2"
+            continue
+        # 一
+        word_end = i + 1 >= n or word_ids[i + 1] != word_ids[i]
+        word_len = sum(1 for w in word_ids if w == word_ids[i])
+        if prev_c and prev_c == next_c and prev_c not in _NUMERALS:
+            syl[i] = "yi5"
+        elif not next_c or next_c in _DIGIT_CHARS or next_c == "十" or prev_c == "第":
+            continue
+        elif prev_c and (prev_c in _DIGIT_CHARS or prev_c in "十两"):
+            continue
+        elif prev_c and prev_c in "百千万亿" and (not next_c or next_c not in _NUMERALS):
+            continue
+        elif word_end and word_len > 1:
+            continue
+        elif next_c and next_c in "月日号" and not (prev_c and prev_c in _NUMERALS) and word_len <= 2:
+            continue
+        elif next_c == "点" and i + 2 < n and chars[i + 2] in _DIGIT_CHARS:
+            continue
+        elif next_t in (4, 5):
+            syl[i] = "yi2"
+        elif next_t in (1, 2, 3):
+            syl[i] = "yi4"
+    # 3-3 inside words, left to right on underlying tones
+    t3 = [_tone(s) for s in syl]
+    for i in range(n - 1):
+        if word_ids[i] == word_ids[i + 1] and not fixed[i] and t3[i] == 3 and _tone(syl[i + 1]) == 3 and syl[i]:
+            syl[i] = _with_tone(syl[i], 2)
+    # 3-3 across word boundaries, right to left on surface tones
+    for i in range(n - 2, -1, -1):
+        if word_ids[i] != word_ids[i + 1] and not fixed[i] and syl[i] and _tone(syl[i]) == 3 \
+                and _tone(syl[i + 1]) == 3:
+            syl[i] = _with_tone(syl[i], 2)
+    return syl
+
+
+def _kokoro(syllables: list[str]) -> str:
+    out = []
+    for s in syllables:
+        try:
+            out.append(pinyin_syllable_to_kokoro(s))
+        except ValueError:
+            pass
+    return "".join(out)
+
+
+class G2P:
+    def __init__(self, english: EnglishG2P | None = None):
+        self.english = english or EnglishG2P()
+
+    def warmup(self) -> None:
+        jieba_tokenizer()
+        _lazy_pinyin(["你好", "世界"])
+        self.english.load()
+
+    def zh_run(self, run: str, offset: int, dictionary: ReplaceDictionary,
+               forced: dict[int, str]) -> list[Word]:
+        tk = jieba_tokenizer()
+        words = tk.lcut(run, HMM=True) if len(run) > 1 else [run]
+        readings = _lazy_pinyin(words)
+        chars, syl, fixed, wid = [], [], [], []
+        for k, (w, r) in enumerate(zip(words, readings)):
+            for c, s in zip(w, r):
+                chars.append(c)
+                syl.append(normalize_syllable(s) if s and is_valid_syllable(s) else "")
+                fixed.append(False)
+                wid.append(k)
+        text = "".join(chars)
+        # dictionary: char rules, then whole words (longest match), then inline readings
+        for pos, (p, _spec) in dictionary.char_overrides(text).items():
+            syl[pos], fixed[pos] = p, True
+        if dictionary.words:
+            maxlen = min(max(map(len, dictionary.words)), 16) if len(dictionary.words) < 64 else 16
+            i = 0
+            while i < len(text):
+                for L in range(min(maxlen, len(text) - i), 1, -1):
+                    entry = dictionary.words.get(text[i:i + L])
+                    if entry:
+                        for j, p in enumerate(entry[0]):
+                            syl[i + j], fixed[i + j] = p, True
+                        i += L - 1
+                        break
+                i += 1
+        for pos, p in forced.items():
+            if 0 <= pos - offset < len(text):
+                syl[pos - offset], fixed[pos - offset] = p, True
+        syl = apply_sandhi(text, syl, fixed, wid)
+        out, k = [], 0
+        for w in words:
+            ps = [s for s in syl[k:k + len(w)] if s]
+            out.append(Word(text=w, lang="zh", pinyin=ps, phonemes=_kokoro(ps), span=(offset + k, offset + k + len(w))))
+            k += len(w)
+        return out
+
+    def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None) -> list[Word]:
+        forced = forced or {}
+        out: list[Word] = []
+        for m in _TOKEN_RE.finditer(text):
+            kind, tok, a, b = m.lastgroup, m.group(), m.start(), m.end()
+            if kind == "zh":
+                out.extend(self.zh_run(tok, a, dictionary, forced))
+            elif kind == "en":
+                out.append(Word(text=tok, lang="en", pinyin=[], phonemes=self.english.word(tok), span=(a, b)))
+            elif kind == "ws":
+                continue
+            else:
+                cat = unicodedata.category(tok)
+                if cat[0] == "P" or tok in PUNCT_MAP:
+                    out.append(Word(text=tok, lang="punct", pinyin=[], phonemes=PUNCT_MAP.get(tok, ""), span=(a, b)))
+                else:
+                    out.append(Word(text=tok, lang="other", pinyin=[], phonemes="", span=(a, b)))
+        for w in out:
+            w.phonemes = only_vocab(w.phonemes)
+        return out
+
+
+def join_phonemes(words: list[Word]) -> str:
+    out = ""
+    for w in words:
+        if not w.phonemes:
+            continue
+        if w.lang == "punct":
+            if w.phonemes in "“(":
+                out += (" " if out and not out.endswith(" ") else "") + w.phonemes
+            else:
+                out = out.rstrip(" ") + w.phonemes + " "
+        else:
+            if out and not out.endswith((" ", "“", "(")):
+                out += " "
+            out += w.phonemes
+    return only_vocab(out.strip())
+
+
+def language_spans(words: list[Word]) -> list[tuple[str, int, int]]:
+    spans: list[list] = []
+    for w in words:
+        if w.lang not in ("zh", "en"):
+            continue
+        if spans and spans[-1][0] == w.lang:
+            spans[-1][2] = w.span[1]
+        else:
+            spans.append([w.lang, w.span[0], w.span[1]])
+    return [tuple(s) for s in spans]
+
+
+def is_cjk_text(text: str) -> bool:
+    return any(is_cjk(c) for c in text)

@@ -1,0 +1,55 @@
+"""Inline readings in phoneme mode: ``字[xie3]`` (reading of the preceding character) and ``{血液|xue4 ye4}``."""
+from __future__ import annotations
+
+from shared.errors import InvalidArgument
+
+from .pinyin import is_valid_syllable, normalize_syllable
+from .textutil import is_cjk
+
+
+def parse(text: str, base: int = 0) -> tuple[str, dict[int, str]]:
+    """→ (plain text, {position in plain text: pinyin}). Positions in errors are absolute (``base`` + index)."""
+    out: list[str] = []
+    forced: dict[int, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "[":
+            j = text.find("]", i + 1)
+            if j < 0:
+                raise InvalidArgument("text", f"unbalanced '[' at position {base + i}")
+            syl = normalize_syllable(text[i + 1:j])
+            if "[" in text[i + 1:j]:
+                raise InvalidArgument("text", f"nested '[' at position {base + i}")
+            if not is_valid_syllable(syl):
+                raise InvalidArgument("text", f"invalid pinyin {text[i + 1:j]!r} at position {base + i + 1}")
+            if not out or not is_cjk(out[-1]):
+                raise InvalidArgument("text", f"reading at position {base + i} does not follow a Chinese character")
+            forced[len(out) - 1] = syl
+            i = j + 1
+        elif c == "{":
+            j = text.find("}", i + 1)
+            if j < 0:
+                raise InvalidArgument("text", f"unbalanced '{{' at position {base + i}")
+            body = text[i + 1:j]
+            if "{" in body or "|" not in body:
+                raise InvalidArgument("text", f"expected {{word|pinyin}} at position {base + i}")
+            word, _, readings = body.partition("|")
+            syls = [normalize_syllable(s) for s in readings.replace(",", " ").split()]
+            for s in syls:
+                if not is_valid_syllable(s):
+                    raise InvalidArgument("text", f"invalid pinyin {s!r} at position {base + i + 1 + len(word) + 1}")
+            cjk = [k for k, ch in enumerate(word) if is_cjk(ch)]
+            if not word or len(cjk) != len(word) or len(syls) != len(word):
+                raise InvalidArgument("text", f"{len(syls)} pinyin syllables for {word!r} at position {base + i}; "
+                                              "the count must match its Chinese characters")
+            for k, s in enumerate(syls):
+                forced[len(out) + k] = s
+            out.extend(word)
+            i = j + 1
+        elif c in "]}":
+            raise InvalidArgument("text", f"unbalanced {c!r} at position {base + i}")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), forced

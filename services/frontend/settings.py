@@ -1,0 +1,13 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class FrontendSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TTS_FRONTEND_", extra="ignore")
+
+    port: int = 50052
+    replace_dict_path: str = "configs/G2P_replace_dict.jsonl"
+    max_segment_chars: int = 60          # Chinese-character equivalents per segment (size-limit split)
+    dict_check_interval_s: float = 1.0   # replace dictionary mtime is checked at most this often
+    max_text_chars: int = 20000          # per request, all pieces together

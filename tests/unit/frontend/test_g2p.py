@@ -1,0 +1,116 @@
+import pytest
+
+from services.frontend.engine.english import EnglishG2P, arpabet_to_misaki
+
+from .conftest import all_pinyin, zh_pinyin
+
+POLYPHONES = [
+    ("我去银行取钱", "银行", ["yin2", "hang2"]),
+    ("他在路上行走", "行走", ["xing2", "zou3"]),
+    ("请不要重复", "重复", ["chong2", "fu4"]),
+    ("这很重要", "重要", ["zhong4", "yao4"]),
+    ("他的血液", "血液", ["xue4", "ye4"]),
+    ("孩子长大了", "长大", ["zhang3", "da4"]),
+    ("测量长度", "长度", ["chang2", "du4"]),
+]
+
+
+@pytest.mark.parametrize("text,word,expected", POLYPHONES)
+def test_polyphones_word_level(engine, text, word, expected):
+    assert zh_pinyin(engine.analyze(text))[word] == expected
+
+
+def test_liuxue_via_default_dictionary():
+    from services.frontend.engine import FrontendEngine
+
+    eng = FrontendEngine("configs/G2P_replace_dict.jsonl")
+    assert not eng.dictionary.errors
+    assert zh_pinyin(eng.analyze("他流血了"))["流血"] == ["liu2", "xie3"]
+    assert zh_pinyin(eng.analyze("血液"))["血液"] == ["xue4", "ye4"]
+
+
+SANDHI = [
+    ("你好", ["ni2", "hao3"]),
+    ("老虎", ["lao2", "hu3"]),
+    ("展览馆", ["zhan2", "lan2", "guan3"]),          # 2+1: every T3 before a T3 inside the word → T2
+    ("一个", ["yi2", "ge4"]),
+    ("一样", ["yi2", "yang4"]),
+    ("一天", ["yi4", "tian1"]),
+    ("一年", ["yi4", "nian2"]),
+    ("一起", ["yi4", "qi3"]),
+    ("不对", ["bu2", "dui4"]),
+    ("不是", ["bu2", "shi4"]),
+    ("不好", ["bu4", "hao3"]),
+    ("不来", ["bu4", "lai2"]),
+    ("是不是", ["shi4", "bu5", "shi4"]),
+    ("看一看", ["kan4", "yi5", "kan4"]),
+    ("第一", ["di4", "yi1"]),
+    ("统一", ["tong3", "yi1"]),
+    ("十一", ["shi2", "yi1"]),
+    ("一月", ["yi1", "yue4"]),
+    ("我很好", ["wo3", "hen2", "hao3"]),            # across words: right to left on surface tones
+]
+
+
+@pytest.mark.parametrize("text,expected", SANDHI)
+def test_tone_sandhi_surface_pinyin(engine, text, expected):
+    assert all_pinyin(engine.analyze(text)) == expected
+
+
+def test_year_digits_keep_yi1(engine):
+    p = all_pinyin(engine.analyze("1990年"))
+    assert p[0] == "yi1" and p[-1] == "nian2"
+
+
+def test_neutral_tone_is_5(engine):
+    assert all_pinyin(engine.analyze("我们的"))[-2:] == ["men5", "de5"]
+
+
+def test_mixed_zh_en_spans(engine):
+    segs = engine.analyze("我用iPhone 15打了110")
+    assert len(segs) == 1
+    s = segs[0]
+    assert [lang for lang, _, _ in s.languages] == ["zh", "en", "zh"]
+    en = [w for w in s.words if w.lang == "en"]
+    assert [w.text for w in en] == ["iPhone"]
+    for lang, a, b in s.languages:
+        assert a < b <= len(s.normalized)
+    assert "十五" in s.normalized and "幺幺零" in s.normalized
+    for w in s.words:
+        assert s.normalized[w.span[0]:w.span[1]] == w.text
+
+
+@pytest.mark.parametrize("arpa,expected", [
+    (["HH", "AH0", "L", "OW1"], "həlˈO"),
+    (["W", "ER1", "L", "D"], "wˈɜɹld"),
+    (["B", "AY1"], "bˈI"),
+    (["JH", "AH1", "JH"], "ʤˈʌʤ"),
+    (["CH", "EY1", "N", "JH"], "ʧˈAnʤ"),
+    (["T", "IY1", "CH", "ER0"], "tˈiʧəɹ"),
+    (["B", "OY1"], "bˈY"),
+    (["N", "AW1"], "nˈW"),
+    (["G", "OW1"], "ɡˈO"),
+])
+def test_arpabet_mapping(arpa, expected):
+    assert arpabet_to_misaki(arpa) == expected
+
+
+@pytest.mark.parametrize("word,expected", [
+    ("GPU", "ʤˈi pˈi jˈu"),
+    ("hello", "həlˈO"),
+    ("NASA", "nˈæsə"),
+])
+def test_english_words(word, expected):
+    assert EnglishG2P().word(word) == expected
+
+
+def test_unknown_english_word_has_phonemes():
+    g = EnglishG2P()
+    assert g.word("blorptastic")
+    assert g.word("Zxqw")  # no vowels: spelled
+
+
+def test_segment_phonemes_format(engine):
+    s = engine.analyze("你好，世界！")[0:]
+    joined = " ".join(x.phonemes for x in s)
+    assert "ni↗xau↓," in joined and joined.rstrip().endswith("!")
