@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
+.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker asr-check clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,20 +23,13 @@ test:
 test-fast:
 	$(PY) -m pytest tests -q -m "not slow" -p no:cacheprovider
 
-tiny-checkpoint:
-	$(PY) scripts/make_tiny_checkpoint.py --out models/glmtts-tiny --size 10m
-	$(PY) scripts/make_tiny_checkpoint.py --out models/glmtts-tiny-50m --size 50m
-
-bench: bench-frontend bench-speaker bench-decoder
-
-bench-frontend:
-	$(PY) bench/bench_frontend.py
+bench: bench-frontend bench-speaker
 
 bench-speaker:
 	$(PY) bench/bench_speaker.py
 
-bench-decoder:
-	$(PY) bench/bench_decoder.py --size 50m
+bench-frontend:
+	$(PY) bench/bench_frontend.py
 
 # intelligibility check of `make run` output with offline Whisper (installs the optional ASR packages)
 asr-check:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 
 import numpy as np
@@ -122,5 +123,6 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
-        raise ValueError(f"cannot decode audio ({str(exc).strip() or type(exc).__name__})") from None
+        reason = re.sub(r"^Error opening <[^>]*>:\s*", "", str(exc).strip()) or type(exc).__name__
+        raise ValueError(f"cannot decode audio ({reason})") from None
     return audio, int(rate)

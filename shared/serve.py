@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .interceptors import ErrorInterceptor
+from .internal_auth import server_interceptors as internal_auth_interceptors
 from .logging import setup_logging
 from .metrics import start_metrics_server
 from .settings import ServiceSettings
@@ -57,7 +58,8 @@ async def serve(
     """
     setup_logging(name, settings.log_level)
     settings.log_once(logging.getLogger(name))
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor(name)], options=server_options(settings))
+    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors, ErrorInterceptor(name)],
+                             options=server_options(settings))
     services = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

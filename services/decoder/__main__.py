@@ -21,13 +21,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                                            max_streams=settings.embedded_max_streams,
                                            chunk_ms=settings.embedded_chunk_ms)
         elif name == "glmtts":
-            from .engine.glmtts import GlmTtsEngine
-
-            engines[name] = GlmTtsEngine(settings.glmtts_path, device=settings.device,
-                                         max_streams=settings.max_streams,
-                                         max_tokens_per_stream=settings.max_tokens_per_stream,
-                                         cache_budget_bytes=settings.cache_budget_bytes,
-                                         idle_ttl_s=settings.idle_ttl_s)
+            raise SystemExit("TTS_DECODER_ENGINES: the glmtts engine is not implemented yet (issue 4); use 'embedded'")
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:

@@ -20,6 +20,7 @@ import shared  # noqa: F401
 from shared.aio import END, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import TTSError, from_rpc_error
+from shared.internal_auth import client_interceptors
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
@@ -66,7 +67,7 @@ class Stages:
         self.channels = []
 
         def channel(addr):
-            ch = grpc.aio.insecure_channel(addr, options=opts)
+            ch = grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors() or None)
             self.channels.append(ch)
             return ch
 

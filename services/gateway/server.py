@@ -14,6 +14,7 @@ from tts.frontend.v1 import frontend_pb2
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
 from .auth import Authenticator
+from .limits import TenantLimits
 from .metrics import SYNTHESES
 from .pipeline import FLUSH, Pipeline, call_stage
 from .settings import GatewaySettings
@@ -38,14 +39,17 @@ def segment_to_public(seg) -> tts_pb2.TextSegment:
 
 
 class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
-    def __init__(self, settings: GatewaySettings, pipeline: Pipeline, auth: Authenticator):
+    def __init__(self, settings: GatewaySettings, pipeline: Pipeline, auth: Authenticator,
+                 limits: TenantLimits | None = None):
         self.settings = settings
         self.pipeline = pipeline
         self.auth = auth
+        self.limits = limits or TenantLimits()      # per-tenant rate + concurrent streams (TTS_GATEWAY_*_PER_TENANT)
 
     def _tenant(self, context) -> tuple[str, tuple]:
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str))
         tenant = self.auth.tenant(dict(metadata))
+        self.limits.check_rate(tenant)              # every RPC takes a token from the tenant's bucket
         tenant_var.set(tenant)
         forwarded = tuple((k, v) for k, v in metadata if k == "x-request-id")
         return tenant, forwarded
@@ -76,57 +80,59 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def StreamingSynthesize(self, request_iterator, context):
         tenant, metadata = self._tenant(context)
-        requests = request_iterator.__aiter__()
-        try:
-            first = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
-        except StopAsyncIteration:
-            raise InvalidArgument("config", "the stream ended before a config was sent") from None
-        except asyncio.TimeoutError:
-            raise InvalidArgument("config", "no config received") from None
-        if first.WhichOneof("request") != "config":
-            raise InvalidArgument("config", "the first message must be config (then text pieces and flushes)")
-        validate_config(first.config, self.settings.default_sample_rate, self.settings.max_reference_bytes)
-        deadline = _deadline(context)
-        plan = await self.pipeline.plan(tenant, first.config, metadata, deadline)
-        outcome = "error"
-        try:
-            async for resp in self.pipeline.run(plan, self._pieces(requests), deadline):
-                yield resp
-            outcome = "ok"
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
-            SYNTHESES.labels("StreamingSynthesize", outcome).inc()
+        async with self.limits.stream(tenant):      # one concurrent slot, released in finally
+            requests = request_iterator.__aiter__()
+            try:
+                first = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
+            except StopAsyncIteration:
+                raise InvalidArgument("config", "the stream ended before a config was sent") from None
+            except asyncio.TimeoutError:
+                raise InvalidArgument("config", "no config received") from None
+            if first.WhichOneof("request") != "config":
+                raise InvalidArgument("config", "the first message must be config (then text pieces and flushes)")
+            validate_config(first.config, self.settings.default_sample_rate, self.settings.max_reference_bytes)
+            deadline = _deadline(context)
+            plan = await self.pipeline.plan(tenant, first.config, metadata, deadline)
+            outcome = "error"
+            try:
+                async for resp in self.pipeline.run(plan, self._pieces(requests), deadline):
+                    yield resp
+                outcome = "ok"
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                SYNTHESES.labels("StreamingSynthesize", outcome).inc()
 
     async def Synthesize(self, request, context):
         tenant, metadata = self._tenant(context)
-        cfg = request.config
-        validate_config(cfg, self.settings.default_sample_rate, self.settings.max_reference_bytes)
-        check_text(request.text, len(request.text), self.settings.max_text_chars)
-        if not request.text.strip():
-            raise InvalidArgument("text", "is empty")
-        if not has_speakable(request.text):
-            raise InvalidArgument("text", "has nothing to speak (only punctuation, symbols or spaces)")
-        deadline = _deadline(context)
-        plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
+        async with self.limits.stream(tenant):      # one concurrent slot, released in finally
+            cfg = request.config
+            validate_config(cfg, self.settings.default_sample_rate, self.settings.max_reference_bytes)
+            check_text(request.text, len(request.text), self.settings.max_text_chars)
+            if not request.text.strip():
+                raise InvalidArgument("text", "is empty")
+            if not has_speakable(request.text):
+                raise InvalidArgument("text", "has nothing to speak (only punctuation, symbols or spaces)")
+            deadline = _deadline(context)
+            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
 
-        async def whole():
-            yield request.text
+            async def whole():
+                yield request.text
 
-        parts, summary = [], None
-        async for resp in self.pipeline.run(plan, whole(), deadline):
-            if resp.WhichOneof("response") == "audio":
-                parts.append(resp.audio.audio)
-            else:
-                summary = resp.summary
-        audio = b"".join(parts)
-        if plan.encoding == "WAV":          # the streamed header has unknown length; write a complete file
-            pcm = audio[44:] if audio.startswith(b"RIFF") else audio
-            audio = wav_header(plan.sample_rate, len(pcm) // 2) + pcm
-        SYNTHESES.labels("Synthesize", "ok").inc()
-        return tts_pb2.SynthesizeResponse(audio=audio, sample_rate=plan.sample_rate,
-                                          encoding=tts_pb2.AudioEncoding.Value(plan.encoding), summary=summary)
+            parts, summary = [], None
+            async for resp in self.pipeline.run(plan, whole(), deadline):
+                if resp.WhichOneof("response") == "audio":
+                    parts.append(resp.audio.audio)
+                else:
+                    summary = resp.summary
+            audio = b"".join(parts)
+            if plan.encoding == "WAV":          # the streamed header has unknown length; write a complete file
+                pcm = audio[44:] if audio.startswith(b"RIFF") else audio
+                audio = wav_header(plan.sample_rate, len(pcm) // 2) + pcm
+            SYNTHESES.labels("Synthesize", "ok").inc()
+            return tts_pb2.SynthesizeResponse(audio=audio, sample_rate=plan.sample_rate,
+                                              encoding=tts_pb2.AudioEncoding.Value(plan.encoding), summary=summary)
 
     async def ListVoices(self, request, context):
         tenant, _ = self._tenant(context)

@@ -1,0 +1,41 @@
+"""``python -m services.speaker``: the speaker stage."""
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+import shared  # noqa: F401
+from shared.serve import serve
+from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
+
+from .engine import SpeakerEngine
+from .engine.cache import EmbeddingCache
+from .engine.campplus import CamppEncoder
+from .metrics import CACHE
+from .server import SpeakerServicer
+from .settings import SpeakerSettings
+
+
+def main() -> None:
+    settings = SpeakerSettings()
+    if settings.encoder != "campplus":
+        raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: only 'campplus' is available")
+    torch.set_num_threads(settings.torch_threads)
+
+    async def run():
+        cache = EmbeddingCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms,
+                               settings.local_cache_entries, on_result=lambda r: CACHE.labels(r).inc())
+        engine = SpeakerEngine(CamppEncoder(settings.campplus_path), cache, settings.max_audio_bytes)
+
+        def register(server):
+            speaker_pb2_grpc.add_SpeakerServicer_to_server(SpeakerServicer(engine), server)
+            return [speaker_pb2.DESCRIPTOR.services_by_name["Speaker"].full_name]
+
+        await serve("speaker", settings, register, warmup=engine.warmup, shutdown=cache.close)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

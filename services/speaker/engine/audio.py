@@ -1,0 +1,58 @@
+"""Reference audio → canonical 16 kHz mono float32 (trimmed), with validation that names what is wrong."""
+from __future__ import annotations
+
+import numpy as np
+
+from shared.audio import decode_audio, resample
+from shared.errors import InvalidArgument
+
+RATE = 16000
+MIN_SPEECH_S, MAX_SPEECH_S = 1.0, 30.0
+GOOD_MIN_S, GOOD_MAX_S = 3.0, 10.0
+
+
+def _trim(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int = 1600) -> np.ndarray:
+    """Drop leading/trailing frames quieter than ``rel_db`` below the loudest frame (and below an absolute floor)."""
+    n = len(audio) // frame
+    if n == 0:
+        return audio[:0]
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    threshold = max(rms.max() * 10 ** (rel_db / 20), 1e-3)
+    loud = np.flatnonzero(rms > threshold)
+    if len(loud) == 0:
+        return audio[:0]
+    return audio[max(0, loud[0] * frame - pad): min(len(audio), (loud[-1] + 1) * frame + pad)]
+
+
+def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
+    if len(data) > max_bytes:
+        raise InvalidArgument("audio", f"{len(data)} bytes is over the {max_bytes} byte limit")
+    try:
+        audio, rate = decode_audio(data)
+    except ValueError as exc:
+        raise InvalidArgument("audio", f"{exc}; send WAV, FLAC, OGG or MP3") from None
+    if audio.size == 0:
+        raise InvalidArgument("audio", "contains no samples")
+    if not np.isfinite(audio).all():
+        raise InvalidArgument("audio", "contains NaN or infinite samples")
+    mono = audio.mean(axis=1).astype(np.float32)
+    if np.mean(np.abs(mono) >= 0.999) > 0.05:
+        raise InvalidArgument("audio", "is clipped (more than 5% of samples at full scale); record at a lower level")
+    total_s = len(mono) / rate
+    if total_s > MAX_SPEECH_S * 4:
+        raise InvalidArgument("audio", f"is {total_s:.1f} s long; send at most {MAX_SPEECH_S:.0f} s of speech")
+    pcm = resample(mono, rate, RATE)
+    speech = _trim(pcm)
+    seconds = len(speech) / RATE
+    if seconds == 0:
+        raise InvalidArgument("audio", "is silence only")
+    if seconds < MIN_SPEECH_S:
+        raise InvalidArgument("audio", f"has {seconds:.2f} s of speech; at least {MIN_SPEECH_S:.0f} s is needed (3-10 s is best)")
+    if seconds > MAX_SPEECH_S:
+        raise InvalidArgument("audio", f"has {seconds:.1f} s of speech; at most {MAX_SPEECH_S:.0f} s (3-10 s is best)")
+    warnings = []
+    if not GOOD_MIN_S <= seconds <= GOOD_MAX_S:
+        warnings.append(f"{seconds:.1f} s of speech; 3-10 s gives the best voice clone")
+    # canonical form: PCM16 resolution, so the content hash is stable
+    speech = np.round(np.clip(speech, -1, 1) * 32767).astype(np.int16)
+    return speech, warnings

@@ -1,0 +1,115 @@
+"""Embedding cache: in-process LRU in front of Redis (shared by all pods and tenants, content-addressed).
+
+Redis is optional at every moment: down, slow or returning garbage means a miss (computed and served anyway),
+counted in ``tts_speaker_cache_total{result="error"}``; the client reconnects on its own.
+Value format (schema 1): b"SPK" + version byte + uint16 dim + float32[dim] embedding + float32 seconds + PCM16 audio.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+
+log = logging.getLogger("speaker.cache")
+
+MAGIC, SCHEMA = b"SPK", 1
+
+
+@dataclass
+class Entry:
+    embedding: np.ndarray         # float32
+    seconds: float
+    pcm16: np.ndarray             # int16, 16 kHz
+
+
+def encode_entry(e: Entry) -> bytes:
+    emb = np.asarray(e.embedding, dtype="<f4")
+    return (MAGIC + bytes([SCHEMA]) + struct.pack("<H", len(emb)) + emb.tobytes() + struct.pack("<f", e.seconds)
+            + np.asarray(e.pcm16, dtype="<i2").tobytes())
+
+
+def decode_entry(raw: bytes) -> Entry | None:
+    """None for anything that is not a well-formed schema-1 value (treated as a miss)."""
+    try:
+        if raw[:3] != MAGIC or raw[3] != SCHEMA:
+            return None
+        (dim,) = struct.unpack_from("<H", raw, 4)
+        off = 6 + 4 * dim
+        emb = np.frombuffer(raw, dtype="<f4", count=dim, offset=6).astype(np.float32)
+        (seconds,) = struct.unpack_from("<f", raw, off)
+        pcm = raw[off + 4:]
+        if len(pcm) % 2 or not np.isfinite(emb).all():
+            return None
+        return Entry(emb, float(seconds), np.frombuffer(pcm, dtype="<i2").copy())
+    except (IndexError, struct.error, ValueError):
+        return None
+
+
+class EmbeddingCache:
+    def __init__(self, redis_url: str, ttl_s: int = 7 * 86400, timeout_ms: int = 50, local_entries: int = 256,
+                 on_result=None):
+        self.redis = aioredis.from_url(redis_url, socket_timeout=timeout_ms / 1000,
+                                       socket_connect_timeout=timeout_ms / 1000) if redis_url else None
+        self.ttl_s = ttl_s
+        self.timeout = timeout_ms / 1000
+        self.local: OrderedDict[str, Entry] = OrderedDict()
+        self.local_entries = local_entries
+        self.on_result = on_result or (lambda result: None)
+        self.redis_up = True
+        self._last_error_log = 0.0
+
+    def _error(self, op: str, exc: BaseException) -> None:
+        self.redis_up = False
+        self.on_result("error")
+        now = time.monotonic()
+        if now - self._last_error_log > 30:
+            self._last_error_log = now
+            log.warning("redis unavailable; serving without the shared cache",
+                        extra={"op": op, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _remember(self, key: str, entry: Entry) -> None:
+        self.local[key] = entry
+        self.local.move_to_end(key)
+        while len(self.local) > self.local_entries:
+            self.local.popitem(last=False)
+
+    async def get(self, key: str) -> Entry | None:
+        if key in self.local:
+            self.local.move_to_end(key)
+            return self.local[key]
+        if self.redis is None:
+            return None
+        try:
+            raw = await asyncio.wait_for(self.redis.getex(key, ex=self.ttl_s), self.timeout)
+            self.redis_up = True
+        except Exception as exc:  # noqa: BLE001 - any Redis trouble is a miss
+            self._error("get", exc)
+            return None
+        if raw is None:
+            return None
+        entry = decode_entry(raw)
+        if entry is None:
+            self._error("decode", ValueError("garbage value"))
+            return None
+        self._remember(key, entry)
+        return entry
+
+    async def put(self, key: str, entry: Entry) -> None:
+        self._remember(key, entry)
+        if self.redis is None:
+            return
+        try:
+            await asyncio.wait_for(self.redis.set(key, encode_entry(entry), ex=self.ttl_s), self.timeout * 4)
+            self.redis_up = True
+        except Exception as exc:  # noqa: BLE001
+            self._error("set", exc)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

