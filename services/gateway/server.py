@@ -56,11 +56,13 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def _pieces(self, requests):
         """Client messages after the config → text pieces and FLUSH, validated as they arrive."""
-        total = 0
+        total, speakable = 0, False
         while True:
             try:
                 req = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
             except StopAsyncIteration:
+                if not speakable:
+                    raise InvalidArgument("text", "the stream ended without any text to speak") from None
                 return
             except asyncio.TimeoutError:
                 raise InvalidArgument("text", f"no message for {self.settings.stream_idle_timeout_s:.0f} s; "
@@ -73,6 +75,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             elif kind == "text":
                 total += len(req.text)
                 check_text(req.text, total, self.settings.max_text_chars)
+                speakable = speakable or has_speakable(req.text)
                 if req.text:
                     yield req.text
             else:

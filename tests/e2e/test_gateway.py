@@ -162,3 +162,11 @@ def test_analyze_text_shows_normalization_and_pinyin(client):
     assert any("hang2" in w.pinyin for w in words if "行" in w.text)
     assert "三" in "".join(s.normalized for s in segs)
     assert all(s.phonemes for s in segs)
+
+
+@pytest.mark.parametrize("pieces", [[], [""], ["。，", None]])
+def test_a_stream_without_speakable_text_is_invalid_argument(client, pieces):
+    with pytest.raises(grpc.RpcError) as err:
+        client.stream(pieces, make_config())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "text: the stream ended without any text to speak"
