@@ -19,14 +19,20 @@ from .settings import SpeakerSettings
 
 def main() -> None:
     settings = SpeakerSettings()
-    if settings.encoder != "campplus":
-        raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: only 'campplus' is available")
+    if settings.encoder == "campplus":
+        encoder = CamppEncoder(settings.campplus_path)
+    elif settings.encoder == "ecapa":
+        from .engine.ecapa import EcapaEncoder
+
+        encoder = EcapaEncoder(settings.ecapa_source)
+    else:
+        raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: use 'campplus' or 'ecapa'")
     torch.set_num_threads(settings.torch_threads)
 
     async def run():
         cache = EmbeddingCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms,
                                settings.local_cache_entries, on_result=lambda r: CACHE.labels(r).inc())
-        engine = SpeakerEngine(CamppEncoder(settings.campplus_path), cache, settings.max_audio_bytes)
+        engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes)
 
         def register(server):
             speaker_pb2_grpc.add_SpeakerServicer_to_server(SpeakerServicer(engine), server)

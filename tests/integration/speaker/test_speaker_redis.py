@@ -92,3 +92,41 @@ def test_bad_audio_is_invalid_argument_and_service_stays_up(stub, audio, needle)
         stub.Embed(speaker_pb2.EmbedRequest(audio=audio))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details()
     assert len(embed(stub).embedding) == 192
+
+
+def test_service_runs_the_ecapa_encoder_when_configured(tmp_path):
+    from scripts.make_tiny_ecapa import write_checkpoint
+
+    source = write_checkpoint(tmp_path / "ecapa", dim=96)
+    svc = Service("speaker", env={"TTS_SPEAKER_ENCODER": "ecapa", "TTS_SPEAKER_ECAPA_SOURCE": str(source),
+                                  "TTS_SPEAKER_REDIS_URL": ""}, log_dir=tmp_path).start()
+    try:
+        with grpc.insecure_channel(svc.addr) as ch:
+            stub = speaker_pb2_grpc.SpeakerStub(ch)
+            resp = embed(stub)
+            info = stub.Info(speaker_pb2.InfoRequest())
+        assert resp.encoder == "ecapa" and len(resp.embedding) == 96
+        assert info.default_encoder == "ecapa" and info.encoders[0].dim == 96
+    finally:
+        svc.stop()
+
+
+def test_streamed_upload_gives_the_same_result(stub):
+    data = (DATA / "BAC009S0764W0121.wav").read_bytes()
+    pieces = [speaker_pb2.EmbedRequest(audio=data[i:i + 16384]) for i in range(0, len(data), 16384)]
+    streamed = stub.EmbedStream(iter(pieces))
+    assert streamed.reference_id == embed(stub).reference_id and len(streamed.embedding) == 192
+
+
+def test_garbage_in_redis_is_a_miss_not_an_error(stub, redis):
+    import socket
+
+    first = embed(stub, "BAC009S0764W0122.wav")
+    info = stub.Info(speaker_pb2.InfoRequest())
+    key = f"tts:spk:v1:{info.encoders[0].name}@{info.encoders[0].version}:{first.reference_id}"
+    with socket.create_connection(("127.0.0.1", redis.port)) as s:      # overwrite the value with junk
+        s.sendall(f"SET {key} garbage-bytes\r\n".encode())
+        assert s.recv(16).startswith(b"+OK")
+    again = embed(stub, "BAC009S0764W0122.wav")
+    assert not again.cache_hit and list(again.embedding) == list(first.embedding)
+    assert embed(stub, "BAC009S0764W0122.wav").cache_hit            # rewritten with a valid value
