@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -124,3 +125,66 @@ class TTSClient:
 
         resp = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    # ---- batch jobs ----
+    def submit_batch(self, jsonl: bytes | None = None, server_path: str = "",
+                     config: tts_pb2.SynthesisConfig | None = None, name: str = "") -> tts_pb2.BatchJob:
+        """Submit a JSONL job: its content (``jsonl``) or a file inside the gateway's allowed folder."""
+        req = tts_pb2.SubmitBatchRequest(name=name)
+        if jsonl is not None:
+            req.jsonl = jsonl
+        elif server_path:
+            req.server_path = server_path
+        if config is not None:
+            req.config.CopyFrom(config)
+        return self.stub.SubmitBatch(req, metadata=self.metadata, timeout=self.timeout)
+
+    def get_batch(self, job_id: str, include_lines: bool = False) -> tts_pb2.BatchJob:
+        return self.stub.GetBatch(tts_pb2.GetBatchRequest(id=job_id, include_lines=include_lines),
+                                  metadata=self.metadata, timeout=self.timeout)
+
+    def watch_batch(self, job_id: str, timeout: float | None = None) -> Iterator[tts_pb2.BatchEvent]:
+        """Progress events until the job is DONE, CANCELLED or FAILED (no deadline unless ``timeout``)."""
+        return self.stub.WatchBatch(tts_pb2.WatchBatchRequest(id=job_id), metadata=self.metadata, timeout=timeout)
+
+    def cancel_batch(self, job_id: str) -> tts_pb2.BatchJob:
+        return self.stub.CancelBatch(tts_pb2.CancelBatchRequest(id=job_id), metadata=self.metadata,
+                                     timeout=self.timeout)
+
+    def list_batches(self, limit: int = 0) -> list:
+        return list(self.stub.ListBatches(tts_pb2.ListBatchesRequest(limit=limit), metadata=self.metadata,
+                                          timeout=self.timeout).jobs)
+
+    def get_batch_result(self, job_id: str, uttid: str) -> tts_pb2.BatchResultFile:
+        """One finished line: ``.result`` (BatchLineResult) and ``.wav`` (a complete WAV file, empty if failed)."""
+        return self.stub.GetBatchResult(tts_pb2.GetBatchResultRequest(id=job_id, uttid=uttid),
+                                        metadata=self.metadata, timeout=self.timeout)
+
+    def download_batch(self, job_id: str, out_dir: str, uttids: Iterable[str] = ()) -> dict:
+        """Write every finished line's ``<uttid>.wav`` and ``results.jsonl`` (all lines, in line order) into
+        ``out_dir``. Returns {"wavs": n, "failed": n, "results": path}."""
+        os.makedirs(out_dir, exist_ok=True)
+        wavs = 0
+        for item in self.stub.DownloadBatch(tts_pb2.DownloadBatchRequest(id=job_id, uttids=list(uttids)),
+                                            metadata=self.metadata, timeout=None):
+            if item.wav:
+                tmp = os.path.join(out_dir, f".{item.result.uttid}.wav.part")
+                with open(tmp, "wb") as f:
+                    f.write(item.wav)
+                os.replace(tmp, os.path.join(out_dir, f"{item.result.uttid}.wav"))
+                wavs += 1
+        job = self.get_batch(job_id, include_lines=True)
+        path = os.path.join(out_dir, "results.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for line in job.lines:
+                f.write(json.dumps(batch_line_record(line), ensure_ascii=False) + "\n")
+        return {"wavs": wavs, "failed": job.failed, "results": path}
+
+
+def batch_line_record(line: tts_pb2.BatchLineResult) -> dict:
+    """One results.jsonl record (the same fields the gateway writes into its own results.jsonl)."""
+    return {"line": line.line, "uttid": line.uttid,
+            "status": tts_pb2.BatchLineState.Name(line.state).removeprefix("BATCH_LINE_").lower(),
+            "normalized_text": line.normalized_text, "phonemes": line.phonemes,
+            "duration_s": round(line.duration_s, 3), "rtf": round(line.real_time_factor, 3),
+            "error": line.error, "attempts": line.attempts}
