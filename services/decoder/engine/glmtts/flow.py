@@ -672,6 +672,11 @@ def _construct_tagged(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node)
 
 
 _ConfigLoader.add_multi_constructor("!", _construct_tagged)
+# hyperpyyaml reads YAML 1.2, where "1e-5" is a float (YAML 1.1 / PyYAML would keep it a string)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 _REF = re.compile(r"<([^<>]+)>")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -761,7 +766,8 @@ def load_flow(flow_dir: str | Path, device: str | torch.device = "cpu", dtype: t
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad checkpoint file
-        raise FlowCheckpointError(f"{ckpt_path}: cannot be read as a torch state dict: {e}") from e
+        hint = "" if allow_pickle else " (if it is a trusted file holding other objects, use allow_pickle=True)"
+        raise FlowCheckpointError(f"{ckpt_path}: cannot be read as a torch state dict{hint}: {e}") from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -170,6 +170,7 @@ def test_config_references_are_resolved(tmp_path):
         "vocoder: !name:some.module.Vocoder\n"
         "flow: !new:flow.flow.Flow\n"
         "    vocab_size: 4096\n    input_frame_rate: !ref <token_rate>\n"
-        "    mel_framerate: !ref <sample_rate> // <hop>\n    spkr_emb_adaLN: True\n")
+        "    mel_framerate: !ref <sample_rate> // <hop>\n    spkr_emb_adaLN: True\n    sigma: 1e-6\n")
     cfg = read_flow_config(tmp_path / "config.yaml")
-    assert cfg == {"vocab_size": 4096, "input_frame_rate": 25, "mel_framerate": 50, "spkr_emb_adaLN": True}
+    assert cfg == {"vocab_size": 4096, "input_frame_rate": 25, "mel_framerate": 50, "spkr_emb_adaLN": True,
+                   "sigma": 1e-6}
