@@ -224,9 +224,8 @@ class HiFTGenerator(nn.Module):
 
     def __init__(self, config: HiFTConfig | None = None, **overrides: Any):
         super().__init__()
-        cfg = HiFTConfig(**overrides) if config is None else config
-        if config is not None and overrides:
-            cfg = HiFTConfig.from_dict({**config.to_dict(), **overrides})
+        base = HiFTConfig() if config is None else config
+        cfg = HiFTConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
         cfg.validate()
         self.config = cfg
         n_up = len(cfg.upsample_rates)
