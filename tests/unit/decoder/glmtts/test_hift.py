@@ -9,6 +9,15 @@ import torch
 from services.decoder.engine.glmtts import hift as H
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny tensors: a second intra-op thread only adds contention on a shared 2-core machine (100x slower under load)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("glmtts") / "hift"
@@ -76,26 +85,24 @@ def test_legacy_weight_norm_keys_load(tmp_path, tiny_dir):
 
 
 def test_output_length_and_range(vocoder):
-    for frames in (1, 7):
+    for frames in (1, 5):
         wav = vocoder(_mel(frames, batch=2))
         assert wav.shape == (2, frames * 480) and wav.dtype == torch.float32
         assert torch.isfinite(wav).all() and wav.abs().max() <= 0.99
 
 
 def test_deterministic_with_seed(vocoder):
-    mel = _mel(6)
+    mel = _mel(3)
     a = vocoder(mel)
     assert torch.equal(a, vocoder(mel))                                   # default seed 0
-    assert torch.equal(vocoder(mel, seed=3), vocoder(mel, seed=3))
-    assert not torch.equal(vocoder(mel, seed=3), vocoder(mel, seed=4))
-    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    assert torch.equal(vocoder(mel, generator=g1), vocoder(mel, generator=g2))
+    assert torch.equal(a, vocoder(mel, generator=torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, vocoder(mel, seed=4))
 
 
 def test_cache_source_replaces_start(vocoder):
-    mel = _mel(4)
+    mel = _mel(3)
     wav, src = vocoder.vocode(mel, seed=1)
-    assert src.shape == (1, 1, 4 * 480)
+    assert src.shape == (1, 1, 3 * 480)
     wav2, src2 = vocoder.vocode(mel, seed=2, cache_source=src)
     assert torch.equal(src2, src) and torch.allclose(wav2, wav, atol=1e-6)
 
