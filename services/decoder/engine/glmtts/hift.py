@@ -18,8 +18,8 @@ Weight normalisation is torch's parametrization (state-dict keys ``<m>.parametri
 Randomness: the published source draws a random initial phase per overtone and Gaussian noise from torch's *global*
 RNG, so two calls differ. Here every draw comes from an explicit ``torch.Generator`` (``Vocoder`` defaults to
 ``seed=0``), in the same order, shapes and memory layout as the published code; hence with the same seed our output
-equals the published one given ``torch.manual_seed(seed)`` (checked to float tolerance on CPU, see the parity notes in
-the report). The distribution of the output is unchanged; only its reproducibility is new. (The random initial phase
+equals the published one given ``torch.manual_seed(seed)`` (checked on CPU with random weights: excitation identical,
+waveform within 2e-7). The distribution of the output is unchanged; only its reproducibility is new. (The random initial phase
 is added to sample 0 only, which the published 1/480 linear down-sampling never reads, so it has no audible effect
 there either; we still draw it to keep the random stream aligned.)
 """
