@@ -79,6 +79,64 @@ def cmd_health(client: TTSClient, a) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _follow_batch(client: TTSClient, job) -> object:
+    """Live progress (tqdm: lines, rate, ETA, failures) from WatchBatch until the job ends; returns the last job."""
+    from tqdm import tqdm
+
+    from tts.v1 import tts_pb2
+
+    bar = tqdm(total=job.total, initial=job.done + job.failed, unit="line", desc=job.id[:12], dynamic_ncols=True,
+               file=sys.stderr)
+    last = job
+    try:
+        for event in client.watch_batch(job.id):
+            last = event.job
+            bar.update(last.done + last.failed - bar.n)
+            bar.set_postfix(failed=last.failed, state=tts_pb2.BatchState.Name(last.state).removeprefix("BATCH_"))
+            for line in event.finished:
+                if line.state == tts_pb2.BATCH_LINE_FAILED:
+                    bar.write(f"line {line.line} {line.uttid or '?'}: {line.error}", file=sys.stderr)
+    finally:
+        bar.close()
+    return last
+
+
+def cmd_batch(client: TTSClient, a) -> int:
+    from tts.v1 import tts_pb2
+
+    if a.cancel:
+        job = client.cancel_batch(a.cancel)
+        print(f"{job.id}: {tts_pb2.BatchState.Name(job.state)} ({job.done} done, {job.failed} failed of {job.total})")
+        return 0
+    if a.resume:
+        job = client.get_batch(a.resume)
+    elif a.jsonl:
+        cfg = make_config(voice=a.voice or "", language=a.language, sample_rate=a.sample_rate, seed=a.seed,
+                          speed=a.speed, model=a.model)
+        if a.server_path:
+            job = client.submit_batch(server_path=a.jsonl, config=cfg, name=a.name or a.jsonl)
+        else:
+            with open(a.jsonl, "rb") as f:
+                job = client.submit_batch(jsonl=f.read(), config=cfg, name=a.name or a.jsonl)
+        print(f"job {job.id}: {job.total} lines (resume with: ttsctl batch --resume {job.id} --out {a.out})",
+              file=sys.stderr)
+    else:
+        print("error: give a JSONL file, --resume JOB or --cancel JOB", file=sys.stderr)
+        return 2
+    try:
+        job = _follow_batch(client, job)
+    except KeyboardInterrupt:
+        print(f"\nthe job goes on on the server; resume with: ttsctl batch --resume {job.id} --out {a.out}",
+              file=sys.stderr)
+        return 130
+    got = client.download_batch(job.id, a.out)
+    print(json.dumps({"job": job.id, "state": tts_pb2.BatchState.Name(job.state).removeprefix("BATCH_").lower(),
+                      "total": job.total, "done": job.done, "failed": job.failed,
+                      "audio_s": round(job.audio_seconds, 3), "out": a.out, "wavs": got["wavs"],
+                      "results": got["results"]}, ensure_ascii=False), file=sys.stderr)
+    return 0 if job.state == tts_pb2.BATCH_DONE and job.failed == 0 else 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ttsctl", description=__doc__)
     p.add_argument("--target", default=None, help="gateway host:port (default $TTS_GATEWAY or localhost:50051)")
@@ -117,6 +175,21 @@ def main(argv=None) -> int:
     f.add_argument("--language", default="")
     f.add_argument("--phoneme", action="store_true")
     f.set_defaults(fn=cmd_frontend)
+
+    b = sub.add_parser("batch", help="a JSONL batch job: submit, follow with a progress bar, download into --out")
+    b.add_argument("jsonl", nargs="?", help="JSONL file: uttid, syn_text, prompt_speech, prompt_text, ...")
+    b.add_argument("--out", default="batch_out", help="folder for <uttid>.wav and results.jsonl")
+    b.add_argument("--resume", metavar="JOB", help="follow and download an existing job")
+    b.add_argument("--cancel", metavar="JOB", help="cancel a job")
+    b.add_argument("--server-path", action="store_true", help="the JSONL path is on the gateway (allowed folder)")
+    b.add_argument("--name", default="")
+    b.add_argument("--voice", help="voice for lines without prompt_speech")
+    b.add_argument("--language", default="")
+    b.add_argument("--sample-rate", type=int, default=0)
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--speed", type=float, default=0.0)
+    b.add_argument("--model", default="", choices=["", "embedded", "glmtts"])
+    b.set_defaults(fn=cmd_batch)
 
     h = sub.add_parser("health", help="gateway health")
     h.set_defaults(fn=cmd_health)

@@ -162,8 +162,9 @@ class Pipeline:
             encoding=ENCODINGS[cfg.encoding], metadata=metadata)
 
     # ---- running -----------------------------------------------------------------------------------------------
-    async def run(self, plan: Plan, pieces, deadline: float | None):
-        """``pieces``: async iterator of str (text) or FLUSH. Yields tts.v1 StreamingSynthesizeResponse."""
+    async def run(self, plan: Plan, pieces, deadline: float | None, on_segment=None):
+        """``pieces``: async iterator of str (text) or FLUSH. Yields tts.v1 StreamingSynthesizeResponse.
+        ``on_segment(segment)``, if given, sees each frontend segment (normalized text, phonemes) as it arrives."""
         t_start = time.perf_counter()
         t_first_text: list[float] = []
         timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
@@ -191,6 +192,8 @@ class Pipeline:
             try:
                 async for resp in fe_call:
                     segments[resp.segment.index] = resp.segment
+                    if on_segment is not None:
+                        on_segment(resp.segment)
                     await dec_q.put(decoder_pb2.DecodeRequest(segment=resp.segment))
             except grpc.aio.AioRpcError as err:
                 raise from_rpc_error("frontend", err) from None

@@ -40,11 +40,12 @@ def segment_to_public(seg) -> tts_pb2.TextSegment:
 
 class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
     def __init__(self, settings: GatewaySettings, pipeline: Pipeline, auth: Authenticator,
-                 limits: TenantLimits | None = None):
+                 limits: TenantLimits | None = None, batches=None):
         self.settings = settings
         self.pipeline = pipeline
         self.auth = auth
         self.limits = limits or TenantLimits()      # per-tenant rate + concurrent streams (TTS_GATEWAY_*_PER_TENANT)
+        self.batches = batches                      # batch.BatchManager (None: the batch RPCs are UNIMPLEMENTED)
 
     def _tenant(self, context) -> tuple[str, tuple]:
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str))
@@ -181,3 +182,41 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             frontend_pb2.AnalyzeRequest(text=request.text, config=frontend_pb2.NormalizeConfig(
                 language=request.language, phoneme_mode=request.phoneme_mode)), timeout=context.time_remaining()))
         return tts_pb2.AnalyzeTextResponse(segments=[segment_to_public(s) for s in resp.segments])
+
+    # ---- batch jobs (services/gateway/batch.py) ----
+    def _batches(self, context):
+        tenant, _ = self._tenant(context)
+        if self.batches is None:
+            from shared.errors import FailedPrecondition
+            raise FailedPrecondition("batch jobs are not enabled on this gateway")
+        return tenant, self.batches
+
+    async def SubmitBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        return await batches.submit(tenant, request)
+
+    async def GetBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        return await batches.get(tenant, request.id, request.include_lines)
+
+    async def WatchBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        async for event in batches.watch(tenant, request.id):
+            yield event
+
+    async def CancelBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        return await batches.cancel(tenant, request.id)
+
+    async def ListBatches(self, request, context):
+        tenant, batches = self._batches(context)
+        return tts_pb2.ListBatchesResponse(jobs=await batches.list(tenant, request.limit))
+
+    async def GetBatchResult(self, request, context):
+        tenant, batches = self._batches(context)
+        return await batches.result(tenant, request.id, request.uttid)
+
+    async def DownloadBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        async for item in batches.download(tenant, request.id, request.uttids):
+            yield item

@@ -22,3 +22,14 @@ class GatewaySettings(ServiceSettings):
     stream_idle_timeout_s: float = 60.0          # no message from the client this long → stream ended with an error
     max_stream_seconds: float = 600.0
     stage_queue: int = 16                        # bounded queues between stages (back-pressure)
+    # batch jobs (SubmitBatch …): server paths (JSONL files, prompt_speech audio) must lie inside batch_input_dir
+    batch_input_dir: str = ""                    # "" = server paths refused
+    batch_output_dir: str = "outputs/batch"      # <dir>/<tenant>/<job>/<uttid>.wav + results.jsonl
+    batch_concurrency: int = 2                   # lines synthesized at once, all jobs of this gateway together
+    batch_max_lines: int = 10000
+    batch_max_bytes: int = 8 * 1024 * 1024
+    batch_line_timeout_s: float = 120.0
+    batch_line_retries: int = 3                  # a line failing with UNAVAILABLE/DEADLINE_EXCEEDED is retried
+    batch_lease_s: float = 10.0                  # a crashed gateway's jobs are resumed by a gateway after this
+    batch_retention_hours: float = 168.0         # finished jobs' records in Redis (files stay)
+    batch_watch_poll_s: float = 0.5
