@@ -184,6 +184,7 @@ class SourceModuleHnNSF(nn.Module):
         self.noise_std = noise_std
         self.voiced_threshold = voiced_threshold
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
+        self.prefix_stable_noise = False      # see harmonics(); the engine turns it on for streaming
 
     @torch.no_grad()
     def harmonics(self, f0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -204,8 +205,14 @@ class SourceModuleHnNSF(nn.Module):
         sines = torch.sin(phase) * self.sine_amp
         voiced = (f0 > self.voiced_threshold).to(torch.float32)                          # [B, 1, L]
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
-        # Allocate [B, H+1, L] and fill it through a [B, L, H+1] view: same element order as the published code.
-        noise = torch.empty(b, n_h, length, device=f0.device).transpose(1, 2).normal_(generator=generator)
+        if self.prefix_stable_noise:
+            # Box-Muller over uniform draws in sample-major order: the noise of the first L samples is the same
+            # whatever the total length, so rendering a growing mel chunk by chunk reproduces the one-shot noise.
+            u = torch.rand(b, length, n_h, 2, device=f0.device, generator=generator)
+            noise = torch.sqrt(-2 * torch.log1p(-u[..., 0])) * torch.cos(2 * math.pi * u[..., 1])
+        else:
+            # Allocate [B, H+1, L] and fill it through a [B, L, H+1] view: same element order as the published code.
+            noise = torch.empty(b, n_h, length, device=f0.device).transpose(1, 2).normal_(generator=generator)
         noise = noise.transpose(1, 2) * noise_amp
         return sines * voiced + noise
 
@@ -336,11 +343,12 @@ class Vocoder:
     """Inference wrapper: ``vocoder(mel[B, 80, T]) -> wav[B, T*480]`` float32 in [-0.99, 0.99], deterministic."""
 
     def __init__(self, model: HiFTGenerator, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 *, fold_weight_norm: bool = True):
+                 *, fold_weight_norm: bool = True, prefix_stable_noise: bool = False):
         self.device = torch.device(device)
         self.dtype = dtype
         model = model.to(device=self.device, dtype=dtype).eval()
         self.model = model.fold_weight_norm() if fold_weight_norm else model
+        self.model.m_source.prefix_stable_noise = prefix_stable_noise
         self.config = model.config
         self.sample_rate = model.config.sampling_rate
         self.hop_length = model.hop_length
@@ -443,9 +451,10 @@ def load_hift_generator(path: str | Path) -> HiFTGenerator:
     return model.eval()
 
 
-def load_hift(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Vocoder:
+def load_hift(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              *, prefix_stable_noise: bool = False) -> Vocoder:
     """``hift.pt`` (a file, or the directory holding it and an optional ``config.json``) → ready ``Vocoder``."""
-    return Vocoder(load_hift_generator(path), device=device, dtype=dtype)
+    return Vocoder(load_hift_generator(path), device=device, dtype=dtype, prefix_stable_noise=prefix_stable_noise)
 
 
 def write_tiny_hift(path: str | Path, *, base_channels: int = 64, f0_cond_channels: int | None = None,

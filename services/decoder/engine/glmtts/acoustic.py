@@ -1,0 +1,213 @@
+"""Speech tokens → 24 kHz audio, chunk by chunk: flow matching in block mode, then the HiFT vocoder.
+
+Per segment, a :class:`SegmentRenderer` takes the tokens decoded so far at every chunk boundary. The flow produces
+the mel of every complete block (block-causal: appending tokens never changes a finished block, see ``flow.py``);
+the vocoder renders the mel so far with the excitation of already-rendered samples pinned (``cache_source``), so the
+rendered prefix changes only within the vocoder's receptive field of the newest frames. Each chunk emits audio up to
+``holdback + fade`` before the end; the next chunk cross-fades over the ``fade`` samples it re-renders. The noise of
+both models is a function of (seed, segment), drawn once per segment, so rendering the whole segment at once
+(:meth:`Acoustic.render_full`) gives the same audio as the streamed chunks except inside those short cross-fades.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.errors import FailedPrecondition, InvalidArgument
+
+from .checkpoint import Layout
+from .scheduler import Prompt, block_sizes
+
+log = logging.getLogger("decoder.glmtts")
+
+SAMPLE_RATE = 24000
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class Acoustic:
+    def __init__(self, layout: Layout, device: torch.device, dtype: torch.dtype, *, n_timesteps: int = 10,
+                 lookahead: int = 0, holdback_ms: float = 60.0, fade_ms: float = 20.0, prompt_cache: int = 64):
+        self.layout = layout
+        self.device, self.dtype = device, dtype
+        self.n_timesteps = n_timesteps
+        self.lookahead = lookahead
+        self.holdback = int(holdback_ms * SAMPLE_RATE / 1000)
+        self.fade = int(fade_ms * SAMPLE_RATE / 1000)
+        self.flow = self.vocoder = self.tokenizer = None
+        self.voices: dict[str, dict] = {}
+        self._prompts: OrderedDict[str, Prompt] = OrderedDict()
+        self._prompt_cache = prompt_cache
+
+    def load(self) -> None:
+        from .flow import load_flow
+        from .hift import load_hift
+
+        self.flow = load_flow(self.layout.flow, self.device, self.dtype)
+        # the vocoder stays in float32 even on a GPU: in bf16 its output drifts by ~0.03 (measured against fp32)
+        self.vocoder = load_hift(self.layout.hift, self.device, torch.float32, prefix_stable_noise=True)
+        if self.layout.speech_tokenizer is not None:
+            from .speech_tokenizer import SpeechTokenizer
+
+            self.tokenizer = SpeechTokenizer.load(self.layout.speech_tokenizer, self.device)
+        else:
+            log.warning("glmtts checkpoint has no speech_tokenizer/: cloning from reference audio is unavailable; "
+                        "checkpoint voices still work", extra={"path": str(self.layout.root)})
+        if self.layout.voices.is_dir():
+            for f in sorted(self.layout.voices.glob("*.json")):
+                spec = json.loads(f.read_text())
+                wav = f.with_suffix(".wav")
+                spec["wav"] = str(wav) if wav.exists() else ""
+                self.voices[f.stem] = spec
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+
+    def prompt(self, voice, encode_text) -> Prompt:
+        """The LM prefix and acoustic conditioning of a voice; cached by voice identity (bounded LRU)."""
+        cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
+        key = (voice.reference_id if cloned else f"voice:{voice.name or 'default'}") or ""
+        if key and key in self._prompts:
+            self._prompts.move_to_end(key)
+            return self._prompts[key]
+        prompt = self._build_prompt(voice, encode_text)
+        if key:
+            self._prompts[key] = prompt
+            while len(self._prompts) > self._prompt_cache:
+                self._prompts.popitem(last=False)
+        return prompt
+
+    def _build_prompt(self, voice, encode_text) -> Prompt:
+        from .mel import mel_spectrogram
+
+        if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
+            if self.tokenizer is None:
+                raise FailedPrecondition(
+                    "this glmtts checkpoint has no speech_tokenizer/, so it cannot clone a voice from reference "
+                    f"audio; use a checkpoint voice ({', '.join(self.voices) or 'none installed'}) or install a "
+                    "checkpoint with its speech tokenizer")
+            pcm = np.asarray(voice.prompt_pcm16k, dtype=np.float32)
+            tokens = self.tokenizer.tokenize(pcm)
+            wav24 = _resample(pcm, 16000, SAMPLE_RATE)
+            text = voice.prompt_text
+            if voice.embedding is None:
+                raise InvalidArgument("config.speaker.embedding", "a cloned voice needs its speaker embedding")
+            emb = np.asarray(voice.embedding, dtype=np.float32)
+        else:
+            name = voice.name or "default"
+            spec = self.voices.get(name)
+            if spec is None:
+                raise InvalidArgument("config.voice", f"unknown glmtts voice {name!r}; "
+                                      f"available: {', '.join(self.voices) or 'none'}")
+            tokens = [int(t) for t in spec.get("speech_tokens", [])]
+            text = spec.get("prompt_text", "")
+            emb = np.asarray(spec["embedding"], dtype=np.float32)
+            wav24 = None
+            if spec.get("wav"):
+                import soundfile as sf
+
+                audio, sr = sf.read(spec["wav"], dtype="float32", always_2d=True)
+                wav24 = _resample(audio.mean(axis=1), sr, SAMPLE_RATE)
+        if emb.shape != (192,):
+            raise InvalidArgument("config.speaker.embedding", f"glmtts needs a 192-d speaker embedding (CAM++), "
+                                  f"got {emb.shape[0]} values")
+        feat = None
+        if wav24 is not None and tokens:
+            mel = mel_spectrogram(torch.from_numpy(wav24)[None])           # [1, 80, frames]
+            # align prompt tokens and prompt frames: 2 mel frames per token
+            n = min(len(tokens), mel.shape[-1] // 2)
+            tokens = tokens[:n]
+            feat = mel[:, :, : 2 * n].transpose(1, 2).to(self.device, self.dtype)
+        elif not tokens:
+            text = ""                   # no prompt speech: the prompt text would have nothing to align with
+        text_ids = encode_text(text + " ") if text else []
+        return Prompt(text_ids=text_ids, speech_tokens=list(tokens), feat=feat,
+                      embedding=torch.from_numpy(emb)[None].to(self.device, self.dtype))
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+
+    def segment(self, prompt: Prompt, seed: int, index: int, max_tokens: int, schedule: list[int]) -> "SegmentRenderer":
+        return SegmentRenderer(self, prompt, seed, index, max_tokens, schedule)
+
+    def render_full(self, prompt: Prompt, seed: int, index: int, tokens: list[int], max_tokens: int,
+                    schedule: list[int]) -> np.ndarray:
+        """The whole segment in one go (no chunking): the reference the streamed chunks must match."""
+        r = SegmentRenderer(self, prompt, seed, index, max_tokens, schedule)
+        mel = self.flow.inference(torch.tensor([tokens]), r.prompt_token, prompt.feat, prompt.embedding,
+                                  n_timesteps=self.n_timesteps, noise=r.noise,
+                                  block_pattern=block_sizes(schedule, max(1, len(tokens))), lookahead=self.lookahead)
+        return r.vocode_all(mel)
+
+
+class SegmentRenderer:
+    def __init__(self, acoustic: Acoustic, prompt: Prompt, seed: int, index: int, max_tokens: int,
+                 schedule: list[int]):
+        self.a = acoustic
+        flow = acoustic.flow
+        self.prompt_token = torch.tensor([prompt.speech_tokens], dtype=torch.long)
+        n_frames = flow.frames_for(len(prompt.speech_tokens) + max_tokens) + 1
+        g = torch.Generator().manual_seed(_seed("flow", seed, index))
+        self.noise = torch.randn(1, n_frames, flow.mel_dim, generator=g)
+        self.vocoder_seed = _seed("vocoder", seed, index)
+        self.stream = flow.stream(self.prompt_token, prompt.feat, prompt.embedding, n_timesteps=acoustic.n_timesteps,
+                                  block_pattern=block_sizes(schedule, max(1, max_tokens)),
+                                  lookahead=acoustic.lookahead, noise=self.noise)
+        self.fed = 0
+        self.mels: list[torch.Tensor] = []
+        self.excitation: torch.Tensor | None = None
+        self.emitted = 0                 # samples handed out (the cross-fade region included)
+        self.counted = 0                 # tokens already reported in chunks
+        self.tail: np.ndarray | None = None
+
+    def vocode_all(self, mel: torch.Tensor) -> np.ndarray:
+        if mel.shape[-1] == 0:
+            return np.zeros(0, np.float32)
+        wav, _ = self.a.vocoder.vocode(mel, seed=self.vocoder_seed)
+        return wav[0].float().cpu().numpy()
+
+    def push(self, tokens: list[int], final: bool) -> np.ndarray:
+        """All tokens of the segment so far → the audio that became final since the last call."""
+        new = tokens[self.fed:]
+        self.fed = len(tokens)
+        if new:
+            self.mels.append(self.stream.push(torch.tensor([new])))
+        if final:
+            self.mels.append(self.stream.finish())
+            self.stream.close()
+        mel = torch.cat(self.mels, dim=-1) if self.mels else None
+        if mel is None or mel.shape[-1] == 0:
+            return np.zeros(0, np.float32)
+        # pin the excitation of what was already handed out (keeps the sine phase of emitted audio fixed)
+        pinned = None if self.excitation is None else self.excitation[:, :, : self.emitted]
+        wav, self.excitation = self.a.vocoder.vocode(mel, seed=self.vocoder_seed, cache_source=pinned)
+        wav = wav[0].float().cpu().numpy()
+        end = len(wav) if final else max(self.emitted, len(wav) - self.a.holdback)
+        out = wav[self.emitted:end].copy()
+        if self.tail is not None and len(out):
+            n = min(len(self.tail), len(out))
+            ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+            out[:n] = self.tail[:n] * (1 - ramp) + out[:n] * ramp
+        if final:
+            self.tail = None
+            self.emitted = end
+            return out
+        # hold the last `fade` samples back: the next render redoes them and cross-fades
+        keep = max(0, len(out) - self.a.fade)
+        self.tail = out[keep:].copy() if keep < len(out) else self.tail
+        self.emitted += keep
+        return out[:keep]
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return np.asarray(x, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out).astype(np.float32)

@@ -1,0 +1,274 @@
+"""The ``glmtts`` engine: owns the models, the scheduler (LM stepping, continuous batching) and the acoustic worker.
+
+Threads: the scheduler thread runs the LM; one acoustic thread turns token chunks into audio in order; the event
+loop only moves messages. A stream's chunks reach its reader through an asyncio queue; the scheduler stops decoding
+a stream that is ``max_ahead`` chunks ahead of its reader, so a reader that does not read holds a bounded amount of
+audio and KV cache.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+import torch
+
+from shared.errors import InvalidArgument, ResourceExhausted
+
+from ..base import Chunk, SegmentInput, StreamOptions, Voice
+from .acoustic import SAMPLE_RATE, Acoustic
+from .checkpoint import Layout
+from .lm import SamplingParams, SpeechLM
+from .scheduler import Scheduler, Segment, StreamState
+
+log = logging.getLogger("decoder.glmtts")
+
+_END = object()
+
+
+def pick_device(setting: str) -> tuple[torch.device, torch.dtype]:
+    if setting in ("", "auto"):
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(setting)
+    if device.type == "cuda":
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
+
+
+class GLMTTSStream:
+    def __init__(self, engine: "GLMTTSEngine", state: StreamState, voice: Voice, loop):
+        self.engine = engine
+        self.state = state
+        self.voice_name = voice.reference_id or voice.name or "default"
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
+        self._closed = False
+
+    def feed(self, segment: SegmentInput) -> None:
+        text = (segment.normalized or segment.text).strip()
+        if not text:
+            return
+        ids = self.engine.lm.encode_text(text)
+        self.engine.scheduler.feed(self.state, Segment(index=segment.index, text_ids=ids))
+
+    def end(self) -> None:
+        self.engine.scheduler.end(self.state)
+
+    async def chunks(self):
+        while True:
+            item = await self.queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self.engine.scheduler.consumed(self.state)
+            if len(item.audio) or item.segment_end:
+                yield item
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.engine.scheduler.remove(self.state)
+        self.engine.acoustic_drop(self)
+        self.engine._release(self)
+
+    # -- called from worker threads -------------------------------------------------------------------------------
+
+    def deliver(self, item) -> None:
+        if not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            except RuntimeError:          # loop closed: the stream is gone
+                pass
+
+
+class GLMTTSEngine:
+    name = "glmtts"
+    sample_rate = SAMPLE_RATE
+    supports_cloning = True
+
+    def __init__(self, path: str, *, device: str = "auto", max_streams: int = 8, max_tokens_per_stream: int = 4096,
+                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
+                 n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
+                 min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
+                 lookahead: int = 0, threads: int = 0):
+        self.path = path
+        self.device, self.dtype = pick_device(device)
+        self.max_streams = max_streams
+        self.max_tokens_per_stream = max_tokens_per_stream
+        self.cache_budget_bytes = cache_budget_bytes
+        self.idle_ttl_s = idle_ttl_s
+        self.schedule = [int(c) for c in chunk_schedule]
+        self.n_timesteps = n_timesteps
+        self.sampling = sampling or SamplingParams()
+        self.max_token_ratio, self.min_token_ratio = max_token_ratio, min_token_ratio
+        self.max_ahead = max_ahead
+        self.trust_remote_code = trust_remote_code
+        self.lookahead = lookahead
+        self.threads = threads
+        self.lm: SpeechLM | None = None
+        self.acoustic: Acoustic | None = None
+        self.scheduler: Scheduler | None = None
+        self._ids = itertools.count(1)
+        self._streams: dict[int, GLMTTSStream] = {}
+        self._jobs: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._reserve_per_stream = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        layout = Layout.of(self.path)
+        t0 = time.perf_counter()
+        self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
+        self.acoustic = Acoustic(layout, self.device, self.dtype, n_timesteps=self.n_timesteps,
+                                 lookahead=self.lookahead)
+        self.acoustic.load()
+        self._size_budget()
+        self.scheduler = Scheduler(self.lm, max_tokens_per_stream=self.max_tokens_per_stream,
+                                   min_ratio=self.min_token_ratio, max_ratio=self.max_token_ratio,
+                                   idle_ttl_s=self.idle_ttl_s)
+        self.scheduler.start()
+        self._worker = threading.Thread(target=self._acoustic_loop, name="glmtts-acoustic", daemon=True)
+        self._worker.start()
+        log.info("glmtts engine loaded", extra={
+            "path": self.path, "device": str(self.device), "dtype": str(self.dtype),
+            "seconds": round(time.perf_counter() - t0, 2), "cache_budget_bytes": self.cache_budget_bytes,
+            "max_streams": self.max_streams, "voices": list(self.acoustic.voices)})
+
+    def _size_budget(self) -> None:
+        """Each admitted stream reserves room for ``max_tokens_per_stream`` tokens of KV cache. The budget is the
+        setting, or what ``max_streams`` streams need, capped on a GPU by 80 % of its free memory."""
+        per_stream = self.max_tokens_per_stream * self.lm.bytes_per_token
+        budget = self.cache_budget_bytes or per_stream * self.max_streams
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = min(budget, int(free * 0.8))
+        if budget < per_stream:
+            raise SystemExit(f"glmtts: cache budget {budget} bytes holds no stream of {self.max_tokens_per_stream} "
+                             f"tokens ({per_stream} bytes); raise TTS_DECODER_CACHE_BUDGET_BYTES or lower "
+                             f"TTS_DECODER_MAX_TOKENS_PER_STREAM")
+        self.cache_budget_bytes = budget
+        self._reserve_per_stream = per_stream
+        self.max_streams = min(self.max_streams, budget // per_stream)
+
+    async def warmup(self) -> None:
+        await asyncio.to_thread(self.load)
+        # one real utterance through every model, so the first request does not pay for lazy initialisation
+        stream = self.open_stream(Voice(name=next(iter(self.acoustic.voices), "")) if self.acoustic.voices else Voice(),
+                                  StreamOptions(seed=0))
+        try:
+            if self.acoustic.voices:
+                stream.feed(SegmentInput(index=0, text="你好", normalized="你好"))
+                stream.end()
+                async for _ in stream.chunks():
+                    pass
+        finally:
+            await stream.close()
+
+    async def close(self) -> None:
+        for s in list(self._streams.values()):
+            await s.close()
+        if self.scheduler:
+            await asyncio.to_thread(self.scheduler.stop)
+        if self._worker:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._worker.join, 10)
+
+    # -- streams --------------------------------------------------------------------------------------------------
+
+    def voices(self) -> list[str]:
+        return list(self.acoustic.voices) if self.acoustic else []
+
+    def open_stream(self, voice: Voice, options: StreamOptions) -> GLMTTSStream:
+        if self.scheduler is None:
+            raise ResourceExhausted("the glmtts engine is still loading", retry_after_s=5.0)
+        if abs(options.speed - 1.0) > 1e-6:
+            raise InvalidArgument("config.speed", "the glmtts engine speaks at the voice's own rate; speed must be 1.0")
+        if len(self._streams) >= self.max_streams:
+            raise ResourceExhausted(
+                f"glmtts: {len(self._streams)} streams use the KV cache budget ({self.cache_budget_bytes} bytes, "
+                f"{self.max_streams} streams of {self.max_tokens_per_stream} tokens); retry shortly",
+                retry_after_s=1.0)
+        cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
+        if not cloned and (voice.name or "default") not in self.acoustic.voices:
+            raise InvalidArgument("config.voice", f"unknown glmtts voice {voice.name or 'default'!r}; available: "
+                                  f"{', '.join(self.acoustic.voices) or 'none (send reference audio to clone one)'}")
+        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        schedule = [options.chunk_size] if options.chunk_size > 0 else self.schedule
+        sid = next(self._ids)
+        state = StreamState(sid, None, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
+                            self.max_ahead)
+        stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
+        state.prompt_source = lambda: self.acoustic.prompt(voice, self.lm.encode_text)
+        state.stream = stream
+        self._streams[sid] = stream
+        self.scheduler.add(state)
+        return stream
+
+    def _release(self, stream: GLMTTSStream) -> None:
+        self._streams.pop(stream.state.id, None)
+
+    def clear_cache(self) -> tuple[int, int]:
+        return self.scheduler.clear_idle() if self.scheduler else (0, 0)
+
+    def stats(self) -> dict:
+        return {"active_streams": len(self._streams),
+                "cache_bytes": self.scheduler.cache_bytes() if self.scheduler else 0,
+                "cache_budget_bytes": self.cache_budget_bytes}
+
+    # -- the scheduler's sink: audio work goes to the acoustic thread, in order --------------------------------------
+
+    def chunk(self, st: StreamState, seg_index: int, tokens: list[int], final: bool, max_len: int) -> None:
+        self._jobs.put(("chunk", st, seg_index, tokens, final, max_len))
+
+    def end(self, st: StreamState) -> None:
+        self._jobs.put(("end", st))
+
+    def fail(self, st: StreamState, exc: BaseException) -> None:
+        self._jobs.put(("fail", st, exc))
+
+    def acoustic_drop(self, stream: GLMTTSStream) -> None:
+        self._jobs.put(("drop", stream.state))
+
+    def _acoustic_loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            kind, st = job[0], job[1]
+            stream: GLMTTSStream = st.stream
+            try:
+                if kind == "drop":
+                    stream.renderers.clear()
+                elif kind == "end":
+                    stream.deliver(_END)
+                elif kind == "fail":
+                    stream.renderers.clear()
+                    stream.deliver(job[2])
+                elif not st.closed:
+                    _, _, seg_index, tokens, final, max_len = job
+                    r = stream.renderers.get(seg_index)
+                    if r is None:
+                        r = stream.renderers[seg_index] = self.acoustic.segment(
+                            st.prompt, st.seed, seg_index, max_len, st.schedule)
+                    audio = r.push(tokens, final)
+                    if final:
+                        del stream.renderers[seg_index]
+                    stream.deliver(Chunk(audio=audio.astype(np.float32, copy=False), sample_rate=SAMPLE_RATE,
+                                         segment_index=seg_index, tokens=len(tokens) - r.counted, segment_end=final))
+                    r.counted = len(tokens)
+            except Exception as exc:  # never let one stream's failure stop the worker
+                log.exception("acoustic rendering failed")
+                stream.renderers.clear()
+                stream.deliver(exc)

@@ -1,0 +1,250 @@
+"""The glmtts engine on a tiny random checkpoint: streaming, KV cache reuse, batching, admission, cancellation."""
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+from services.decoder.engine.glmtts.engine import GLMTTSEngine
+from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from tests.procs import wait_until
+
+
+def make_engine(path, **kw):
+    kw.setdefault("max_token_ratio", 3.0)      # a random LM rarely ends audio by itself: bound segments tightly
+    kw.setdefault("chunk_schedule", (10, 20))
+    kw.setdefault("n_timesteps", 4)
+    e = GLMTTSEngine(str(path), **kw)
+    e.load()
+    return e
+
+
+def shutdown(e):
+    e.scheduler.stop()
+    e._jobs.put(None)
+    e._worker.join(10)
+
+
+@pytest.fixture(scope="module")
+def engine(glmtts_checkpoint):
+    e = make_engine(glmtts_checkpoint)
+    yield e
+    shutdown(e)
+
+
+def seg(i, text):
+    return SegmentInput(index=i, text=text, normalized=text)
+
+
+async def run(engine, texts, voice=None, **opts):
+    stream = engine.open_stream(voice or Voice(), StreamOptions(**opts))
+    for i, t in enumerate(texts):
+        stream.feed(seg(i, t))
+    stream.end()
+    try:
+        chunks = [c async for c in stream.chunks()]
+    finally:
+        await stream.close()
+    return chunks, stream.state
+
+
+def audio_of(chunks, index=None):
+    parts = [c.audio for c in chunks if index is None or c.segment_index == index]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+async def test_chunks_follow_the_token_schedule(engine):
+    chunks, state = await run(engine, ["你好世界"], seed=3)
+    assert [c.tokens for c in chunks] == [10, 20, 6]                # 12 text ids × max ratio 3 = 36 tokens
+    assert len(state.history[0].tokens) == 36
+    assert chunks[-1].segment_end and not any(c.segment_end for c in chunks[:-1])
+    assert all(c.sample_rate == 24000 for c in chunks)
+    # 25 tokens per second of audio: 36 tokens → 1.44 s
+    assert len(audio_of(chunks)) == 36 * 24000 // 25
+
+
+async def test_streamed_audio_equals_the_segment_rendered_at_once(engine):
+    chunks, state = await run(engine, ["今天天气不错"], seed=11, chunk_size=7)
+    streamed = audio_of(chunks)
+    s = state.history[0]
+    whole = engine.acoustic.render_full(state.prompt, state.seed, 0, s.tokens, s.max_len, state.schedule)
+    assert len(streamed) == len(whole)
+    diff = np.abs(streamed - whole)
+    seams = np.zeros(len(whole), bool)
+    hold, fade = engine.acoustic.holdback, engine.acoustic.fade
+    pos = 0
+    for c in chunks[:-1]:
+        pos += len(c.audio)
+        seams[max(0, pos - hold - fade): pos + hold + fade] = True
+    assert seams.any() and not seams.all()
+    assert diff[~seams].max() < 1e-4, diff[~seams].max()
+    assert diff[seams].max() < 0.05 * max(1e-3, np.abs(whole).max()) + 1e-3
+
+
+async def test_same_seed_same_audio_and_other_seed_other_audio(engine):
+    a, _ = await run(engine, ["一二三"], seed=5)
+    b, _ = await run(engine, ["一二三"], seed=5)
+    c, _ = await run(engine, ["一二三"], seed=6)
+    assert np.array_equal(audio_of(a), audio_of(b))
+    assert not np.array_equal(audio_of(a), audio_of(c))
+
+
+async def test_without_kv_cache_the_tokens_are_the_same(engine):
+    _, cached = await run(engine, ["你好", "世界"], seed=9)
+    _, uncached = await run(engine, ["你好", "世界"], seed=9, use_cache=False)
+    assert [s.tokens for s in cached.history] == [s.tokens for s in uncached.history]
+    assert uncached.reused_tokens == 0
+
+
+async def test_segment_two_is_decoded_with_segment_one_context_cached(engine):
+    _, state = await run(engine, ["你好", "世界"], seed=9)
+    prompt_text = len(state.prompt.text_ids)
+    first_text = len(state.history[0].text_ids)
+    # segment 2's input begins with [prompt text, segment 1 text]: found in the cache, not recomputed
+    assert state.reused_tokens == prompt_text + first_text
+    assert state.kv is None                   # freed when the stream closed
+
+
+async def test_four_concurrent_streams_decode_like_each_alone(engine):
+    import asyncio
+
+    texts = ["你好", "世界和平", "abc", "一"]
+    alone = [(await run(engine, [t], seed=i))[1].history[0].tokens for i, t in enumerate(texts)]
+    steps = engine.scheduler.steps
+    together = await asyncio.gather(*(run(engine, [t], seed=i) for i, t in enumerate(texts)))
+    assert [st.history[0].tokens for _, st in together] == alone
+    passes = engine.scheduler.steps - steps
+    assert passes < sum(len(t) for t in alone)   # passes were shared: fewer passes than tokens
+
+
+async def test_cloned_voice_uses_the_speech_tokenizer(engine):
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    emb = rng.standard_normal(192).astype(np.float32)
+    voice = Voice(reference_id="ref-1", embedding=emb, prompt_pcm16k=pcm, prompt_text="参考音频")
+    chunks, state = await run(engine, ["你好"], voice=voice, seed=1)
+    assert len(state.prompt.speech_tokens) == 50          # 2 s of prompt audio at 25 tokens/s
+    assert state.prompt.feat.shape[1] == 100              # 2 mel frames per prompt token
+    assert len(audio_of(chunks)) > 0
+
+
+async def test_cloning_without_a_speech_tokenizer_says_so(engine):
+    tokenizer, engine.acoustic.tokenizer = engine.acoustic.tokenizer, None
+    try:
+        voice = Voice(reference_id="ref-2", embedding=np.ones(192, np.float32), prompt_pcm16k=np.zeros(16000, np.float32))
+        with pytest.raises(FailedPrecondition, match="speech_tokenizer"):
+            await run(engine, ["你好"], voice=voice)
+    finally:
+        engine.acoustic.tokenizer = tokenizer
+
+
+async def test_bad_voice_and_speed_are_invalid_arguments(engine):
+    with pytest.raises(InvalidArgument, match="config.voice"):
+        engine.open_stream(Voice(name="nobody"), StreamOptions())
+    with pytest.raises(InvalidArgument, match="config.speed"):
+        engine.open_stream(Voice(), StreamOptions(speed=1.5))
+
+
+async def test_admission_is_bounded_by_the_cache_budget(glmtts_checkpoint):
+    e = make_engine(glmtts_checkpoint, max_streams=8, max_tokens_per_stream=512,
+                    cache_budget_bytes=0)
+    per_stream = 512 * e.lm.bytes_per_token
+    shutdown(e)
+    e = make_engine(glmtts_checkpoint, max_streams=8, max_tokens_per_stream=512,
+                    cache_budget_bytes=2 * per_stream + 1)
+    try:
+        assert e.max_streams == 2
+        a = e.open_stream(Voice(), StreamOptions())
+        b = e.open_stream(Voice(), StreamOptions())
+        with pytest.raises(ResourceExhausted) as exc:
+            e.open_stream(Voice(), StreamOptions())
+        assert exc.value.retry_after_s > 0
+        await a.close()
+        c = e.open_stream(Voice(), StreamOptions())      # a closed stream's room is free again at once
+        await b.close()
+        await c.close()
+    finally:
+        shutdown(e)
+
+
+async def test_reader_that_does_not_read_stops_the_decoding(engine):
+    stream = engine.open_stream(Voice(), StreamOptions(seed=2, chunk_size=1))
+    stream.feed(seg(0, "一二三四五六七八九十"))
+    stream.end()
+    state = stream.state
+    try:
+        wait_until(lambda: state.ahead >= engine.max_ahead, 30, "the stream to fill its read-ahead")
+        assert not state.runnable()
+        produced = state.tokens_total
+        await run(engine, ["你好"], seed=1)          # the scheduler keeps serving other streams meanwhile...
+        assert state.tokens_total == produced       # ...and this one stays where its reader left it
+        async for _ in stream.chunks():
+            pass
+        assert state.tokens_total > produced        # reading resumes it to the end
+    finally:
+        await stream.close()
+
+
+async def test_clear_cache_frees_idle_streams(engine):
+    stream = engine.open_stream(Voice(), StreamOptions(seed=2))
+    stream.feed(seg(0, "你好"))
+    chunks = []
+    async for c in stream.chunks():
+        chunks.append(c)
+        if c.segment_end:
+            break
+    try:
+        assert engine.stats()["cache_bytes"] > 0
+        freed, n = engine.clear_cache()
+        assert n == 1 and freed > 0
+        assert engine.stats()["cache_bytes"] == 0
+        stream.feed(seg(1, "世界"))               # a cleared stream recomputes its context and goes on
+        stream.end()
+        rest = [c async for c in stream.chunks()]
+        assert rest[-1].segment_end and rest[-1].segment_index == 1
+    finally:
+        await stream.close()
+
+
+async def test_idle_stream_state_expires_after_ttl(glmtts_checkpoint):
+    e = make_engine(glmtts_checkpoint, idle_ttl_s=0.2)
+    try:
+        stream = e.open_stream(Voice(), StreamOptions(seed=2))
+        stream.feed(seg(0, "你好"))
+        async for c in stream.chunks():
+            if c.segment_end:
+                break
+        wait_until(lambda: e.stats()["cache_bytes"] == 0, 10, "the idle stream's cache to expire")
+        assert stream.state.kv is None
+        await stream.close()
+    finally:
+        shutdown(e)
+
+
+def _rss_bytes():
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_a_thousand_cancelled_streams_leak_nothing(engine):
+    async def cancelled(i, wait_first):
+        stream = engine.open_stream(Voice(), StreamOptions(seed=i))
+        stream.feed(seg(0, "你好世界"))
+        if wait_first:
+            async for _ in stream.chunks():
+                break
+        await stream.close()
+
+    for i in range(50):                          # warm up allocator pools before taking the baseline
+        await cancelled(i, i % 10 == 0)
+    wait_until(lambda: engine.stats()["active_streams"] == 0 and engine.scheduler.active() == 0, 30, "streams to leave")
+    gc.collect()
+    base = _rss_bytes()
+    for i in range(1000):
+        await cancelled(i, i % 25 == 0)
+    wait_until(lambda: engine.scheduler.cache_bytes() == 0 and engine.scheduler.active() == 0, 30, "caches to be freed")
+    gc.collect()
+    assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes}
+    assert _rss_bytes() - base < 64 * 2**20, (base, _rss_bytes())
