@@ -21,7 +21,25 @@ def build_engines(settings: DecoderSettings) -> dict:
                                            max_streams=settings.embedded_max_streams,
                                            chunk_ms=settings.embedded_chunk_ms)
         elif name == "glmtts":
-            raise SystemExit("TTS_DECODER_ENGINES: the glmtts engine is not implemented yet (issue 4); use 'embedded'")
+            from .engine.glmtts.engine import GLMTTSEngine
+            from .engine.glmtts.lm import SamplingParams
+
+            try:
+                schedule = tuple(int(x) for x in settings.glmtts_chunk_schedule.split(",") if x.strip())
+            except ValueError:
+                schedule = ()
+            if not schedule or min(schedule) <= 0:
+                raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
+                                 "expected positive token counts such as 15,25,50")
+            engines[name] = GLMTTSEngine(
+                settings.glmtts_path, device=settings.device, max_streams=settings.max_streams,
+                max_tokens_per_stream=settings.max_tokens_per_stream, cache_budget_bytes=settings.cache_budget_bytes,
+                idle_ttl_s=settings.idle_ttl_s, chunk_schedule=schedule, n_timesteps=settings.glmtts_n_timesteps,
+                sampling=SamplingParams(top_k=settings.glmtts_top_k, top_p=settings.glmtts_top_p,
+                                        temperature=settings.glmtts_temperature),
+                min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
+                max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
+                lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:

@@ -20,7 +20,18 @@ class DecoderSettings(ServiceSettings):
     max_streams: int = 8
     max_tokens_per_stream: int = 4096
     cache_budget_bytes: int = 0             # 0 = derive from max_streams x max_tokens_per_stream
-    idle_ttl_s: float = 60.0
+    idle_ttl_s: float = 60.0                # an idle glmtts stream's KV cache is freed after this long
+    glmtts_chunk_schedule: str = "15,25,50"  # speech tokens per audio chunk: first, second, ... (last repeats)
+    glmtts_lookahead: int = 0               # tokens of right context a flow block waits for (quality vs latency)
+    glmtts_n_timesteps: int = 10            # flow-matching Euler steps
+    glmtts_top_k: int = 25
+    glmtts_top_p: float = 0.8
+    glmtts_temperature: float = 1.0
+    glmtts_min_token_ratio: float = 2.0     # speech tokens per text token, lower and upper bound
+    glmtts_max_token_ratio: float = 20.0
+    glmtts_max_ahead: int = 4               # audio chunks a stream may run ahead of its reader
+    glmtts_trust_remote_code: bool = False  # the published tokenizer ships custom code: set true for it
+    glmtts_threads: int = 0                 # torch CPU threads; 0 = half the cores (two worker threads share them)
     stream_idle_timeout_s: float = 60.0     # a Decode stream with no segment and no half-close this long is aborted
 
     def engine_names(self) -> list[str]:
