@@ -16,6 +16,8 @@ export TTS_GATEWAY_REDIS_URL=${TTS_GATEWAY_REDIS_URL:-redis://127.0.0.1:$REDIS_P
 export TTS_GATEWAY_FRONTEND_ADDR=127.0.0.1:$TTS_FRONTEND_PORT
 export TTS_GATEWAY_SPEAKER_ADDR=127.0.0.1:$TTS_SPEAKER_PORT
 export TTS_GATEWAY_DECODER_ADDRS=${TTS_GATEWAY_DECODER_ADDRS:-127.0.0.1:$TTS_DECODER_PORT}
+export TTS_WEB_PORT=${TTS_WEB_PORT:-8080}
+export TTS_WEB_GATEWAY_ADDR=${TTS_WEB_GATEWAY_ADDR:-127.0.0.1:$TTS_GATEWAY_PORT}
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -28,7 +30,7 @@ else
   echo "redis: started on port $REDIS_PORT (maxmemory ${TTS_REDIS_MAXMEMORY:-256mb}, allkeys-lfu)"
 fi
 
-for svc in frontend speaker decoder gateway; do
+for svc in frontend speaker decoder gateway web; do
   if alive "$svc"; then echo "$svc: already running (pid $(cat "$RUN/$svc.pid"))"; continue; fi
   nohup "$PY" -m "services.$svc" >"$RUN/$svc.log" 2>&1 &
   echo $! >"$RUN/$svc.pid"
@@ -54,4 +56,11 @@ for name, port in ports.items():
             sys.exit(f"{name} did not become SERVING; see .run/{name}.log")
         time.sleep(0.25)
 PY
+# the web process answers once its port is open
+for _ in $(seq 1 120); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$TTS_WEB_PORT") 2>/dev/null; then break; fi
+  alive web || { echo "web did not start; see $RUN/web.log"; exit 1; }
+  sleep 0.25
+done
+echo "web: WebUI and HTTP API on http://127.0.0.1:$TTS_WEB_PORT/  (POST /v1/audio/speech)"
 echo "ready: try  .venv/bin/ttsctl synth \"今天是2026年1月13日，气温-3℃。\" --out a.wav"

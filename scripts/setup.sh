@@ -26,6 +26,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
+# Debian's Chromium (+ a CJK font for its screenshots) for the WebUI's browser test (driven by playwright;
+# `playwright install` is never run)
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
+fi
 
 make --no-print-directory protos
 "$VENV/bin/python" -m services.decoder.prepare

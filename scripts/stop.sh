@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
-for svc in gateway decoder speaker frontend redis; do
+for svc in web gateway decoder speaker frontend redis; do
   f="$RUN/$svc.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

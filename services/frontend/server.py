@@ -69,10 +69,13 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
         return frontend_pb2.AnalyzeResponse(segments=[segment_to_proto(s) for s in segments])
 
     async def ReloadDictionary(self, request, context):
-        entries, errors = await asyncio.to_thread(self.engine.reload_dictionary)
+        if request.HasField("content"):
+            entries, errors = await asyncio.to_thread(self.engine.write_dictionary, request.content)
+        else:
+            entries, errors = await asyncio.to_thread(self.engine.reload_dictionary)
         return frontend_pb2.ReloadDictionaryResponse(
             entries=entries, errors=[frontend_pb2.DictionaryError(line=n, message=m) for n, m in errors],
-            path=self.engine.replace_dict_path or "")
+            path=self.engine.replace_dict_path or "", content=await asyncio.to_thread(self.engine.dictionary_text))
 
 
 def make_engine(settings) -> FrontendEngine:

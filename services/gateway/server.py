@@ -8,8 +8,9 @@ import time
 
 import shared  # noqa: F401
 from shared.audio import wav_header
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, PermissionDenied
 from shared.logging import tenant_var
+from tts.decoder.v1 import decoder_pb2
 from tts.frontend.v1 import frontend_pb2
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
@@ -54,6 +55,14 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         tenant_var.set(tenant)
         forwarded = tuple((k, v) for k, v in metadata if k == "x-request-id")
         return tenant, forwarded
+
+    def _admin(self, context) -> tuple[str, tuple]:
+        """Admin RPCs act on every tenant: allowed with auth off, else only to TTS_GATEWAY_ADMIN_TENANTS."""
+        tenant, metadata = self._tenant(context)
+        admins = {t.strip() for t in self.settings.admin_tenants.split(",") if t.strip()}
+        if self.auth.enabled and tenant not in admins:
+            raise PermissionDenied("admin RPC: this tenant is not in TTS_GATEWAY_ADMIN_TENANTS")
+        return tenant, metadata
 
     async def _pieces(self, requests):
         """Client messages after the config → text pieces and FLUSH, validated as they arrive."""
@@ -182,6 +191,30 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             frontend_pb2.AnalyzeRequest(text=request.text, config=frontend_pb2.NormalizeConfig(
                 language=request.language, phoneme_mode=request.phoneme_mode)), timeout=context.time_remaining()))
         return tts_pb2.AnalyzeTextResponse(segments=[segment_to_public(s) for s in resp.segments])
+
+    async def ReloadDictionary(self, request, context):
+        _, metadata = self._admin(context)
+        req = frontend_pb2.ReloadDictionaryRequest()
+        if request.HasField("content"):
+            req.content = request.content
+        resp = await call_stage("frontend", self.pipeline.stages.frontend.ReloadDictionary(
+            req, metadata=metadata, timeout=context.time_remaining()))
+        log.info("replace dictionary reloaded", extra={"entries": resp.entries, "written": request.HasField("content")})
+        return tts_pb2.ReloadDictionaryResponse(
+            entries=resp.entries, content=resp.content,
+            errors=[tts_pb2.DictionaryError(line=e.line, message=e.message) for e in resp.errors])
+
+    async def ClearCache(self, request, context):
+        _, metadata = self._admin(context)
+        results = await asyncio.gather(*(call_stage("decoder", stub.ClearCache(
+            decoder_pb2.ClearCacheRequest(), metadata=metadata, timeout=context.time_remaining()))
+            for stub in self.pipeline.stages.decoders))
+        out = tts_pb2.ClearCacheResponse(decoders=len(results))
+        for r in results:
+            out.freed_bytes += r.freed_bytes
+            out.freed_streams += r.freed_streams
+        log.info("decoder caches cleared", extra={"freed_bytes": out.freed_bytes, "decoders": out.decoders})
+        return out
 
     # ---- batch jobs (services/gateway/batch.py) ----
     def _batches(self, context):

@@ -14,6 +14,7 @@ class GatewaySettings(ServiceSettings):
     redis_timeout_ms: int = 200
     # auth: a file of "tenant sha256(token)" lines; empty = auth off, every caller is tenant "default"
     tokens_file: str = ""
+    admin_tenants: str = ""                      # comma-separated tenants allowed the admin RPCs (auth off: everyone)
     default_model: str = ""                      # "" = the decoder's default engine
     cloning_model: str = "glmtts"                # engine used for cloned voices when the request names none
     default_sample_rate: int = 24000

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
 import threading
 import time
 
@@ -49,6 +51,43 @@ class FrontendEngine:
         log.info("replace dictionary loaded", extra={"path": self.replace_dict_path, "entries": d.entries,
                                                       "errors": len(d.errors)})
         return d.entries, list(d.errors)
+
+    MAX_DICTIONARY_BYTES = 2 * 1024 * 1024
+
+    def write_dictionary(self, content: str) -> tuple[int, list[tuple[int, str]]]:
+        """Validate ``content`` (JSONL), then replace the dictionary file with it atomically and load it.
+
+        Any bad line → InvalidArgument naming the first one, and nothing is written.
+        """
+        if not self.replace_dict_path:
+            raise InvalidArgument("content", "this frontend has no replace dictionary file (TTS_FRONTEND_REPLACE_DICT_PATH)")
+        data = content.encode("utf-8")
+        if len(data) > self.MAX_DICTIONARY_BYTES:
+            raise InvalidArgument("content", f"{len(data)} bytes is over the limit of {self.MAX_DICTIONARY_BYTES}")
+        folder = os.path.dirname(os.path.abspath(self.replace_dict_path))
+        fd, tmp = tempfile.mkstemp(prefix=".replace-dict-", suffix=".jsonl", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            errors = load_dictionary(tmp).errors
+            if errors:
+                line, msg = errors[0]
+                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                raise InvalidArgument("content", f"line {line}: {msg}{more}")
+            os.replace(tmp, self.replace_dict_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return self.reload_dictionary()
+
+    def dictionary_text(self) -> str:
+        if not self.replace_dict_path:
+            return ""
+        try:
+            with open(self.replace_dict_path, encoding="utf-8", errors="replace") as f:
+                return f.read(self.MAX_DICTIONARY_BYTES)
+        except OSError:
+            return ""
 
     def maybe_reload(self) -> None:
         if not self.replace_dict_path:

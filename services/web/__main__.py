@@ -1,0 +1,28 @@
+"""``python -m services.web``: the WebUI and the HTTP/JSON API, in front of the gateway (tts.v1 via tts_client)."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+import shared  # noqa: F401
+from shared.logging import setup_logging
+
+from .server import create_app
+from .settings import WebSettings
+
+
+def main() -> None:
+    settings = WebSettings()
+    setup_logging("web", settings.log_level)
+    log = logging.getLogger("web")
+    settings.log_once(log)
+    app = create_app(settings)
+    log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}/"})
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=settings.grace_seconds,
+                access_log=logging.getLogger("web.access"), print=None,
+                access_log_format='%r %s %b %Tfs')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+// The synthesis page: streams PCM16 over a WebSocket and plays each chunk with WebAudio as it arrives.
+"use strict";
+
+// Visible to tests and to the console: what has arrived and whether playback started.
+window.ttsState = {
+  state: "idle", chunks: 0, bytes: 0, audioMs: 0, firstChunkMs: null, scheduled: 0, playedChunks: 0,
+  playbackStarted: false, audioContextState: null, segments: 0, resultUrl: null, error: null, summary: null,
+};
+const S = window.ttsState;
+
+let refAudio = null;       // ArrayBuffer of WAV/MP3 bytes, or null
+let ctx = null;            // AudioContext, created on the Start click (a user gesture)
+let nextTime = 0;          // where the next chunk is scheduled on ctx's clock
+let firstStartAt = null;
+let ws = null;
+let t0 = 0;
+let totalSegments = 0;
+
+function setState(state, message) {
+  S.state = state;
+  $("st-state").textContent = state;
+  $("st-state").className = "v state-" + state;
+  if (message !== undefined) $("message").textContent = message;
+}
+
+function render() {
+  $("st-chunks").textContent = S.chunks;
+  $("st-audio").textContent = Math.round(S.audioMs) + " ms";
+  $("st-first").textContent = S.firstChunkMs == null ? "–" : Math.round(S.firstChunkMs) + " ms";
+  $("st-seg").textContent = totalSegments ? `${S.segments} / ${totalSegments}` : (S.segments || "–");
+  const pct = totalSegments ? Math.min(100, (100 * S.segments) / totalSegments) : (S.state === "done" ? 100 : 0);
+  $("bar-fill").style.width = pct + "%";
+}
+
+// ---- voices -----------------------------------------------------------------------------------------------------
+async function loadVoices() {
+  const sel = $("voice");
+  const keep = sel.value;
+  try {
+    const data = await api("GET", "/api/voices");
+    sel.innerHTML = '<option value="">(server default)</option>';
+    for (const v of data.voices) {
+      const o = document.createElement("option");
+      o.value = v.id;
+      o.textContent = v.builtin ? `${v.name} (${v.engine})` : `${v.name} — registered, ${v.engine}`;
+      sel.appendChild(o);
+    }
+    sel.value = keep;
+  } catch (e) {
+    $("message").textContent = "voices: " + e.message;
+  }
+}
+
+// ---- reference audio: upload or record --------------------------------------------------------------------------
+function setRef(buf, label, mime) {
+  refAudio = buf;
+  $("ref-status").textContent = buf ? `${label} (${(buf.byteLength / 1024).toFixed(0)} KiB): used instead of the voice` :
+    "no reference audio: the voice above is used";
+  const prev = $("ref-preview");
+  if (buf) {
+    prev.src = URL.createObjectURL(new Blob([buf], { type: mime || "audio/wav" }));
+    prev.hidden = false;
+  } else {
+    prev.hidden = true;
+    prev.removeAttribute("src");
+  }
+}
+
+$("ref-file").addEventListener("change", async (ev) => {
+  const f = ev.target.files[0];
+  if (f) setRef(await f.arrayBuffer(), f.name, f.type);
+});
+$("clear-ref").addEventListener("click", () => { $("ref-file").value = ""; setRef(null); });
+
+function encodeWav(samples, rate) {          // Float32Array mono → 16-bit PCM WAV
+  const buf = new ArrayBuffer(44 + samples.length * 2);
+  const v = new DataView(buf);
+  const str = (o, s) => { for (let i = 0; i < s.length; i++) v.setUint8(o + i, s.charCodeAt(i)); };
+  str(0, "RIFF"); v.setUint32(4, 36 + samples.length * 2, true); str(8, "WAVE"); str(12, "fmt ");
+  v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true); v.setUint32(24, rate, true);
+  v.setUint32(28, rate * 2, true); v.setUint16(32, 2, true); v.setUint16(34, 16, true); str(36, "data");
+  v.setUint32(40, samples.length * 2, true);
+  for (let i = 0; i < samples.length; i++) {
+    const s = Math.max(-1, Math.min(1, samples[i]));
+    v.setInt16(44 + i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+  }
+  return buf;
+}
+
+let recorder = null;
+$("record").addEventListener("click", async () => {
+  if (recorder && recorder.state === "recording") { recorder.stop(); return; }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const parts = [];
+    recorder = new MediaRecorder(stream);
+    recorder.ondataavailable = (e) => parts.push(e.data);
+    recorder.onstop = async () => {
+      stream.getTracks().forEach((t) => t.stop());
+      $("record").textContent = "● Record";
+      // MediaRecorder gives webm/ogg; the speaker stage takes WAV: decode, downmix, resample to 16 kHz, encode
+      const raw = await new Blob(parts).arrayBuffer();
+      const decoded = await new AudioContext().decodeAudioData(raw);
+      const off = new OfflineAudioContext(1, Math.ceil(decoded.duration * 16000), 16000);
+      const src = off.createBufferSource();
+      src.buffer = decoded;
+      src.connect(off.destination);
+      src.start();
+      const rendered = await off.startRendering();
+      setRef(encodeWav(rendered.getChannelData(0), 16000), `recording ${decoded.duration.toFixed(1)} s`);
+    };
+    recorder.start();
+    $("record").textContent = "■ Stop recording";
+  } catch (e) {
+    $("ref-status").textContent = "recording failed: " + e.message;
+  }
+});
+
+// ---- the frontend's view ----------------------------------------------------------------------------------------
+function renderSegments(segments) {
+  const box = $("segments");
+  if (!segments.length) { box.innerHTML = '<p class="muted">no segments</p>'; return; }
+  box.innerHTML = segments.map((seg) => {
+    const words = seg.words.map((w) => {
+      if (w.lang === "punct") return `<span class="punct">${escapeHtml(w.text)}</span>`;
+      const chars = Array.from(w.text);
+      let inner;
+      if (w.pinyin && w.pinyin.length === chars.length) {      // one reading per character, aligned
+        inner = chars.map((c, i) => `<ruby>${escapeHtml(c)}<rt>${escapeHtml(w.pinyin[i])}</rt></ruby>`).join("");
+      } else {
+        const py = w.pinyin && w.pinyin.length ? w.pinyin.join(" ") : (w.lang === "en" ? w.phonemes : "");
+        inner = `<ruby>${escapeHtml(w.text)}<rt>${escapeHtml(py)}</rt></ruby>`;
+      }
+      return `<span class="word w-${w.lang}" title="${escapeHtml(w.lang)}">${inner}</span>`;
+    }).join("");
+    return `<div class="segment" data-index="${seg.index}">
+      <div class="seg-head"><span class="idx">#${seg.index}</span> <span class="orig">${escapeHtml(seg.text)}</span></div>
+      <div class="norm">${escapeHtml(seg.normalized)}</div>
+      <div class="words">${words}</div></div>`;
+  }).join("");
+}
+
+async function analyze() {
+  const text = $("text").value;
+  const data = await api("POST", "/api/analyze", {
+    text, language: $("language").value, phoneme_mode: $("phoneme-mode").checked,
+  });
+  renderSegments(data.segments);
+  return data.segments;
+}
+
+$("analyze").addEventListener("click", () => analyze().catch((e) => { $("message").textContent = "analyze: " + e.message; }));
+
+// ---- synthesis --------------------------------------------------------------------------------------------------
+function b64(buf) {
+  const bytes = new Uint8Array(buf);
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function playChunk(buf, rate) {
+  const pcm = new Int16Array(buf);
+  if (!pcm.length) return;
+  const audio = ctx.createBuffer(1, pcm.length, rate);
+  const ch = audio.getChannelData(0);
+  for (let i = 0; i < pcm.length; i++) ch[i] = pcm[i] / 32768;
+  const src = ctx.createBufferSource();
+  src.buffer = audio;
+  src.connect(ctx.destination);
+  const at = Math.max(nextTime, ctx.currentTime + 0.05);
+  src.onended = () => { S.playedChunks++; };
+  src.start(at);
+  if (firstStartAt === null) firstStartAt = at;
+  nextTime = at + audio.duration;
+  S.scheduled++;
+}
+
+function watchPlayback() {         // playback has started once ctx's clock passes the first chunk's start
+  if (!ctx) return;
+  S.audioContextState = ctx.state;
+  if (firstStartAt !== null && ctx.state === "running" && ctx.currentTime >= firstStartAt) S.playbackStarted = true;
+}
+setInterval(watchPlayback, 50);
+
+function collectConfig() {
+  const seed = $("seed").value.trim();
+  const cfg = {
+    type: "start", text: $("text").value, voice: $("voice").value, prompt_text: $("prompt-text").value,
+    language: $("language").value, sample_rate: parseInt($("sample-rate").value, 10),
+    chunk_size: parseInt($("chunk-size").value || "0", 10), speed: parseFloat($("speed").value || "1"),
+    use_cache: $("use-cache").checked, phoneme_mode: $("phoneme-mode").checked, model: $("model").value,
+  };
+  if (seed !== "") cfg.seed = parseInt(seed, 10);
+  if (refAudio) cfg.reference_audio_b64 = b64(refAudio);
+  if (token()) cfg.token = token();
+  return cfg;
+}
+
+async function start() {
+  if (ws) return;
+  Object.assign(S, { chunks: 0, bytes: 0, audioMs: 0, firstChunkMs: null, scheduled: 0, playedChunks: 0,
+                     playbackStarted: false, segments: 0, resultUrl: null, error: null, summary: null });
+  totalSegments = 0;
+  $("result").hidden = true;
+  $("st-rtf").textContent = "–";
+  if (!ctx) ctx = new AudioContext();
+  if (ctx.state === "suspended") await ctx.resume();
+  nextTime = 0;
+  firstStartAt = null;
+  setState("connecting", "");
+  render();
+  const cfg = collectConfig();
+  analyze().then((segs) => { totalSegments = segs.length; render(); })
+    .catch((e) => { $("segments").innerHTML = `<p class="error">${escapeHtml(e.message)}</p>`; });
+
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}/api/synthesize`);
+  ws.binaryType = "arraybuffer";
+  let meta = null;
+  t0 = performance.now();
+  $("start").disabled = true;
+  $("stop").disabled = false;
+  ws.onopen = () => { ws.send(JSON.stringify(cfg)); setState("streaming"); };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== "string") {              // PCM16 of the chunk announced just before
+      if (S.firstChunkMs === null) S.firstChunkMs = performance.now() - t0;
+      S.chunks++;
+      S.bytes += ev.data.byteLength;
+      S.audioMs += meta ? meta.duration_ms : 0;
+      if (meta && meta.segment_end) S.segments++;
+      playChunk(ev.data, meta ? meta.sample_rate : 24000);
+      render();
+      return;
+    }
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "chunk") {
+      meta = msg;
+    } else if (msg.type === "done") {
+      S.summary = msg.summary;
+      S.resultUrl = msg.result.url;
+      S.segments = msg.summary.segments || S.segments;
+      totalSegments = totalSegments || S.segments;
+      $("st-rtf").textContent = Number(msg.summary.real_time_factor || 0).toFixed(2);
+      $("result-link").href = msg.result.url;
+      $("result-info").textContent = `${(msg.result.bytes / 1024).toFixed(0)} KiB · server first chunk ` +
+        `${Math.round(msg.summary.first_chunk_latency_ms)} ms · ${msg.summary.engine} / ${msg.summary.voice}`;
+      $("result").hidden = false;
+      setState("done", "");
+      render();
+    } else if (msg.type === "error") {
+      S.error = msg;
+      setState("error", `${msg.status} ${msg.code}: ${msg.message}`);
+    } else if (msg.type === "stopped") {
+      setState("stopped", "stopped");
+    }
+  };
+  ws.onclose = () => {
+    if (S.state === "streaming" || S.state === "connecting") setState("error", "connection closed");
+    ws = null;
+    $("start").disabled = false;
+    $("stop").disabled = true;
+  };
+}
+
+$("start").addEventListener("click", () => start().catch((e) => setState("error", e.message)));
+$("stop").addEventListener("click", () => {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
+  if (ctx) { ctx.close(); ctx = null; }
+});
+
+// ---- admin ------------------------------------------------------------------------------------------------------
+async function loadDict() {
+  try {
+    const d = await api("GET", "/api/dictionary");
+    $("dict").value = d.content;
+    $("dict-status").textContent = `${d.entries} entries` + (d.errors.length ? `, ${d.errors.length} errors` : "");
+  } catch (e) {
+    $("dict-status").textContent = e.message;
+  }
+}
+$("dict-load").addEventListener("click", loadDict);
+$("dict-save").addEventListener("click", async () => {
+  try {
+    const d = await api("PUT", "/api/dictionary", { content: $("dict").value });
+    $("dict-status").textContent = `applied: ${d.entries} entries`;
+  } catch (e) {
+    $("dict-status").textContent = e.message;
+  }
+});
+$("free-cache").addEventListener("click", async () => {
+  try {
+    const r = await api("POST", "/api/cache/clear");
+    $("cache-status").textContent = `freed ${(Number(r.freed_bytes) / 1048576).toFixed(1)} MiB, ` +
+      `${r.freed_streams} streams on ${r.decoders} decoder(s)`;
+  } catch (e) {
+    $("cache-status").textContent = e.message;
+  }
+});
+$("reload-voices").addEventListener("click", loadVoices);
+
+loadVoices();
+loadDict();
+render();

@@ -1,0 +1,67 @@
+"""The WebUI in real headless Chromium (Debian's /usr/bin/chromium, driven by playwright): type a sentence, press
+Start, and check that audio chunks arrived over the WebSocket and WebAudio playback started while streaming.
+
+The screenshot is saved in the test's tmp dir; with TTS_WEBUI_SCREENSHOT=1 it is also copied to docs/webui.png.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.webstack import webstack  # noqa: F401  (fixture)
+from tests.procs import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def chromium():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (make setup installs it)")
+    return CHROMIUM
+
+
+async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            await page.goto(webstack.url + "/")
+            await page.wait_for_function("document.querySelectorAll('#voice option').length > 1", timeout=30_000)
+            await page.fill("#text", "您好，请问有什么可以帮您？我在银行工作。")
+            await page.select_option("#sample-rate", "16000")
+            await page.click("#start")
+            # chunks arrive and WebAudio's clock passes the first chunk's start: playback has begun
+            await page.wait_for_function("window.ttsState.chunks > 0 && window.ttsState.playbackStarted",
+                                         timeout=120_000)
+            await page.wait_for_function("window.ttsState.state === 'done'", timeout=120_000)
+            await page.wait_for_selector("#segments .segment ruby rt")
+            state = await page.evaluate("window.ttsState")
+            assert state["chunks"] >= 2 and state["bytes"] > 16000 and state["firstChunkMs"] > 0
+            assert state["audioContextState"] == "running"
+            assert state["summary"]["segments"] >= 2
+            assert await page.locator("#segments .segment").count() == state["summary"]["segments"]
+            assert "yin2" in await page.inner_text("#segments")
+            # the saved result downloads as a WAV file
+            href = await page.get_attribute("#result-link", "href")
+            resp = await page.request.get(webstack.url + href)
+            assert resp.ok and (await resp.body())[:4] == b"RIFF"
+            shot = tmp_path / "webui.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("TTS_WEBUI_SCREENSHOT"):
+                shutil.copy(shot, ROOT / "docs" / "webui.png")
+            assert not errors, errors
+        finally:
+            await browser.close()

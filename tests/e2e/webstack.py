@@ -1,0 +1,83 @@
+"""The web process on top of a real stack, for the HTTP API and browser tests.
+
+Reuses the session ``stack``'s redis, speaker and decoder; adds its own frontend (with a copy of the replace
+dictionary, so the dictionary editor can write it), its own gateway (auth on: tenants ``admin`` (admin) and
+``alice``; 2 concurrent streams per tenant, so a 429 can be provoked without timing) and ``python -m services.web``.
+The web process has the admin token configured (TTS_WEB_TOKEN): requests without an Authorization header use it.
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+import urllib.request
+
+import pytest
+
+from services.gateway.auth import hash_token
+from tests.procs import ROOT, Proc, Service, free_port, wait_until
+
+TOKENS = {t: f"tok-{t}-{secrets.token_hex(8)}" for t in ("admin", "alice")}
+
+
+class WebProc(Proc):
+    def __init__(self, gateway_addr: str, tmp, token: str = "", port: int | None = None):
+        self.port = port or free_port()
+        self.results_dir = tmp / f"results-{self.port}"
+        super().__init__("web", [sys.executable, "-m", "services.web"], log_dir=tmp, env={
+            "TTS_WEB_PORT": str(self.port), "TTS_WEB_GATEWAY_ADDR": gateway_addr, "TTS_WEB_TOKEN": token,
+            "TTS_WEB_RESULTS_DIR": str(self.results_dir), "TTS_WEB_GRACE_SECONDS": "2"})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answers(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"web exited:\n{self.log()}")
+        try:
+            urllib.request.urlopen(self.url + "/static/style.css", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> "WebProc":
+        super().start()
+        wait_until(self._answers, 30, "web answering", interval=0.1)
+        return self
+
+
+class WebStack:
+    def __init__(self, stack, tmp):
+        self.stack = stack
+        self.tmp = tmp
+        self.dict_path = tmp / "replace_dict.jsonl"
+        shutil.copy(ROOT / "configs" / "G2P_replace_dict.jsonl", self.dict_path)
+        self.frontend = Service("frontend", log_dir=tmp, env={
+            "TTS_FRONTEND_REPLACE_DICT_PATH": str(self.dict_path)}).start()
+        self.gateway = Service("gateway", log_dir=tmp, env={
+            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr,
+            "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
+            "TTS_GATEWAY_DECODER_ADDRS": stack.decoder.addr,
+            "TTS_GATEWAY_REDIS_URL": stack.redis.url,
+            "TTS_GATEWAY_TOKENS": ",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
+            "TTS_GATEWAY_ADMIN_TENANTS": "admin",
+            "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": "2",
+            "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "20",
+        }).start()
+        self.web = WebProc(self.gateway.addr, tmp, token=TOKENS["admin"]).start()
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    def stop(self):
+        for proc in (self.web, self.gateway, self.frontend):
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def webstack(stack, tmp_path_factory):
+    s = WebStack(stack, tmp_path_factory.mktemp("web"))
+    yield s
+    s.stop()

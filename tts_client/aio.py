@@ -1,0 +1,133 @@
+"""asyncio client for the tts.v1 API (used by the web process). Every failed call raises :class:`TTSError`.
+
+One client (one channel) serves many callers: each method takes an optional ``token`` that overrides the client's
+default bearer token for that call (the web process passes its caller's token through).
+"""
+from __future__ import annotations
+
+from typing import AsyncIterable, AsyncIterator, Iterable
+
+import grpc
+from google.protobuf import json_format
+
+from .client import make_config  # noqa: F401  (re-exported: configs are built the same way)
+from .client import tts_pb2, tts_pb2_grpc
+from .errors import TTSError, from_rpc_error
+
+_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000)]
+
+
+def to_dict(message) -> dict:
+    """A response message as JSON-ready dict, field names as in the proto, defaults included."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+class AsyncTTSClient:
+    def __init__(self, target: str = "localhost:50051", token: str = "", timeout: float = 300.0):
+        self.target = target
+        self.token = token
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
+        self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    def _metadata(self, token: str | None, request_id: str = "") -> tuple:
+        token = self.token if token is None else token
+        md = (("authorization", f"Bearer {token}"),) if token else ()
+        return md + ((("x-request-id", request_id),) if request_id else ())
+
+    async def _unary(self, method, request, token, timeout=None):
+        try:
+            return await method(request, metadata=self._metadata(token), timeout=timeout or self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    # ---- synthesis ----
+    async def stream(self, pieces: Iterable[str | None] | AsyncIterable[str | None], config,
+                     token: str | None = None, request_id: str = "") -> AsyncIterator[tuple[str, object]]:
+        """StreamingSynthesize: send ``pieces`` (``None`` = flush); yield ``("audio", AudioChunk)`` as each chunk
+        arrives, then ``("summary", SynthesisSummary)``. Closing the generator early cancels the call."""
+
+        async def requests():
+            yield tts_pb2.StreamingSynthesizeRequest(config=config)
+            if hasattr(pieces, "__aiter__"):
+                async for piece in pieces:
+                    yield _piece(piece)
+            else:
+                for piece in pieces:
+                    yield _piece(piece)
+
+        # grpc.aio reports a server's early error (auth, validation: the call ends while requests are still being
+        # written) now and then as INTERNAL "Internal error from Core", losing the server's status. Before any
+        # response nothing has happened yet, so with re-iterable pieces the call is simply made again.
+        attempts = 3 if isinstance(pieces, (list, tuple)) else 1
+        for attempt in range(attempts):
+            call = self.stub.StreamingSynthesize(requests(), metadata=self._metadata(token, request_id),
+                                                 timeout=self.timeout)
+            received = False
+            try:
+                async for resp in call:
+                    received = True
+                    kind = resp.WhichOneof("response")
+                    yield kind, getattr(resp, kind)
+                return
+            except grpc.RpcError as err:
+                if not received and attempt + 1 < attempts and _core_artifact(err):
+                    continue
+                raise from_rpc_error(err) from None
+            finally:
+                call.cancel()
+
+    # ---- voices / frontend / admin ----
+    async def voices(self, token: str | None = None) -> list:
+        return list((await self._unary(self.stub.ListVoices, tts_pb2.ListVoicesRequest(), token)).voices)
+
+    async def register_voice(self, name: str, audio: bytes, prompt_text: str = "", token: str | None = None):
+        return await self._unary(self.stub.RegisterVoice, tts_pb2.RegisterVoiceRequest(
+            name=name, audio=audio, prompt_text=prompt_text), token)
+
+    async def analyze(self, text: str, language: str = "", phoneme_mode: bool = False,
+                      token: str | None = None) -> list:
+        return list((await self._unary(self.stub.AnalyzeText, tts_pb2.AnalyzeTextRequest(
+            text=text, language=language, phoneme_mode=phoneme_mode), token)).segments)
+
+    async def reload_dictionary(self, content: str | None = None, token: str | None = None):
+        """Admin: re-read (``content=None``) or replace the frontend's replace dictionary."""
+        req = tts_pb2.ReloadDictionaryRequest()
+        if content is not None:
+            req.content = content
+        return await self._unary(self.stub.ReloadDictionary, req, token)
+
+    async def clear_cache(self, token: str | None = None):
+        """Admin: free idle decoder caches."""
+        return await self._unary(self.stub.ClearCache, tts_pb2.ClearCacheRequest(), token)
+
+    async def health(self, service: str = "", timeout: float = 3.0) -> str:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            resp = await health_pb2_grpc.HealthStub(self.channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError:
+            return "DOWN"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+def _core_artifact(err: grpc.RpcError) -> bool:
+    return err.code() == grpc.StatusCode.INTERNAL and "error from Core" in (err.details() or "")
+
+
+def _piece(piece: str | None):
+    if piece is None:
+        return tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush())
+    return tts_pb2.StreamingSynthesizeRequest(text=piece)
+
+
+__all__ = ["AsyncTTSClient", "TTSError", "make_config", "to_dict"]
