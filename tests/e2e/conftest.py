@@ -8,12 +8,16 @@ from tts_client import TTSClient
 
 
 class Stack:
-    def __init__(self, tmp):
+    def __init__(self, tmp, glmtts_checkpoint=None):
         self.tmp = tmp
         self.redis = RedisServer(log_dir=tmp).start()
         self.frontend = Service("frontend", log_dir=tmp)
         self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
-        self.decoder = Service("decoder", log_dir=tmp)
+        glmtts = {} if glmtts_checkpoint is None else {
+            # both engines, as in production; a random tiny checkpoint with segments bounded to 3 tokens per text id
+            "TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": str(glmtts_checkpoint),
+            "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": "3", "TTS_DECODER_GLMTTS_N_TIMESTEPS": "4"}
+        self.decoder = Service("decoder", log_dir=tmp, env=glmtts)
         for svc in (self.frontend, self.speaker, self.decoder):
             svc.start()
         self.gateway = Service("gateway", log_dir=tmp, env={
@@ -33,8 +37,8 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"))
+def stack(tmp_path_factory, glmtts_checkpoint):
+    s = Stack(tmp_path_factory.mktemp("stack"), glmtts_checkpoint)
     yield s
     s.stop()
 

@@ -181,10 +181,12 @@ def test_register_list_and_delete_a_voice(client):
     assert vid.startswith("v_") and len(vid) == 34 and resp.voice.reference_seconds > 3
     listed = {v.id: v for v in client.voices()}
     assert listed[vid].name == "客服小王" and not listed[vid].builtin
-    # a cloned voice needs an engine that clones; the embedded one says so instead of speaking another voice
+    # a cloned voice goes to the cloning engine (glmtts); the embedded one says so instead of speaking another voice
+    result = client.stream(["你好。"], make_config(voice=vid, seed=1))
+    assert result.summary.audio_ms > 0 and len(result.audio) > 0
     with pytest.raises(grpc.RpcError) as err:
-        client.stream(["你好。"], make_config(voice=vid))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "glmtts" in err.value.details()
+        client.stream(["你好。"], make_config(voice=vid, model="embedded"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "clon" in err.value.details()
     client.delete_voice(vid)
     assert vid not in {v.id for v in client.voices()}
     with pytest.raises(grpc.RpcError) as err:
