@@ -165,15 +165,15 @@ class GLMTTSEngine:
 
     async def warmup(self) -> None:
         await asyncio.to_thread(self.load)
+        if not self.acoustic.voices:
+            return                  # no ready voice to speak with until a cloned one arrives; the models are loaded
         # one real utterance through every model, so the first request does not pay for lazy initialisation
-        stream = self.open_stream(Voice(name=next(iter(self.acoustic.voices), "")) if self.acoustic.voices else Voice(),
-                                  StreamOptions(seed=0))
+        stream = self.open_stream(Voice(name=next(iter(self.acoustic.voices))), StreamOptions(seed=0))
         try:
-            if self.acoustic.voices:
-                stream.feed(SegmentInput(index=0, text="你好", normalized="你好"))
-                stream.end()
-                async for _ in stream.chunks():
-                    pass
+            stream.feed(SegmentInput(index=0, text="你好", normalized="你好"))
+            stream.end()
+            async for _ in stream.chunks():
+                pass
         finally:
             await stream.close()
 

@@ -130,14 +130,22 @@ async def test_cloned_voice_uses_the_speech_tokenizer(engine):
     assert len(audio_of(chunks)) > 0
 
 
-async def test_cloning_without_a_speech_tokenizer_says_so(engine):
-    tokenizer, engine.acoustic.tokenizer = engine.acoustic.tokenizer, None
+async def test_a_checkpoint_without_voices_or_speech_tokenizer_loads_and_says_what_is_missing(
+        glmtts_checkpoint, tmp_path):
+    for part in ("llm", "vq32k-phoneme-tokenizer", "flow", "hift"):   # like the published one: no voices/
+        (tmp_path / part).symlink_to(glmtts_checkpoint / part)
+    e = GLMTTSEngine(str(tmp_path), max_token_ratio=3.0, n_timesteps=2)
+    await e.warmup()
     try:
+        assert e.voices() == [] and e.acoustic.tokenizer is None
+        with pytest.raises(InvalidArgument, match="send reference audio"):
+            e.open_stream(Voice(), StreamOptions())
         voice = Voice(reference_id="ref-2", embedding=np.ones(192, np.float32), prompt_pcm16k=np.zeros(16000, np.float32))
         with pytest.raises(FailedPrecondition, match="speech_tokenizer"):
-            await run(engine, ["你好"], voice=voice)
+            await run(e, ["你好"], voice=voice)
+        assert e.stats()["active_streams"] == 0
     finally:
-        engine.acoustic.tokenizer = tokenizer
+        shutdown(e)
 
 
 async def test_bad_voice_and_speed_are_invalid_arguments(engine):

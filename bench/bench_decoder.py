@@ -1,0 +1,212 @@
+"""glmtts decoder benchmark (``make bench-decoder``), on the ~50M random checkpoint (written on first use).
+
+Prints, from one run:
+  1. LM decoding speed for 500 speech tokens with the per-stream KV cache vs without (full recompute each step);
+  2. time to the first audio chunk of a stream (prefill + first chunk of tokens + flow + vocoder);
+  3. per-stream decoding speed with 1, 2, 4, 8 concurrent streams through the engine (continuous batching; the
+     acoustic worker renders audio at the same time, on the same CPU).
+Targets on a 2-core machine: >= 45 tok/s with the cache, >= 5x the no-cache speed; 4 streams >= 25 tok/s each.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+import torch  # noqa: E402
+
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice  # noqa: E402
+from services.decoder.engine.glmtts.checkpoint import Layout, write_tiny_checkpoint  # noqa: E402
+from services.decoder.engine.glmtts.engine import GLMTTSEngine  # noqa: E402
+from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM  # noqa: E402
+from services.decoder.engine.glmtts.scheduler import Prompt, Scheduler, Segment, StreamState  # noqa: E402
+
+
+def lm_speed(path: Path, n_tokens: int) -> tuple[float, float]:
+    layout = Layout.of(path)
+    lm = SpeechLM.load(layout.llm, layout.tokenizer)
+    prompt = lm.encode_text("您好，这里是客服中心，请问有什么可以帮您？") + [lm.boa]
+    params = SamplingParams()
+
+    def cached() -> float:
+        gen = torch.Generator().manual_seed(0)
+        kv, feed, out = lm.new_cache(), prompt, []
+        t0 = time.perf_counter()
+        for _ in range(n_tokens):
+            tok = lm.sample(lm.packed_forward([(kv, feed)])[0], out, params, gen, allow_end=False)
+            out.append(tok)
+            feed = [lm.ats + tok]
+        return n_tokens / (time.perf_counter() - t0)
+
+    def uncached() -> float:
+        gen = torch.Generator().manual_seed(0)
+        seq, out = list(prompt), []
+        t0 = time.perf_counter()
+        for _ in range(n_tokens):
+            tok = lm.sample(lm.full_forward(seq), out, params, gen, allow_end=False)
+            out.append(tok)
+            seq.append(lm.ats + tok)
+        return n_tokens / (time.perf_counter() - t0)
+
+    cached()                                   # warm-up (allocator, kernels)
+    return cached(), uncached()
+
+
+class _CountingSink:
+    """Stands in for the acoustic worker: takes each chunk and lets the stream run on at once."""
+
+    def __init__(self):
+        self.scheduler = None
+        self.done: dict[int, threading.Event] = {}
+        self.finished_at: dict[int, float] = {}
+
+    def chunk(self, st, seg_index, tokens, final, max_len):
+        self.scheduler.consumed(st)
+
+    def end(self, st):
+        self.finished_at[st.id] = time.perf_counter()
+        self.done[st.id].set()
+
+    def fail(self, st, exc):
+        self.done[st.id].set()
+
+
+def scheduler_runs(path: Path, tokens_per_stream: int, concurrency: list[int]):
+    """LM decoding through the pod's scheduler (continuous batching) with audio rendering left out."""
+    layout = Layout.of(path)
+    lm = SpeechLM.load(layout.llm, layout.tokenizer)
+    text_ids = lm.encode_text("您好，请问有什么可以帮您")
+    ratio = tokens_per_stream / len(text_ids)
+    sched = Scheduler(lm, min_ratio=ratio, max_ratio=ratio, max_tokens_per_stream=2048)
+    sink = _CountingSink()
+    sink.scheduler = sched
+    sched.start()
+    prompt = Prompt(text_ids=lm.encode_text("参考文本 "), speech_tokens=list(range(100, 150)), feat=None,
+                    embedding=torch.zeros(1, 192))
+    rows = []
+    sid = 0
+    for n in [1] + concurrency:                  # the first 1-stream run warms up
+        states = []
+        t0 = time.perf_counter()
+        steps0 = sched.steps
+        for i in range(n):
+            sid += 1
+            st = StreamState(sid, lambda: prompt, [15, 25, 50], SamplingParams(), i, True, sink, 4)
+            sink.done[sid] = threading.Event()
+            states.append(st)
+            sched.add(st)
+            sched.feed(st, Segment(index=0, text_ids=list(text_ids)))
+            sched.end(st)
+        for st in states:
+            sink.done[st.id].wait(600)
+        ends = [sink.finished_at[st.id] - t0 for st in states]
+        per_stream = [st.tokens_total / end for st, end in zip(states, ends)]
+        rows.append((n, min(per_stream), sum(st.tokens_total for st in states) / max(ends),
+                     sum(st.tokens_total for st in states) / max(1, sched.steps - steps0)))
+        for st in states:
+            sched.remove(st)
+    sched.stop()
+    return rows[1:]
+
+
+async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int], first_chunk_runs: int):
+    # exactly `ratio` speech tokens per text id, so every stream decodes the same number of tokens
+    text = "您好，请问有什么可以帮您"
+    engine = GLMTTSEngine(str(path), max_streams=max(concurrency), max_tokens_per_stream=2048)
+    await engine.warmup()
+    ratio = tokens_per_stream / len(engine.lm.encode_text(text))
+    engine.scheduler.min_ratio = engine.scheduler.max_ratio = ratio
+
+    async def one(seed: int, t_start: float):
+        stream = engine.open_stream(Voice(), StreamOptions(seed=seed))
+        stream.feed(SegmentInput(index=0, text=text, normalized=text))
+        stream.end()
+        first = None
+        tokens = 0
+        try:
+            async for c in stream.chunks():
+                if first is None:
+                    first = time.perf_counter() - t_start
+                tokens += c.tokens
+        finally:
+            await stream.close()
+        return first, tokens, time.perf_counter() - t_start
+
+    firsts = []
+    for i in range(first_chunk_runs):
+        first, _, _ = await one(100 + i, time.perf_counter())
+        firsts.append(first)
+    rows = []
+    for n in concurrency:
+        t0 = time.perf_counter()
+        steps0 = engine.scheduler.steps
+        results = await asyncio.gather(*(one(i, t0) for i in range(n)))
+        wall = time.perf_counter() - t0
+        per_stream = [tok / t for _, tok, t in results]
+        batch = sum(tok for _, tok, _ in results) / max(1, engine.scheduler.steps - steps0)
+        rows.append((n, min(per_stream), statistics.mean(per_stream), sum(tok for _, tok, _ in results) / wall,
+                     statistics.median(f for f, _, _ in results), batch))
+    await engine.close()
+    return firsts, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "glmtts-50m"))
+    ap.add_argument("--size", default="50m")
+    ap.add_argument("--tokens", type=int, default=500)
+    ap.add_argument("--stream-tokens", type=int, default=100)
+    ap.add_argument("--concurrency", default="1,2,4,8")
+    args = ap.parse_args()
+    path = Path(args.checkpoint)
+    if not (path / "llm" / "config.json").exists():
+        print(f"writing a random {args.size} checkpoint to {path} ...", flush=True)
+        write_tiny_checkpoint(path, args.size)
+    # same thread budget the engine uses on the CPU
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    params = sum(p.numel() for p in SpeechLM.load(Layout.of(path).llm, Layout.of(path).tokenizer).model.parameters())
+    print(f"\nglmtts decoder benchmark — {path.name}: {params / 1e6:.1f}M-parameter LLM, CPU, "
+          f"{torch.get_num_threads()} torch thread(s) per worker, {os.cpu_count()} cores\n", flush=True)
+
+    with_cache, without = lm_speed(path, args.tokens)
+    print(f"| LM decoding, {args.tokens} tokens, 1 stream | tok/s |")
+    print("|---|---:|")
+    print(f"| with KV cache | {with_cache:.1f} |")
+    print(f"| without KV cache (full recompute) | {without:.1f} |")
+    print(f"| speed-up | {with_cache / without:.1f}x |")
+    print(f"\ntargets: >= 45 tok/s with cache: {'PASS' if with_cache >= 45 else 'FAIL'}; "
+          f">= 5x no-cache: {'PASS' if with_cache >= 5 * without else 'FAIL'}\n", flush=True)
+
+    conc = [int(x) for x in args.concurrency.split(",")]
+    lm_rows = scheduler_runs(path, args.tokens, conc)
+    print(f"| concurrent streams, LM decoding through the scheduler ({args.tokens} tokens each) | tok/s per stream "
+          f"| total tok/s | streams per LM pass |")
+    print("|---:|---:|---:|---:|")
+    for n, lo, total, batch in lm_rows:
+        print(f"| {n} | {lo:.1f} | {total:.1f} | {batch:.2f} |")
+    four = [r for r in lm_rows if r[0] == 4]
+    if four:
+        print(f"\ntarget: 4 streams >= 25 tok/s each: {'PASS' if four[0][1] >= 25 else 'FAIL'} "
+              f"({four[0][1]:.1f} tok/s per stream)\n", flush=True)
+
+    firsts, rows = asyncio.run(engine_runs(path, args.stream_tokens, conc, first_chunk_runs=5))
+    print(f"time to first audio chunk (1 stream, first chunk = 15 tokens): median {statistics.median(firsts) * 1000:.0f} ms, "
+          f"min {min(firsts) * 1000:.0f} ms, max {max(firsts) * 1000:.0f} ms over {len(firsts)} runs\n")
+    print(f"| concurrent streams, whole engine ({args.stream_tokens} tokens each, audio rendered on the same 2 cores) "
+          f"| tok/s per stream (min) "
+          f"| tok/s per stream (mean) | total tok/s | first chunk (median) | streams per LM pass |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n, lo, mean, total, first, batch in rows:
+        print(f"| {n} | {lo:.1f} | {mean:.1f} | {total:.1f} | {first * 1000:.0f} ms | {batch:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
