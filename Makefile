@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker asr-check clean
+.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,10 +23,18 @@ test:
 test-fast:
 	$(PY) -m pytest tests -q -m "not slow" -p no:cacheprovider
 
-bench: bench-frontend bench-speaker
+bench: bench-frontend bench-speaker bench-decoder
 
 bench-speaker:
 	$(PY) bench/bench_speaker.py
+
+# glmtts: random checkpoints in the published GLM-TTS layout (~12M and ~53M LLM) for tests, benchmarks, `make run`
+tiny-checkpoint:
+	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-tiny --size 10m
+	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-50m --size 50m
+
+bench-decoder:
+	$(PY) bench/bench_decoder.py
 
 bench-frontend:
 	$(PY) bench/bench_frontend.py

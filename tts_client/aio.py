@@ -10,7 +10,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable
 import grpc
 from google.protobuf import json_format
 
-from .client import make_config  # noqa: F401  (re-exported: configs are built the same way)
+from .client import batch_line_record, make_config  # noqa: F401  (re-exported: built the same way)
 from .client import tts_pb2, tts_pb2_grpc
 from .errors import TTSError, from_rpc_error
 
@@ -109,6 +109,49 @@ class AsyncTTSClient:
         """Admin: free idle decoder caches."""
         return await self._unary(self.stub.ClearCache, tts_pb2.ClearCacheRequest(), token)
 
+    # ---- batch jobs ----
+    async def submit_batch(self, jsonl: bytes, config=None, name: str = "", token: str | None = None):
+        req = tts_pb2.SubmitBatchRequest(name=name, jsonl=jsonl)
+        if config is not None:
+            req.config.CopyFrom(config)
+        return await self._unary(self.stub.SubmitBatch, req, token)
+
+    async def get_batch(self, job_id: str, include_lines: bool = False, token: str | None = None):
+        return await self._unary(self.stub.GetBatch, tts_pb2.GetBatchRequest(id=job_id, include_lines=include_lines),
+                                 token)
+
+    async def list_batches(self, limit: int = 0, token: str | None = None) -> list:
+        return list((await self._unary(self.stub.ListBatches, tts_pb2.ListBatchesRequest(limit=limit), token)).jobs)
+
+    async def cancel_batch(self, job_id: str, token: str | None = None):
+        return await self._unary(self.stub.CancelBatch, tts_pb2.CancelBatchRequest(id=job_id), token)
+
+    async def get_batch_result(self, job_id: str, uttid: str, token: str | None = None):
+        """One finished line: ``.result`` (BatchLineResult) and ``.wav`` (a complete WAV file, empty if failed)."""
+        return await self._unary(self.stub.GetBatchResult, tts_pb2.GetBatchResultRequest(id=job_id, uttid=uttid),
+                                 token)
+
+    async def watch_batch(self, job_id: str, token: str | None = None) -> AsyncIterator:
+        """BatchEvents (job counters + lines finished since the previous one) until the job has ended."""
+        async for event in self._server_stream(self.stub.WatchBatch, tts_pb2.WatchBatchRequest(id=job_id), token):
+            yield event
+
+    async def download_batch(self, job_id: str, uttids=(), token: str | None = None) -> AsyncIterator:
+        """BatchResultFiles of the finished lines (``.result`` and ``.wav``), one at a time."""
+        async for item in self._server_stream(self.stub.DownloadBatch, tts_pb2.DownloadBatchRequest(
+                id=job_id, uttids=list(uttids)), token):
+            yield item
+
+    async def _server_stream(self, method, request, token):
+        call = method(request, metadata=self._metadata(token))       # no deadline: jobs run for long
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
+
     async def health(self, service: str = "", timeout: float = 3.0) -> str:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -130,4 +173,4 @@ def _piece(piece: str | None):
     return tts_pb2.StreamingSynthesizeRequest(text=piece)
 
 
-__all__ = ["AsyncTTSClient", "TTSError", "make_config", "to_dict"]
+__all__ = ["AsyncTTSClient", "TTSError", "batch_line_record", "make_config", "to_dict"]

@@ -2,9 +2,11 @@
 status to HTTP, the page's JSON endpoints and its synthesis WebSocket."""
 from __future__ import annotations
 
+import io
 import json
 import struct
 import threading
+import zipfile
 
 import aiohttp
 import pytest
@@ -220,3 +222,46 @@ async def test_free_cache(webstack):
         async with s.post(webstack.url + "/api/cache/clear") as r:
             body = await r.json()
     assert r.status == 200 and body["decoders"] == 1 and "freed_bytes" in body
+
+
+# ---- batch jobs ------------------------------------------------------------------------------------------------------
+BATCH = ('{"uttid": "b1", "syn_text": "你好。"}\n'
+         '{"uttid": "b2", "syn_text": "谢谢。", "seed": 3}\n'
+         '{"uttid": "b3", "syn_text": "再见。", "prompt_speech": "no_such_voice"}\n')
+
+
+async def test_batch_submit_watch_download(webstack):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(webstack.url + "/api/batches?name=web&sample_rate=16000", data=BATCH.encode()) as r:
+            job = await r.json()
+            assert r.status == 201, job
+            assert job["total"] == 3 and job["state"] in ("queued", "running")
+        events, finished = [], []
+        async with s.get(webstack.url + f"/api/batches/{job['id']}/watch") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "application/x-ndjson"
+            async for line in r.content:
+                ev = json.loads(line)
+                events.append(ev)
+                finished += ev["finished"]
+        assert events[-1]["job"]["state"] == "done"
+        assert (events[-1]["job"]["done"], events[-1]["job"]["failed"]) == (2, 1)
+        assert sorted(f["uttid"] for f in finished) == ["b1", "b2", "b3"]
+        async with s.get(webstack.url + "/api/batches") as r:
+            assert job["id"] in [j["id"] for j in (await r.json())["jobs"]]
+        async with s.get(webstack.url + f"/api/batches/{job['id']}/results/b2.wav") as r:
+            wav = await r.read()
+            assert r.status == 200 and wav[:4] == b"RIFF" and struct.unpack("<I", wav[24:28])[0] == 16000
+        async with s.get(webstack.url + f"/api/batches/{job['id']}/results/b3.wav") as r:
+            assert r.status == 404 and "prompt_speech" in (await r.json())["error"]["message"]
+        async with s.get(webstack.url + f"/api/batches/{job['id']}/download") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "application/zip"
+            zf = zipfile.ZipFile(io.BytesIO(await r.read()))
+        assert sorted(zf.namelist()) == ["b1.wav", "b2.wav", "results.jsonl"]
+        records = [json.loads(x) for x in zf.read("results.jsonl").decode().splitlines()]
+        assert [r_["status"] for r_ in records] == ["done", "done", "failed"]
+        async with s.get(webstack.url + "/api/batches/b_" + "0" * 32) as r:
+            assert r.status == 404
+        async with s.post(webstack.url + "/api/batches", data=b"  \n") as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "jsonl"
+        async with s.get(webstack.url + f"/api/batches/{job['id']}", headers=auth("alice")) as r:
+            assert r.status == 404                  # another tenant's job does not exist for alice

@@ -65,3 +65,32 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
             assert not errors, errors
         finally:
             await browser.close()
+
+
+async def test_batch_page_submits_and_follows(webstack, chromium, tmp_path):
+    from playwright.async_api import async_playwright
+
+    jsonl = '{"uttid": "p1", "syn_text": "你好。"}\n{"uttid": "p2", "syn_text": "谢谢。"}\n'
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(webstack.url + "/batch")
+            await page.set_input_files("#file", files=[{"name": "lines.jsonl", "mimeType": "application/x-ndjson",
+                                                        "buffer": jsonl.encode()}])
+            await page.click("#submit")
+            await page.wait_for_function("window.batchState.done", timeout=120_000)
+            state = await page.evaluate("window.batchState")
+            assert state["job"]["state"] == "done" and state["job"]["done"] == 2 and not state["error"]
+            assert await page.locator("#lines tbody tr").count() == 2
+            async with page.expect_download() as dl:
+                await page.click("#download")
+            assert (await dl.value).suggested_filename.endswith(".zip")
+            await page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
+            if os.environ.get("TTS_WEBUI_SCREENSHOT"):
+                shutil.copy(tmp_path / "batch.png", ROOT / "docs" / "webui-batch.png")
+            assert not errors, errors
+        finally:
+            await browser.close()

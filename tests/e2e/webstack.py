@@ -64,6 +64,7 @@ class WebStack:
             "TTS_GATEWAY_ADMIN_TENANTS": "admin",
             "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": "2",
             "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "20",
+            "TTS_GATEWAY_BATCH_OUTPUT_DIR": str(tmp / "batch"),
         }).start()
         self.web = WebProc(self.gateway.addr, tmp, token=TOKENS["admin"]).start()
 
