@@ -19,7 +19,8 @@ def build_engines(settings: DecoderSettings) -> dict:
 
             engines[name] = EmbeddedEngine(settings.embedded_model_dir, default_voice=settings.embedded_voice,
                                            max_streams=settings.embedded_max_streams,
-                                           chunk_ms=settings.embedded_chunk_ms)
+                                           chunk_ms=settings.embedded_chunk_ms,
+                                           queue_chunks=settings.embedded_queue_chunks)
         elif name == "glmtts":
             from .engine.glmtts.engine import GLMTTSEngine
             from .engine.glmtts.lm import SamplingParams

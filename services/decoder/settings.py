@@ -15,6 +15,7 @@ class DecoderSettings(ServiceSettings):
     embedded_voice: str = "jm_kumo"
     embedded_chunk_ms: int = 320
     embedded_max_streams: int = 64
+    embedded_queue_chunks: int = 16         # audio chunks a stream may run ahead of its reader (back-pressure)
     # glmtts
     glmtts_path: str = "models/glmtts-tiny"
     max_streams: int = 8

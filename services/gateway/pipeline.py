@@ -19,7 +19,7 @@ import numpy as np
 import shared  # noqa: F401
 from shared.aio import END, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
-from shared.errors import TTSError, from_rpc_error
+from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
@@ -63,7 +63,11 @@ class Stages:
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 2000),
                 # with a dns:/// target naming a headless Service, spread calls over all pods
-                ("grpc.lb_policy_name", "round_robin")]
+                ("grpc.lb_policy_name", "round_robin"),
+                # a fixed 256 KB stream window instead of BDP growth to ~4 MB: what a stage may send ahead of a slow
+                # client stays ~2.7 s of decoder audio per stream, so back-pressure reaches the decoder's queue
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", 256 * 1024)]
         self.channels = []
 
         def channel(addr):
@@ -73,12 +77,22 @@ class Stages:
 
         self.frontend = frontend_pb2_grpc.FrontendStub(channel(settings.frontend_addr))
         self.speaker = speaker_pb2_grpc.SpeakerStub(channel(settings.speaker_addr))
-        self.decoders = [decoder_pb2_grpc.DecoderStub(channel(a.strip()))
-                         for a in settings.decoder_addrs.split(",") if a.strip()]
+        self._decoder_channels = [channel(a.strip()) for a in settings.decoder_addrs.split(",") if a.strip()]
+        self.decoders = [decoder_pb2_grpc.DecoderStub(ch) for ch in self._decoder_channels]
         self._next_decoder = itertools.cycle(range(len(self.decoders)))
 
-    def decoder(self) -> decoder_pb2_grpc.DecoderStub:
-        return self.decoders[next(self._next_decoder)]
+    def decoder(self, exclude=()) -> decoder_pb2_grpc.DecoderStub:
+        """Round-robin, skipping decoders in ``exclude`` and, while another one is up, those whose channel fails."""
+        fallback = None
+        for _ in range(len(self.decoders)):
+            i = next(self._next_decoder)
+            stub = self.decoders[i]
+            if stub in exclude:
+                continue
+            if self._decoder_channels[i].get_state() != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return stub
+            fallback = fallback or stub
+        return fallback or self.decoders[next(self._next_decoder)]
 
     async def close(self) -> None:
         for ch in self.channels:
@@ -90,6 +104,58 @@ async def call_stage(stage: str, coro):
         return await coro
     except grpc.aio.AioRpcError as err:
         raise from_rpc_error(stage, err) from None
+
+
+class DecoderFeed:
+    """The requests of one Decode stream (config, then segments), kept until a decoder answers so the stream can be
+    replayed on another decoder. ``put`` waits while the current reader is ``limit`` items behind (back-pressure)."""
+
+    def __init__(self, config, limit: int):
+        self.items: list = [config]
+        self.done = False
+        self.limit = max(1, limit)
+        self.pos = 0                 # items taken by the current reader
+        self.gen = 0
+        self.keep = True             # False once a decoder answered: taken items are dropped
+        self.cond = asyncio.Condition()
+
+    async def put(self, item) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: len(self.items) - self.pos < self.limit)
+            self.items.append(item)
+            self.cond.notify_all()
+
+    async def end(self) -> None:
+        async with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def started(self) -> None:
+        self.keep = False
+        for i in range(self.pos):
+            self.items[i] = None
+
+    def reader(self):
+        """A new iterator over all requests from the first; an older reader no longer counts for back-pressure."""
+        self.gen += 1
+        self.pos = 0
+        return self._read(self.gen)
+
+    async def _read(self, gen: int):
+        i = 0
+        while True:
+            async with self.cond:
+                await self.cond.wait_for(lambda: i < len(self.items) or self.done)
+                if i >= len(self.items):
+                    return
+                item = self.items[i]
+                if not self.keep:
+                    self.items[i] = None
+                i += 1
+                if gen == self.gen:
+                    self.pos = i
+                    self.cond.notify_all()
+            yield item
 
 
 class Pipeline:
@@ -144,7 +210,12 @@ class Pipeline:
                 prompt_text = cfg.prompt_text or rec.prompt_text
                 voice_label = cfg.voice
             else:
-                emb = await self.embed(cfg.reference_audio, metadata, timeout)
+                try:
+                    emb = await self.embed(cfg.reference_audio, metadata, timeout)
+                except TTSError as exc:
+                    if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    raise InvalidArgument("config.reference_audio", exc.message.removeprefix("audio: ")) from None
                 prompt_text = cfg.prompt_text
                 voice_label = "ref:" + emb.reference_id[:12]
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
@@ -169,11 +240,12 @@ class Pipeline:
         t_first_text: list[float] = []
         timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
         fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
-        dec_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
+        dec_feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), self.settings.stage_queue)
         await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
-        await dec_q.put(decoder_pb2.DecodeRequest(config=plan.decode_config))
         fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
-        dec_call = self.stages.decoder().Decode(drain(dec_q), metadata=plan.metadata, timeout=timeout)
+        dec_stub = self.stages.decoder()
+        dec_tried = [dec_stub]
+        dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
         segments: dict[int, frontend_pb2.Segment] = {}
 
         async def feed_frontend():
@@ -194,11 +266,11 @@ class Pipeline:
                     segments[resp.segment.index] = resp.segment
                     if on_segment is not None:
                         on_segment(resp.segment)
-                    await dec_q.put(decoder_pb2.DecodeRequest(segment=resp.segment))
+                    await dec_feed.put(decoder_pb2.DecodeRequest(segment=resp.segment))
             except grpc.aio.AioRpcError as err:
                 raise from_rpc_error("frontend", err) from None
             finally:
-                await dec_q.put(END)
+                await dec_feed.end()
 
         helpers = [asyncio.get_running_loop().create_task(feed_frontend()),
                    asyncio.get_running_loop().create_task(frontend_to_decoder())]
@@ -208,25 +280,41 @@ class Pipeline:
         summary = None
         last_segment = None
         try:
-            try:
-                async for resp in race(dec_call, *helpers):
-                    if resp.WhichOneof("response") == "summary":
-                        summary = resp.summary
-                        continue
-                    chunk = resp.chunk
-                    if encoder is None:
-                        encoder = AudioEncoder(chunk.sample_rate, plan.sample_rate, plan.encoding)
-                    data, n = encoder.encode(float32_from_bytes(chunk.pcm))
-                    last_segment = segments.get(chunk.segment_index)
-                    if n == 0 and not data:
-                        continue
-                    if first_latency is None:
-                        first_latency = time.perf_counter() - (t_first_text[0] if t_first_text else t_start)
-                        FIRST_CHUNK.labels(plan.engine or "default").observe(first_latency)
-                    yield self._chunk(plan, data, out_samples, n, chunk.segment_index, last_segment, chunk.segment_end)
-                    out_samples += n
-            except grpc.aio.AioRpcError as err:
-                raise from_rpc_error("decoder", err) from None
+            answered = False        # has the decoder sent anything? (until then the stream can move elsewhere)
+            while True:
+                try:
+                    async for resp in race(dec_call, *helpers):
+                        if not answered:
+                            answered = True
+                            dec_feed.started()
+                        if resp.WhichOneof("response") == "summary":
+                            summary = resp.summary
+                            continue
+                        chunk = resp.chunk
+                        if encoder is None:
+                            encoder = AudioEncoder(chunk.sample_rate, plan.sample_rate, plan.encoding)
+                        data, n = encoder.encode(float32_from_bytes(chunk.pcm))
+                        last_segment = segments.get(chunk.segment_index)
+                        if n == 0 and not data:
+                            continue
+                        if first_latency is None:
+                            first_latency = time.perf_counter() - (t_first_text[0] if t_first_text else t_start)
+                            FIRST_CHUNK.labels(plan.engine or "default").observe(first_latency)
+                        yield self._chunk(plan, data, out_samples, n, chunk.segment_index, last_segment, chunk.segment_end)
+                        out_samples += n
+                    break
+                except grpc.aio.AioRpcError as err:
+                    if (answered or err.code() != grpc.StatusCode.UNAVAILABLE
+                            or len(dec_tried) >= len(self.stages.decoders)):
+                        raise from_rpc_error("decoder", err) from None
+                    # no audio reached the client yet: replay config + segments on another decoder
+                    log.warning("decoder unavailable before the stream started; retrying on another decoder",
+                                extra={"error": err.details(), "attempt": len(dec_tried) + 1})
+                    dec_call.cancel()
+                    dec_stub = self.stages.decoder(exclude=dec_tried)
+                    dec_tried.append(dec_stub)
+                    timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+                    dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
             for task in helpers:
                 await task
             if encoder is not None:
@@ -235,6 +323,9 @@ class Pipeline:
                     idx = last_segment.index if last_segment is not None else 0
                     yield self._chunk(plan, data, out_samples, n, idx, last_segment, True)
                     out_samples += n
+            if out_samples == 0:
+                raise InvalidArgument("text", "nothing in it can be spoken: the voices read Chinese and English; "
+                                              "other scripts, emoji and symbols are skipped")
             processing = time.perf_counter() - t_start
             audio_s = out_samples / plan.sample_rate
             rtf = processing / audio_s if audio_s else 0.0

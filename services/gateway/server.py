@@ -19,7 +19,7 @@ from .limits import TenantLimits
 from .metrics import SYNTHESES
 from .pipeline import FLUSH, Pipeline, call_stage
 from .settings import GatewaySettings
-from .validate import check_text, has_speakable, validate_config
+from .validate import SSML_TAIL, check_ssml, check_text, has_speakable, validate_config
 
 log = logging.getLogger("gateway")
 
@@ -66,7 +66,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def _pieces(self, requests):
         """Client messages after the config → text pieces and FLUSH, validated as they arrive."""
-        total, speakable = 0, False
+        total, speakable, tail = 0, False, ""
         while True:
             try:
                 req = await asyncio.wait_for(requests.__anext__(), self.settings.stream_idle_timeout_s)
@@ -85,6 +85,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             elif kind == "text":
                 total += len(req.text)
                 check_text(req.text, total, self.settings.max_text_chars)
+                check_ssml(tail + req.text, total - len(req.text) - len(tail))
+                tail = (tail + req.text)[-SSML_TAIL:]
                 speakable = speakable or has_speakable(req.text)
                 if req.text:
                     yield req.text
@@ -123,6 +125,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             cfg = request.config
             validate_config(cfg, self.settings.default_sample_rate, self.settings.max_reference_bytes)
             check_text(request.text, len(request.text), self.settings.max_text_chars)
+            check_ssml(request.text)
             if not request.text.strip():
                 raise InvalidArgument("text", "is empty")
             if not has_speakable(request.text):
@@ -185,6 +188,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
     async def AnalyzeText(self, request, context):
         self._tenant(context)
         check_text(request.text, len(request.text), self.settings.max_text_chars)
+        check_ssml(request.text)
         if request.language not in ("", "auto", "zh", "en"):
             raise InvalidArgument("language", f"unknown language {request.language!r}")
         resp = await call_stage("frontend", self.pipeline.stages.frontend.Analyze(

@@ -1,6 +1,7 @@
 """Validation of public requests; every error names the field."""
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from shared.audio import SUPPORTED_OUTPUT_RATES
@@ -56,3 +57,17 @@ def check_text(piece: str, total: int, limit: int, field: str = "text") -> None:
 
 def has_speakable(text: str) -> bool:
     return any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
+# SSML is not interpreted; tags would be read out ("小于speak大于…"), so text that carries them is refused.
+SSML_TAG = re.compile(r"</?(?:speak|break|prosody|say-as|phoneme|sub|emphasis|voice|audio|mark|lang|p|s|w)"
+                      r"(?:\s[^<>]*)?/?>", re.IGNORECASE)
+SSML_TAIL = 200      # characters of earlier pieces kept to find a tag split across pieces
+
+
+def check_ssml(text: str, offset: int = 0, field: str = "text") -> None:
+    """``text`` may end with up to SSML_TAIL characters of the previous pieces; ``offset`` is text[0]'s position."""
+    m = SSML_TAG.search(text)
+    if m:
+        raise InvalidArgument(field, f"SSML is not supported: tag {m.group(0)[:40]!r} at position {offset + m.start()}; "
+                                     "send plain text (use phoneme_mode for readings)")

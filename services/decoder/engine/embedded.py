@@ -288,7 +288,10 @@ class EmbeddedEngine:
         return 0, 0          # no per-stream cache beyond queued audio, which belongs to live streams
 
     def stats(self) -> dict:
-        return {"active_streams": len(self._streams), "cache_bytes": 0, "cache_budget_bytes": 0}
+        queued = [s._out for s in self._streams]
+        return {"active_streams": len(self._streams), "cache_bytes": 0, "cache_budget_bytes": 0,
+                "buffered_bytes": sum(c.audio.nbytes for q in queued for c in list(q._queue) if isinstance(c, Chunk)),
+                "stalled_streams": sum(q.full() for q in queued)}
 
     async def close(self) -> None:
         for stream in list(self._streams):

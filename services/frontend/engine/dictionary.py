@@ -99,6 +99,9 @@ def load_dictionary(path: str | None) -> ReplaceDictionary:
         except ValueError as exc:
             d.errors.append((lineno, f"invalid JSON: {exc.msg}"))
             continue
+        except RecursionError:          # e.g. "[[[[…" nested deeper than the parser's limit
+            d.errors.append((lineno, "invalid JSON: nested too deeply"))
+            continue
         try:
             if not isinstance(obj, dict):
                 raise ValueError("expected a JSON object")

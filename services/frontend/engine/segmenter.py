@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .textutil import CLAUSE_PUNCT, CLOSERS, SENTENCE_END, is_cjk, is_latin_letter
 
@@ -94,6 +95,9 @@ class Splitter:
                 i += 1
                 self.pos = i
                 continue
+            # a run with no place to cut (10,000 digits, one endless "word"): cut it hard, so no segment is huge
+            if i >= (2 if self.overflow else 8) * self.max_units and not unicodedata.combining(c):
+                return i
             # a cut between buf[i-1] and buf[i]
             if i > 0 and not (_tokenish(buf[i - 1]) and _tokenish(c)) and not (self.phoneme_mode and c in "[{"):
                 if self.overflow and self.units > 0:

@@ -24,6 +24,32 @@ def _trim(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int =
     return audio[max(0, loud[0] * frame - pad): min(len(audio), (loud[-1] + 1) * frame + pad)]
 
 
+def speech_problem(speech: np.ndarray, rate: int = RATE) -> str | None:
+    """Why trimmed 16 kHz audio does not sound like speech, or None. Conservative: rejects white noise, steady
+    tones/hum and sub-audio rumble; real recordings (even noisy ones at ~0 dB SNR) pass. Pink noise is not caught."""
+    x = np.asarray(speech, dtype=np.float64)
+    x = x - x.mean()
+    frame = 400                                          # 25 ms
+    n = len(x) // frame
+    if n < 8:
+        return None
+    frames = x[: n * frame].reshape(n, frame)
+    db = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+    loud = db > db.max() - 30
+    power = np.abs(np.fft.rfft(frames * np.hanning(frame), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(frame, 1 / rate)
+    band = (freqs >= 80) & (freqs <= 4000)
+    if power[:, band].sum() < 0.2 * power.sum():
+        return "has almost no energy in the voice band (80 Hz-4 kHz); it does not sound like speech"
+    if db[loud].std() < 1.5:
+        return "is a steady sound (a tone, hum or noise) without the loudness changes of speech"
+    p = power[loud][:, band] + 1e-12
+    flatness = float(np.median(np.exp(np.log(p).mean(axis=1)) / p.mean(axis=1)))
+    if flatness > 0.5:
+        return f"sounds like noise, not speech (spectral flatness {flatness:.2f})"
+    return None
+
+
 def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
     if len(data) > max_bytes:
         raise InvalidArgument("audio", f"{len(data)} bytes is over the {max_bytes} byte limit")
@@ -50,6 +76,9 @@ def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
         raise InvalidArgument("audio", f"has {seconds:.2f} s of speech; at least {MIN_SPEECH_S:.0f} s is needed (3-10 s is best)")
     if seconds > MAX_SPEECH_S:
         raise InvalidArgument("audio", f"has {seconds:.1f} s of speech; at most {MAX_SPEECH_S:.0f} s (3-10 s is best)")
+    problem = speech_problem(speech)
+    if problem:
+        raise InvalidArgument("audio", problem)
     warnings = []
     if not GOOD_MIN_S <= seconds <= GOOD_MAX_S:
         warnings.append(f"{seconds:.1f} s of speech; 3-10 s gives the best voice clone")
