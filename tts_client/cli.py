@@ -5,6 +5,7 @@ import argparse
 import json
 import re
 import sys
+import time
 import wave
 
 import grpc
@@ -88,14 +89,26 @@ def _follow_batch(client: TTSClient, job) -> object:
     bar = tqdm(total=job.total, initial=job.done + job.failed, unit="line", desc=job.id[:12], dynamic_ncols=True,
                file=sys.stderr)
     last = job
+    lost = 0
     try:
-        for event in client.watch_batch(job.id):
-            last = event.job
-            bar.update(last.done + last.failed - bar.n)
-            bar.set_postfix(failed=last.failed, state=tts_pb2.BatchState.Name(last.state).removeprefix("BATCH_"))
-            for line in event.finished:
-                if line.state == tts_pb2.BATCH_LINE_FAILED:
-                    bar.write(f"line {line.line} {line.uttid or '?'}: {line.error}", file=sys.stderr)
+        while last.state not in (tts_pb2.BATCH_DONE, tts_pb2.BATCH_CANCELLED, tts_pb2.BATCH_FAILED):
+            try:
+                for event in client.watch_batch(job.id):
+                    lost = 0
+                    last = event.job
+                    bar.update(last.done + last.failed - bar.n)
+                    bar.set_postfix(failed=last.failed,
+                                    state=tts_pb2.BatchState.Name(last.state).removeprefix("BATCH_"))
+                    for line in event.finished:
+                        if line.state == tts_pb2.BATCH_LINE_FAILED:
+                            bar.write(f"line {line.line} {line.uttid or '?'}: {line.error}", file=sys.stderr)
+                break                   # the stream ended: the job has finished
+            except grpc.RpcError as err:
+                # the gateway restarting: the job goes on (another gateway resumes it); watch again
+                if err.code() != grpc.StatusCode.UNAVAILABLE or lost >= 60:
+                    raise
+                lost += 1
+                time.sleep(1.0)
     finally:
         bar.close()
     return last

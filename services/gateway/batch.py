@@ -674,7 +674,8 @@ class BatchManager:
             plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
         except TTSError as exc:
             if ps and exc.code not in TRANSIENT:
-                raise LineError(f"prompt_speech: {exc.message}") from None
+                msg = re.sub(r"^(config\.reference_audio|audio): ", f"{ps!r}: ", exc.message)
+                raise LineError(f"prompt_speech: {msg}") from None
             raise
 
         async def whole():
@@ -691,7 +692,7 @@ class BatchManager:
         pcm = b"".join(parts)
         samples = len(pcm) // 2
         path = out_dir / f"{spec.uttid}.wav"
-        tmp = out_dir / f".{spec.uttid}.wav.part"
+        tmp = out_dir / f".{spec.uttid}.{secrets.token_hex(4)}.part"
 
         def write():
             tmp.write_bytes(wav_header(plan.sample_rate, samples) + pcm)
@@ -728,7 +729,7 @@ class BatchManager:
 
         def write():
             out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / ".results.jsonl.part"
+            tmp = out_dir / f".results.{secrets.token_hex(4)}.part"     # two writers (cancel, runner) never mix
             tmp.write_text("".join(lines), encoding="utf-8")
             os.replace(tmp, out_dir / "results.jsonl")
 
