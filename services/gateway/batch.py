@@ -480,7 +480,6 @@ class BatchManager:
 
     # ---- running jobs -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.output_root.mkdir(parents=True, exist_ok=True)
         self._scanner = asyncio.get_running_loop().create_task(self._scan_forever())
 
     async def close(self) -> None:
