@@ -39,7 +39,9 @@ from redis.exceptions import RedisError
 
 import shared  # noqa: F401
 from shared.audio import SUPPORTED_OUTPUT_RATES, wav_header
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, TTSError, Unavailable
+from prometheus_client import Counter, Gauge
+
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TTSError, Unavailable
 from shared.logging import tenant_var
 from tts.v1 import tts_pb2
 
@@ -48,6 +50,9 @@ from .settings import GatewaySettings
 from .validate import MAX_SEED, check_text, has_speakable, validate_config
 
 log = logging.getLogger("gateway.batch")
+
+BATCH_LINES = Counter("tts_gateway_batch_lines_total", "Batch lines finished by this gateway", ["outcome"])
+BATCH_RUNNING = Gauge("tts_gateway_batch_jobs_running", "Batch jobs this gateway is running")
 
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
 TERMINAL = (DONE, CANCELLED, FAILED)
@@ -311,6 +316,12 @@ class BatchManager:
         validate_config(cfg, st.default_sample_rate, st.max_reference_bytes)
         await self._check_voice(tenant, cfg.voice, "config.voice")
         lines = split_jsonl(data, field, st.batch_max_lines)
+        if st.batch_max_jobs_per_tenant:
+            unfinished = sum(t.decode() == tenant for t in await self._r(self.redis.hvals(ACTIVE)))
+            if unfinished >= st.batch_max_jobs_per_tenant:
+                raise ResourceExhausted(f"{unfinished} unfinished batch jobs; the limit is "
+                                        f"{st.batch_max_jobs_per_tenant} per tenant (wait for one to finish or "
+                                        "cancel one)", retry_after_s=10.0)
 
         job_id = "b_" + secrets.token_hex(16)
         out_dir = self.output_root / tenant_dir(tenant) / job_id
@@ -515,7 +526,9 @@ class BatchManager:
                 continue                        # another gateway runs it (or its lease has not lapsed yet)
             task = asyncio.get_running_loop().create_task(self._run_job(tenant, job_id))
             self._running[job_id] = task
-            task.add_done_callback(lambda _t, j=job_id: self._running.pop(j, None))
+            BATCH_RUNNING.set(len(self._running))
+            task.add_done_callback(lambda _t, j=job_id: (self._running.pop(j, None),
+                                                         BATCH_RUNNING.set(len(self._running))))
 
     async def _run_job(self, tenant: str, job_id: str) -> None:
         tenant_var.set(tenant)
@@ -628,6 +641,7 @@ class BatchManager:
             return
 
     async def _record(self, tenant: str, job_id: str, idx: int, rec: dict) -> None:
+        BATCH_LINES.labels(rec["status"]).inc()
         await self._finish_line(
             keys=[self.key(tenant, job_id), self.key(tenant, job_id, "results"), self.key(tenant, job_id, "events")],
             args=[idx, json.dumps(rec, ensure_ascii=False), "done" if rec["status"] == "done" else "failed",

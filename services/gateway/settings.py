@@ -29,6 +29,7 @@ class GatewaySettings(ServiceSettings):
     batch_concurrency: int = 2                   # lines synthesized at once, all jobs of this gateway together
     batch_max_lines: int = 10000
     batch_max_bytes: int = 8 * 1024 * 1024
+    batch_max_jobs_per_tenant: int = 8           # unfinished jobs at once (0 = no limit) → RESOURCE_EXHAUSTED
     batch_line_timeout_s: float = 120.0
     batch_line_retries: int = 3                  # a line failing with UNAVAILABLE/DEADLINE_EXCEEDED is retried
     batch_lease_s: float = 10.0                  # a crashed gateway's jobs are resumed by a gateway after this

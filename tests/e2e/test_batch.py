@@ -55,6 +55,7 @@ class BatchStack:
             "TTS_GATEWAY_BATCH_CONCURRENCY": str(CONCURRENCY),
             "TTS_GATEWAY_BATCH_MAX_LINES": "300",
             "TTS_GATEWAY_BATCH_MAX_BYTES": str(64 * 1024),
+            "TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT": "3",
             "TTS_GATEWAY_BATCH_LEASE_S": "1.5",
             "TTS_GATEWAY_BATCH_WATCH_POLL_S": "0.2",
         }
@@ -293,3 +294,14 @@ def test_cancel(bs, ca):
     follow(ca, done_job.id)
     err = rpc_error(ca.cancel_batch, done_job.id)
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "already finished" in err.details()
+
+
+def test_unfinished_jobs_per_tenant_are_limited(ca, cb):
+    jobs = [ca.submit_batch(jsonl=jsonl(good_lines(150, f"l{i}-")), config=FAST) for i in range(3)]
+    err = rpc_error(ca.submit_batch, jsonl=jsonl(good_lines(1, "l")))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "the limit is 3 per tenant" in err.details()
+    other = cb.submit_batch(jsonl=jsonl(good_lines(1, "l")), config=FAST)        # another tenant is not affected
+    for job in jobs:
+        assert ca.cancel_batch(job.id).state == tts_pb2.BATCH_CANCELLED
+    assert follow(ca, ca.submit_batch(jsonl=jsonl(good_lines(1, "l")), config=FAST).id)[0].done == 1
+    assert follow(cb, other.id)[0].done == 1
