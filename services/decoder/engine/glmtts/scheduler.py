@@ -246,11 +246,11 @@ class Scheduler:
                 prefill_budget -= len(st.next_ids)
             (cached if st.use_cache else uncached).append(st)
         logits = []
-        if cached:
-            logits += list(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]))
+        if cached:   # one device→host copy per pass; sampling runs on the CPU with each stream's own generator
+            logits += list(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
         for st in uncached:
             st.cached_ids = st.cached_ids + st.next_ids
-            logits.append(self.lm.full_forward(st.cached_ids))
+            logits.append(self.lm.full_forward(st.cached_ids).cpu())
         self.steps += 1
         self.batch_sizes.append(len(cached) + len(uncached))
         for st, row in zip(cached + uncached, logits):

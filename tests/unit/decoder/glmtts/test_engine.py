@@ -79,7 +79,7 @@ async def test_streamed_audio_equals_the_segment_rendered_at_once(engine):
         seams[max(0, pos - hold - fade): pos + hold + fade] = True
     assert seams.any() and not seams.all()
     assert diff[~seams].max() < 1e-4, diff[~seams].max()
-    assert diff[seams].max() < 0.05 * max(1e-3, np.abs(whole).max()) + 1e-3
+    assert diff[seams].max() < 1e-3, diff[seams].max()      # cross-fades between renders that agree closely
 
 
 async def test_same_seed_same_audio_and_other_seed_other_audio(engine):
