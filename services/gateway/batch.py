@@ -540,8 +540,8 @@ class BatchManager:
             meta = await self.redis.hgetall(self.key(tenant, job_id))
             meta = {k.decode(): v for k, v in meta.items()}
             state = meta.get("state", b"").decode()
-            if not meta or state in TERMINAL:
-                if meta and state == CANCELLED:
+            if not meta or state in TERMINAL:     # e.g. finished, but its finalization was cut short
+                if meta:
                     await self._finalize(tenant, job_id, meta)
                 await self.redis.hdel(ACTIVE, job_id)
                 return
