@@ -5,3 +5,5 @@ CACHE_BYTES = Gauge("tts_decoder_kv_cache_bytes", "Bytes held by per-stream deco
 FIRST_CHUNK = Histogram("tts_decoder_first_chunk_seconds", "Decode stream open to first audio chunk", ["engine"],
                         buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
 CHUNK_SECONDS = Counter("tts_decoder_audio_seconds_total", "Seconds of audio produced", ["engine"])
+TOKENS_PER_SECOND = Histogram("tts_decoder_tokens_per_second", "Tokens decoded per second of a Decode stream's life",
+                              ["engine"], buckets=(5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 1000))

@@ -14,7 +14,7 @@ from shared.errors import InvalidArgument
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
-from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK
+from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, TOKENS_PER_SECOND
 
 log = logging.getLogger("decoder")
 
@@ -104,6 +104,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 samples += n
                 tokens += chunk.tokens
             await feeder
+            elapsed = time.perf_counter() - t0
+            if tokens and elapsed > 0:
+                TOKENS_PER_SECOND.labels(engine.name).observe(tokens / elapsed)
             yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
                 engine=engine.name, voice=str(getattr(stream, "voice_name", ""))))
