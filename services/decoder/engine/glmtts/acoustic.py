@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -17,15 +17,6 @@ VOCAB = 64
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matrices: several threads on a shared 2-core machine only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def flow_dir(tmp_path_factory):
     return write_tiny_flow(tmp_path_factory.mktemp("flow"), vocab_size=VOCAB, trans_dim=32, depth=2, heads=2,

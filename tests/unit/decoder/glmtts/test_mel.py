@@ -9,15 +9,6 @@ import torch
 from services.decoder.engine.glmtts import mel as M
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: a second intra-op thread only adds contention on a shared 2-core machine (100x slower under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _sine(hz: float, seconds: float, sr: int = 24000, amp: float = 0.5) -> torch.Tensor:
     t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
     return (amp * torch.sin(2 * math.pi * hz * t)).to(torch.float32)
