@@ -1,5 +1,6 @@
 """deploy/: the kustomize base and production overlay (rendered without a kustomize binary, validated against the
-Kubernetes 1.37 schemas bundled in kubernetes-validate), the Dockerfile and docker-compose.yml."""
+Kubernetes 1.37 schemas bundled in kubernetes-validate), the Dockerfile and docker-compose.yml: the four gRPC stages
+and the web process."""
 from __future__ import annotations
 
 import importlib
@@ -25,6 +26,7 @@ SETTINGS = {"gateway": ["services.gateway.settings:GatewaySettings", "services.g
             "frontend": ["services.frontend.settings:FrontendSettings"],
             "decoder": ["services.decoder.settings:DecoderSettings"],
             "speaker": ["services.speaker.settings:SpeakerSettings"]}
+WEB_PORT = 8080
 
 
 @pytest.fixture(scope="module", params=["base", "production"])
@@ -181,6 +183,86 @@ def test_gateway_tenants_and_stage_addresses(rendered):
     find(objs, "Service", "tts-gateway-public")
 
 
+# ---- web -----------------------------------------------------------------------------------------------------------
+def test_web_deployment_is_production_shaped(rendered):
+    _, objs = rendered
+    dep = find(objs, "Deployment", "tts-web")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selects(dep["spec"]["selector"], labels)
+    (c,) = pod["containers"]
+    assert c["args"] == ["services.web"]
+    env = env_of(c)
+    assert env["TTS_WEB_PORT"]["value"] == str(WEB_PORT) and env["TTS_WEB_HOST"]["value"] == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["http"] == WEB_PORT
+    # probes: HTTP GET /healthz on the web port; startup waits at least as long as the gateway's warm-up
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/healthz", probe
+        assert get["port"] in (WEB_PORT, "http"), probe
+    gw = find(objs, "Deployment", "tts-gateway")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert (c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+            >= gw["periodSeconds"] * gw["failureThreshold"])
+    # /healthz follows the gateway: liveness must not restart web pods during a short gateway outage
+    assert c["livenessProbe"]["periodSeconds"] * c["livenessProbe"]["failureThreshold"] >= 120
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), kind
+    # drain: preStop + grace (aiohttp's shutdown_timeout) < terminationGracePeriodSeconds
+    grace = float(env["TTS_WEB_GRACE_SECONDS"]["value"])
+    assert pod["terminationGracePeriodSeconds"] > grace + c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # non-root, read-only root; /tmp and the results dir on emptyDirs
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    results = Path(env["TTS_WEB_RESULTS_DIR"]["value"])
+    for path in (Path("/tmp"), results):
+        mount = max((m for m in c["volumeMounts"]
+                     if path == Path(m["mountPath"]) or Path(m["mountPath"]) in path.parents),
+                    key=lambda m: len(m["mountPath"]), default=None)
+        assert mount is not None, f"{path} is on the read-only root filesystem"
+        assert not mount.get("readOnly") and "emptyDir" in volumes[mount["name"]], path
+    # the gateway address is a Service of ours on the gateway's port; the web holds no secret of its own
+    host, _, port = env["TTS_WEB_GATEWAY_ADDR"]["value"].removeprefix("dns:///").rpartition(":")
+    svc = find(objs, "Service", host)
+    assert int(port) == STAGES["gateway"] and any(p["port"] == int(port) for p in svc["spec"]["ports"])
+    assert selects({"matchLabels": svc["spec"]["selector"]},
+                   find(objs, "Deployment", "tts-gateway")["spec"]["template"]["metadata"]["labels"])
+    assert "TTS_INTERNAL_TOKEN" not in env and "TTS_WEB_TOKEN" not in env
+
+    # Service on the http port, sticky (results live on one pod), PDB, HPA on CPU
+    svc = find(objs, "Service", "tts-web")
+    assert selects({"matchLabels": svc["spec"]["selector"]}, labels)
+    assert svc["spec"].get("clusterIP") != "None" and svc["spec"]["sessionAffinity"] == "ClientIP"
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(WEB_PORT, "http")]
+    pdb = find(objs, "PodDisruptionBudget", "tts-web")
+    assert selects(pdb["spec"]["selector"], labels)
+    hpa = find(objs, "HorizontalPodAutoscaler", "tts-web")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tts-web"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
+    assert hpa["spec"]["minReplicas"] <= dep["spec"]["replicas"]
+
+
+def test_web_env_vars_are_real_settings(rendered):
+    """Like test_stage_env_vars_are_real_settings: pydantic-settings ignores unknown TTS_WEB_* names."""
+    _, objs = rendered
+    try:
+        from services.web.settings import WebSettings
+    except ImportError:
+        pytest.skip("services.web not importable")
+    assert WebSettings.model_config.get("env_prefix") == "TTS_WEB_"
+    (c,) = find(objs, "Deployment", "tts-web")["spec"]["template"]["spec"]["containers"]
+    for name in env_of(c):
+        assert name.startswith("TTS_WEB_") and name[len("TTS_WEB_"):].lower() in WebSettings.model_fields, name
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["environment"]
+    for name in compose:
+        assert name.startswith("TTS_WEB_") and name[len("TTS_WEB_"):].lower() in WebSettings.model_fields, name
+
+
 def _redis_args(objs, kind, name) -> dict:
     (c,) = find(objs, kind, name)["spec"]["template"]["spec"]["containers"]
     args = c["args"][1:] if c["args"][0] == "redis-server" else c["args"]
@@ -202,7 +284,7 @@ def test_redis_memory_policies_and_who_uses_which(rendered):
 def test_every_workload_runs_as_non_root(rendered):
     _, objs = rendered
     workloads = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
-    assert len(workloads) == 6
+    assert len(workloads) == 7
     for w in workloads:
         pod = w["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, w["metadata"]["name"]
@@ -218,9 +300,60 @@ def test_network_policies_select_real_pods(rendered):
     pods = [o["spec"]["template"]["metadata"]["labels"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
     for np_ in (o for o in objs if o["kind"] == "NetworkPolicy"):
         assert any(selects(np_["spec"]["podSelector"], lbl) for lbl in pods), np_["metadata"]["name"]
-        for rule in np_["spec"]["ingress"]:
-            for peer in rule.get("from", []):
-                assert any(selects(peer["podSelector"], lbl) for lbl in pods)
+        rules = ([(r, "from") for r in np_["spec"].get("ingress", [])]
+                 + [(r, "to") for r in np_["spec"].get("egress", [])])
+        for rule, side in rules:
+            for peer in rule.get(side, []):
+                if "namespaceSelector" in peer:     # pods of other namespaces (cluster DNS): not ours to check
+                    continue
+                assert any(selects(peer["podSelector"], lbl) for lbl in pods), np_["metadata"]["name"]
+
+
+def _ingress_peers(objs, labels: dict) -> list:
+    """(policy, rule) for every ingress rule of every NetworkPolicy that selects pods with ``labels``."""
+    return [(np_["metadata"]["name"], rule) for np_ in objs if np_["kind"] == "NetworkPolicy"
+            and "Ingress" in np_["spec"].get("policyTypes", ["Ingress"])
+            and selects(np_["spec"]["podSelector"], labels) for rule in np_["spec"].get("ingress", [])]
+
+
+def test_only_the_gateway_reaches_internal_stages_and_web_reaches_only_the_gateway(rendered):
+    _, objs = rendered
+    labels = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+              for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+    # internal stages: the grpc port only from gateway pods (any other rule may open only the metrics port)
+    for stage in ("frontend", "speaker", "decoder"):
+        rules = _ingress_peers(objs, labels[f"tts-{stage}"])
+        assert rules, f"tts-{stage} has no ingress policy"
+        for name, rule in rules:
+            peers = rule.get("from")
+            if peers is None:
+                assert [p["port"] for p in rule["ports"]] == ["metrics"], name
+                continue
+            assert all(set(p) == {"podSelector"} for p in peers), name
+            allowed = {n for n, lbl in labels.items() if any(selects(p["podSelector"], lbl) for p in peers)}
+            assert allowed == {"tts-gateway"}, (name, allowed)
+    for redis in ("tts-redis-cache", "tts-redis-voices"):
+        for name, rule in _ingress_peers(objs, labels[redis]):
+            allowed = {n for n, lbl in labels.items() if any(selects(p["podSelector"], lbl) for p in rule["from"])}
+            assert "tts-web" not in allowed, name
+    # web: egress only to the gateway's grpc port and DNS
+    (pol,) = [o for o in objs if o["kind"] == "NetworkPolicy" and selects(o["spec"]["podSelector"], labels["tts-web"])]
+    assert "Egress" in pol["spec"]["policyTypes"]
+    gateway_port = STAGES["gateway"]
+    reached = set()
+    for rule in pol["spec"]["egress"]:
+        for peer in rule["to"]:
+            if "namespaceSelector" in peer:
+                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+                assert {p["port"] for p in rule["ports"]} == {53}
+                continue
+            hits = {n for n, lbl in labels.items() if selects(peer["podSelector"], lbl)}
+            assert hits == {"tts-gateway"}, hits
+            assert [p["port"] for p in rule["ports"]] == [gateway_port]
+            reached |= hits
+    assert reached == {"tts-gateway"}
+    # and its HTTP port is open (Ingress controller, port-forward)
+    assert any(p["port"] == "http" for _, rule in _ingress_peers(objs, labels["tts-web"]) for p in rule["ports"])
 
 
 def test_production_overlay():
@@ -240,6 +373,9 @@ def test_production_overlay():
     vol = next(v for v in dec["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     find(objs, "PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"])
     assert find(objs, "HorizontalPodAutoscaler", "tts-decoder")["spec"]["minReplicas"] == dec["spec"]["replicas"]
+    web_min = find(objs, "HorizontalPodAutoscaler", "tts-web")["spec"]["minReplicas"]
+    assert web_min == find(objs, "Deployment", "tts-web")["spec"]["replicas"]
+    assert web_min >= find(objs, "HorizontalPodAutoscaler", "tts-gateway")["spec"]["minReplicas"]
 
 
 def test_base_uses_the_local_image_tag():
@@ -279,6 +415,12 @@ def test_dockerfile_is_slim_and_non_root():
     assert "--no-install-recommends" in text and "rm -rf /var/lib/apt/lists" in text
     ignore = (ROOT / "deploy" / "docker" / "Dockerfile.dockerignore").read_text().split()
     assert {".git", ".venv", "gen", "models"} <= set(ignore)
+    # the web process binds all interfaces and writes its results where the service user may (see test_compose_...)
+    assert "TTS_WEB_HOST=0.0.0.0" in final
+    assert str(WEB_PORT) in re.search(r"^EXPOSE (.+)$", final, re.M).group(1).split()
+    results = re.search(r"TTS_WEB_RESULTS_DIR=(\S+)", final).group(1)
+    owned = re.findall(r"install -d -o 10001 -g 10001 \S+ \S+ (\S+)", final)
+    assert any(results == d or results.startswith(d.rstrip("/") + "/") for d in owned), (results, owned)
     # the uid the image runs as is the one the manifests expect
     uid = int(user[-1].split(":")[0])
     for o in build(BASE):
@@ -303,6 +445,22 @@ def test_compose_file_structure():
     assert set(services["gateway"]["depends_on"]) >= {"frontend", "speaker", "decoder"}
     redis_url = services["gateway"]["environment"]["TTS_GATEWAY_REDIS_URL"]
     assert redis_url.split("//")[1].split(":")[0] in services["gateway"]["depends_on"]
+
+    web = services["web"]
+    assert web["command"] == ["services.web"]
+    env = web["environment"]
+    assert env["TTS_WEB_PORT"] == str(WEB_PORT)
+    assert env["TTS_WEB_GATEWAY_ADDR"] == f"gateway:{STAGES['gateway']}"
+    assert web["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert f"{WEB_PORT}:{WEB_PORT}" in web["ports"]
+    test = web["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "/healthz" in test[3] and test[-1] == str(WEB_PORT)
+    assert float(web["stop_grace_period"].rstrip("s")) > float(env["TTS_WEB_GRACE_SECONDS"])
+    assert web["user"].split(":")[0] != "0" and web["read_only"] is True and web["cap_drop"] == ["ALL"]
+    # the results dir is writable: on a mounted volume, not the read-only root filesystem
+    results = Path(env["TTS_WEB_RESULTS_DIR"])
+    mounts = [Path(v.split(":")[1]) for v in web.get("volumes", [])] + [Path(t) for t in web.get("tmpfs", [])]
+    assert any(m == results or m in results.parents for m in mounts)
 
 
 def _compose_cmd():
