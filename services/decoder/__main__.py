@@ -32,6 +32,8 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            if settings.glmtts_phonemes not in ("polyphones", "off"):
+                raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
             engines[name] = GLMTTSEngine(
                 settings.glmtts_path, device=settings.device, max_streams=settings.max_streams,
                 max_tokens_per_stream=settings.max_tokens_per_stream, cache_budget_bytes=settings.cache_budget_bytes,
@@ -40,7 +42,8 @@ def build_engines(settings: DecoderSettings) -> dict:
                                         temperature=settings.glmtts_temperature),
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
-                lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads)
+                lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
+                phonemes=settings.glmtts_phonemes)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:

@@ -22,7 +22,8 @@ log = logging.getLogger("decoder")
 def segment_from_proto(seg) -> SegmentInput:
     return SegmentInput(
         index=seg.index, text=seg.text, normalized=seg.normalized, phonemes=seg.phonemes,
-        words=[WordInput(w.text, w.lang, list(w.pinyin), w.phonemes) for w in seg.words])
+        words=[WordInput(w.text, w.lang, list(w.pinyin), w.phonemes,
+                         (w.span.start, w.span.end) if w.HasField("span") else None) for w in seg.words])
 
 
 def voice_from_config(cfg) -> Voice:

@@ -40,6 +40,7 @@ class WordInput:
     lang: str                                    # "zh", "en", "punct", "other"
     pinyin: list[str] = field(default_factory=list)   # tone digits, neutral = 5
     phonemes: str = ""
+    span: tuple[int, int] | None = None          # in the segment's normalized text
 
 
 @dataclass

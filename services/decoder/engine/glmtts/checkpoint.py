@@ -69,8 +69,8 @@ SIZES = {
 
 
 def write_tokenizer(out: Path) -> int:
-    """A byte-level tokenizer (256 byte symbols, no merges: any text encodes) plus the special and speech tokens,
-    saved in HF format. Returns its vocabulary size."""
+    """A byte-level tokenizer (256 byte symbols, no merges: any text encodes) plus the special, speech and phoneme
+    tokens, saved in HF format. Returns its vocabulary size."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -78,7 +78,10 @@ def write_tokenizer(out: Path) -> int:
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
+    from .phonemes import all_tokens
+
+    specials = (["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
+                + all_tokens())                 # pinyin initials and toned finals, as in the published tokenizer
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(str(out))

@@ -24,6 +24,7 @@ from ..base import Chunk, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
+from .phonemes import all_tokens, lm_text
 from .scheduler import Scheduler, Segment, StreamState
 
 log = logging.getLogger("decoder.glmtts")
@@ -51,7 +52,10 @@ class GLMTTSStream:
         self._closed = False
 
     def feed(self, segment: SegmentInput) -> None:
-        text = (segment.normalized or segment.text).strip()
+        text = segment.normalized or segment.text
+        if self.engine.phoneme_tokens and segment.normalized and segment.words:
+            text = lm_text(segment.normalized, segment.words)
+        text = text.strip()
         if not text:
             return
         ids = self.engine.lm.encode_text(text)
@@ -98,7 +102,7 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int = 0, threads: int = 0):
+                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones"):
         self.path = path
         self.device, self.dtype = pick_device(device)
         self.max_streams = max_streams
@@ -113,6 +117,8 @@ class GLMTTSEngine:
         self.trust_remote_code = trust_remote_code
         self.lookahead = lookahead
         self.threads = threads
+        self.phonemes = phonemes
+        self.phoneme_tokens = False       # set at load: "polyphones" and the tokenizer holds the phoneme tokens
         self.lm: SpeechLM | None = None
         self.acoustic: Acoustic | None = None
         self.scheduler: Scheduler | None = None
@@ -132,6 +138,10 @@ class GLMTTSEngine:
         layout = Layout.of(self.path)
         t0 = time.perf_counter()
         self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
+        if self.phonemes == "polyphones":
+            self.phoneme_tokens = self.lm.has_tokens(all_tokens())
+            if not self.phoneme_tokens:
+                log.warning("glmtts tokenizer has no phoneme tokens (<|B|>, <|ANG2|>, ...): polyphones go as characters")
         self.acoustic = Acoustic(layout, self.device, self.dtype, n_timesteps=self.n_timesteps,
                                  lookahead=self.lookahead)
         self.acoustic.load()

@@ -132,6 +132,10 @@ class SpeechLM:
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def has_tokens(self, texts: list[str]) -> bool:
+        """Whether every one of ``texts`` is a single token of the vocabulary."""
+        return all(len(self.tokenizer.encode(t, add_special_tokens=False)) == 1 for t in texts)
+
     def speech_ids(self, tokens: list[int]) -> list[int]:
         """Speech token numbers (0..32767) → vocabulary ids."""
         return [self.ats + t for t in tokens]

@@ -256,3 +256,19 @@ async def test_a_thousand_cancelled_streams_leak_nothing(engine):
     gc.collect()
     assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes}
     assert _rss_bytes() - base < 64 * 2**20, (base, _rss_bytes())
+
+
+async def test_the_frontends_reading_reaches_the_lm_as_phoneme_tokens(engine):
+    from services.decoder.engine.base import WordInput
+
+    assert engine.phoneme_tokens                     # the tiny tokenizer holds them, like the published one
+    words = [WordInput("银行", "zh", ["yin2", "hang2"], span=(0, 2))]
+    stream = engine.open_stream(Voice(), StreamOptions(seed=1))
+    try:
+        stream.feed(SegmentInput(index=0, text="银行", normalized="银行", words=words))
+        stream.end()
+        _ = [c async for c in stream.chunks()]
+    finally:
+        await stream.close()
+    assert stream.state.history[0].text_ids == engine.lm.encode_text("银<|H|><|ANG2|>")
+    assert engine.lm.has_tokens(["<|H|>", "<|ANG2|>"])
