@@ -39,6 +39,15 @@ bench-decoder:
 bench-frontend:
 	$(PY) bench/bench_frontend.py
 
+# N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
+# starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
+.PHONY: load soak
+load:
+	$(PY) bench/load.py $(LOAD_ARGS)
+
+soak:
+	$(PY) bench/load.py --soak $(LOAD_ARGS)
+
 # intelligibility check of `make run` output with offline Whisper (installs the optional ASR packages)
 asr-check:
 	.venv/bin/pip install -q -r requirements-asr.txt
