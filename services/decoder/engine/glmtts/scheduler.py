@@ -249,13 +249,13 @@ class Scheduler:
         if cached:   # one device→host copy per pass; sampling runs on the CPU with each stream's own generator
             logits += list(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
         for st in uncached:
-            st.cached_ids = st.cached_ids + st.next_ids
+            st.cached_ids.extend(st.next_ids)
             logits.append(self.lm.full_forward(st.cached_ids).cpu())
         self.steps += 1
         self.batch_sizes.append(len(cached) + len(uncached))
         for st, row in zip(cached + uncached, logits):
             if st.use_cache:
-                st.cached_ids = st.cached_ids + st.next_ids
+                st.cached_ids.extend(st.next_ids)
             self._advance(st, row)
 
     def _start_segment(self, st: StreamState) -> None:
