@@ -45,6 +45,14 @@ class FrontendEngine:
         with self._dict_lock:
             stamp = file_stamp(self.replace_dict_path)
             d = load_dictionary(self.replace_dict_path)
+            previous = getattr(self, "dictionary", None)
+            if d.errors and d.errors[0][0] == 0 and previous is not None and previous.entries:
+                # the file is gone or unreadable (being replaced, a bad mount): keep serving the last good readings
+                self._stamp, self._last_check = stamp, time.monotonic()
+                log.warning("replace dictionary unreadable; keeping the last one loaded",
+                            extra={"path": self.replace_dict_path, "error": d.errors[0][1],
+                                   "entries": previous.entries})
+                return previous.entries, list(d.errors)
             sync_jieba_words(d.words)
             self.dictionary, self._stamp = d, stamp
             self._last_check = time.monotonic()

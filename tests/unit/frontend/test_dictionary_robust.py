@@ -70,3 +70,14 @@ def test_a_broken_file_picked_up_by_hot_reload_never_breaks_a_request(tmp_path):
     assert eng.analyze("流血")
     p.unlink()                                                           # gone: an error, not a crash
     assert eng.analyze("流血") and eng.dictionary.errors[0][0] == 0
+
+
+def test_a_dictionary_file_that_disappears_keeps_the_last_good_readings(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(line(GOOD))
+    eng = FrontendEngine(str(p), dict_check_interval_s=0)
+    assert zh_pinyin(eng.analyze("流血"))["流血"] == ["liu2", "xie3"]
+    p.unlink()
+    entries, errors = eng.reload_dictionary()
+    assert errors[0][0] == 0 and "not found" in errors[0][1] and entries == eng.dictionary.entries > 0
+    assert zh_pinyin(eng.analyze("流血"))["流血"] == ["liu2", "xie3"]      # still the override, not pypinyin's xue4
