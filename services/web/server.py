@@ -129,6 +129,11 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def livez(request: web.Request) -> web.Response:
+    """The process answers: for liveness probes (a gateway outage must not restart web pods)."""
+    return web.json_response({"status": "ok"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     state = await request.app[CLIENT].health()
     ok = state == "SERVING"
@@ -453,6 +458,7 @@ def create_app(settings: WebSettings, client: AsyncTTSClient | None = None) -> w
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/api/voices", voices)
     app.router.add_post("/api/analyze", analyze)
     app.router.add_get("/api/dictionary", get_dictionary)

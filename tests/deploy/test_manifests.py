@@ -196,10 +196,11 @@ def test_web_deployment_is_production_shaped(rendered):
     assert env["TTS_WEB_PORT"]["value"] == str(WEB_PORT) and env["TTS_WEB_HOST"]["value"] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["http"] == WEB_PORT
-    # probes: HTTP GET /healthz on the web port; startup waits at least as long as the gateway's warm-up
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # probes: HTTP GET /healthz (follows the gateway) for startup and readiness, /livez (the process) for liveness;
+    # startup waits at least as long as the gateway's warm-up
+    for probe, path in (("startupProbe", "/healthz"), ("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/healthz", probe
+        assert get["path"] == path, probe
         assert get["port"] in (WEB_PORT, "http"), probe
     gw = find(objs, "Deployment", "tts-gateway")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
     assert (c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]

@@ -136,6 +136,8 @@ async def test_gateway_down_is_503(webstack, tmp_path):
         async with aiohttp.ClientSession() as s:
             async with s.get(web.url + "/healthz") as r:
                 assert r.status == 503 and (await r.json())["gateway"] == "DOWN"
+            async with s.get(web.url + "/livez") as r:          # the process itself is fine: no restart wanted
+                assert r.status == 200
         status, headers, raw = await post_speech(web.url, {"input": "你好"})
         assert status == 503 and headers["Retry-After"] == "1"
         assert json.loads(raw)["error"]["code"] == "UNAVAILABLE"
