@@ -234,9 +234,13 @@ class GLMTTSEngine:
         return self.scheduler.clear_idle() if self.scheduler else (0, 0)
 
     def stats(self) -> dict:
-        return {"active_streams": len(self._streams),
+        streams = list(self._streams.values())
+        return {"active_streams": len(streams),
                 "cache_bytes": self.scheduler.cache_bytes() if self.scheduler else 0,
-                "cache_budget_bytes": self.cache_budget_bytes}
+                "cache_budget_bytes": self.cache_budget_bytes,
+                "buffered_bytes": sum(c.audio.nbytes for s in streams for c in list(s.queue._queue)
+                                      if isinstance(c, Chunk)),
+                "stalled_streams": sum(s.state.ahead >= self.max_ahead for s in streams)}
 
     # -- the scheduler's sink: audio work goes to the acoustic thread, in order --------------------------------------
 

@@ -185,6 +185,7 @@ async def test_reader_that_does_not_read_stops_the_decoding(engine):
     try:
         wait_until(lambda: state.ahead >= engine.max_ahead, 30, "the stream to fill its read-ahead")
         assert not state.runnable()
+        assert engine.stats()["stalled_streams"] == 1
         produced = state.tokens_total
         await run(engine, ["你好"], seed=1)          # the scheduler keeps serving other streams meanwhile...
         assert state.tokens_total == produced       # ...and this one stays where its reader left it
@@ -254,7 +255,8 @@ async def test_a_thousand_cancelled_streams_leak_nothing(engine):
         await cancelled(i, i % 25 == 0)
     wait_until(lambda: engine.scheduler.cache_bytes() == 0 and engine.scheduler.active() == 0, 30, "caches to be freed")
     gc.collect()
-    assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes}
+    assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes,
+                              "buffered_bytes": 0, "stalled_streams": 0}
     assert _rss_bytes() - base < 64 * 2**20, (base, _rss_bytes())
 
 
