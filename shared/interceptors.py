@@ -138,6 +138,27 @@ def _metadata(context) -> dict:
     return {k: v for k, v in (context.invocation_metadata() or ())}
 
 
+EARLY_ERROR_DRAIN_S = 1.0
+
+
+async def _drain(requests, timeout: float) -> None:
+    """Read and drop what the client is still sending, until it half-closes or ``timeout`` passes.
+
+    A bidi call rejected before any response (auth, config, quota) while the client is still writing: if the status
+    goes out while writes are in flight, grpc's client (aio especially) now and then reports INTERNAL "Internal error
+    from Core" instead of it. Taking the pending messages first lets the client finish writing and read the real
+    status; a client that keeps streaming gets it after ``timeout`` anyway.
+    """
+    async def consume():
+        async for _ in requests:
+            pass
+
+    try:
+        await asyncio.wait_for(consume(), timeout)
+    except Exception:  # noqa: BLE001 - best effort: already half-closed, reader busy elsewhere, timeout, broken call
+        pass
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str):
         self.service = service
@@ -187,13 +208,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         async def stream_response(request, context):
             t0 = enter(context)
+            raw, answered = request, False
             try:
                 request = _check(request) if handler.unary_stream else _checked_stream(request)
                 async for item in inner(request, context):
+                    answered = True
                     yield item
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status code
+                if handler.stream_stream and not answered:
+                    await _drain(raw, EARLY_ERROR_DRAIN_S)
                 await _abort(context, exc, service, short)
             finally:
                 leave(t0)
