@@ -64,26 +64,16 @@ class AsyncTTSClient:
                 for piece in pieces:
                     yield _piece(piece)
 
-        # grpc.aio reports a server's early error (auth, validation: the call ends while requests are still being
-        # written) now and then as INTERNAL "Internal error from Core", losing the server's status. Before any
-        # response nothing has happened yet, so with re-iterable pieces the call is simply made again.
-        attempts = 3 if isinstance(pieces, (list, tuple)) else 1
-        for attempt in range(attempts):
-            call = self.stub.StreamingSynthesize(requests(), metadata=self._metadata(token, request_id),
-                                                 timeout=self.timeout)
-            received = False
-            try:
-                async for resp in call:
-                    received = True
-                    kind = resp.WhichOneof("response")
-                    yield kind, getattr(resp, kind)
-                return
-            except grpc.RpcError as err:
-                if not received and attempt + 1 < attempts and _core_artifact(err):
-                    continue
-                raise from_rpc_error(err) from None
-            finally:
-                call.cancel()
+        call = self.stub.StreamingSynthesize(requests(), metadata=self._metadata(token, request_id),
+                                             timeout=self.timeout)
+        try:
+            async for resp in call:
+                kind = resp.WhichOneof("response")
+                yield kind, getattr(resp, kind)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
 
     # ---- voices / frontend / admin ----
     async def voices(self, token: str | None = None) -> list:
@@ -161,10 +151,6 @@ class AsyncTTSClient:
         except grpc.RpcError:
             return "DOWN"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-
-
-def _core_artifact(err: grpc.RpcError) -> bool:
-    return err.code() == grpc.StatusCode.INTERNAL and "error from Core" in (err.details() or "")
 
 
 def _piece(piece: str | None):
