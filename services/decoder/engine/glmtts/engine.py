@@ -126,7 +126,6 @@ class GLMTTSEngine:
         self._streams: dict[int, GLMTTSStream] = {}
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._reserve_per_stream = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -170,7 +169,6 @@ class GLMTTSEngine:
                              f"tokens ({per_stream} bytes); raise TTS_DECODER_CACHE_BUDGET_BYTES or lower "
                              f"TTS_DECODER_MAX_TOKENS_PER_STREAM")
         self.cache_budget_bytes = budget
-        self._reserve_per_stream = per_stream
         self.max_streams = min(self.max_streams, budget // per_stream)
 
     async def warmup(self) -> None:

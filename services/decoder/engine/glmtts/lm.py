@@ -37,8 +37,10 @@ class StreamKV:
 
     BLOCK = 128
 
-    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 max_tokens: int = 0):
         self.n_layers, self.kv_heads, self.head_dim = n_layers, kv_heads, head_dim
+        self.max_tokens = max_tokens             # capacity never grows past this (0 = no limit): the pod's budget
         self.dtype, self.device = dtype, device
         self.length = 0
         self.capacity = 0
@@ -54,6 +56,8 @@ class StreamKV:
             return
         cap = max(n, 2 * self.capacity, self.BLOCK)
         cap = int(math.ceil(cap / self.BLOCK) * self.BLOCK)
+        if self.max_tokens:
+            cap = max(n, min(cap, self.max_tokens))
         shape = (self.kv_heads, cap, self.head_dim)
         new_k = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
         new_v = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
@@ -146,8 +150,8 @@ class SpeechLM:
     def bytes_per_token(self) -> int:
         return 2 * self.n_layers * self.kv_heads * self.head_dim * torch.empty((), dtype=self.dtype).element_size()
 
-    def new_cache(self) -> StreamKV:
-        return StreamKV(self.n_layers, self.kv_heads, self.head_dim, self.dtype, self.device)
+    def new_cache(self, max_tokens: int = 0) -> StreamKV:
+        return StreamKV(self.n_layers, self.kv_heads, self.head_dim, self.dtype, self.device, max_tokens)
 
     # -- forward ------------------------------------------------------------------------------------------------
 

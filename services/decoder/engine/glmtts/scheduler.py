@@ -276,7 +276,7 @@ class Scheduler:
         seg.boundaries = _boundaries(st.schedule, seg.max_len)
         if st.use_cache:
             if st.kv is None:
-                st.kv = self.lm.new_cache()
+                st.kv = self.lm.new_cache(self.max_tokens_per_stream)
                 st.cached_ids = []
             keep = _common_prefix(st.cached_ids, ids)
             keep = min(keep, len(ids) - 1)        # always feed at least one id to get logits

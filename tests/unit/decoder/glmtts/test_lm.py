@@ -122,3 +122,12 @@ def test_repetition_aware_sampling_escapes_a_loop(lm):
     flat[lm.ats + 42] = 5.0
     picks = {lm.sample(flat, [42] * 10, params, gen, allow_end=False) for _ in range(20)}
     assert picks - {42}
+
+
+def test_cache_capacity_stops_at_the_streams_token_limit(lm):
+    kv = lm.new_cache(max_tokens=300)
+    kv.reserve(129)
+    assert kv.capacity == 256                 # grows in blocks...
+    kv.reserve(257)
+    assert kv.capacity == 300                 # ...but never past what the pod budgeted for one stream
+    assert kv.nbytes == 300 * lm.bytes_per_token
