@@ -101,7 +101,6 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0
-        self.batch_sizes: deque[int] = deque(maxlen=256)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -252,7 +251,6 @@ class Scheduler:
             st.cached_ids.extend(st.next_ids)
             logits.append(self.lm.full_forward(st.cached_ids).cpu())
         self.steps += 1
-        self.batch_sizes.append(len(cached) + len(uncached))
         for st, row in zip(cached + uncached, logits):
             if st.use_cache:
                 st.cached_ids.extend(st.next_ids)
