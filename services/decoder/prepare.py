@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import shared  # noqa: F401
 
 from .engine.embedded import prepare_model
 from .settings import DecoderSettings

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401  (puts gen/ on sys.path)
 from shared.errors import InvalidArgument
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-import shared  # noqa: F401
 from shared.aio import END, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
