@@ -7,8 +7,8 @@ setuptools build (setup.py; OUT = the wheel's build directory, so `pip install .
 """
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +42,12 @@ def generate(out: Path) -> list[Path]:
     return packages
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/gen_protos.py", description="generate the stubs as OUT/tts/...")
+    p.add_argument("out", type=Path, help="directory that receives the package tts (the checkout: .)")
+    return p
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    for pkg in generate(Path(sys.argv[1])):
+    for pkg in generate(parser().parse_args().out):
         print(pkg)
