@@ -35,6 +35,12 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
 fi
+# reference decoders the encoding tests decode our FLAC and AAC output with (not FFmpeg, which encodes it)
+if ! command -v flac >/dev/null 2>&1 || ! command -v faad >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends flac faad >/dev/null
+fi
 
 "$VENV/bin/python" -m services.decoder.prepare
 echo "setup done: $(redis-server --version | cut -d' ' -f1-3); venv $VENV"

@@ -51,7 +51,10 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 
 def wav_header(sample_rate: int, num_samples: int | None = None, bits: int = 16, fmt: int = 1) -> bytes:
-    """RIFF/WAVE header for mono audio. ``num_samples=None`` (streaming) writes 0xFFFFFFFF lengths."""
+    """RIFF/WAVE header for mono audio. ``num_samples=None`` (streaming: the length is not known yet) writes
+    0xFFFFFFFF in both the RIFF and the data chunk size, the usual "unknown length" marker (ffmpeg, sox and libsndfile
+    read to the end of the data; Python's ``wave`` takes it literally: 2^31-1 frames). Whoever saves a streamed WAV
+    rewrites both sizes once it has everything (``Encoding.complete_file``, ttsctl)."""
     block = bits // 8
     if num_samples is None:
         data_len, riff_len = 0xFFFFFFFF, 0xFFFFFFFF
@@ -89,25 +92,26 @@ class StreamResampler:
 
 
 class AudioEncoder:
-    """Turns float32 chunks at ``src_rate`` into the client's encoding and rate, chunk by chunk."""
+    """Turns float32 chunks at ``src_rate`` into the client's encoding and rate, chunk by chunk (the encodings are
+    in shared/encodings.py). ``encode(chunk, last=True)`` also returns what the encoder still held (trailing frames,
+    the last Ogg page)."""
 
     def __init__(self, src_rate: int, dst_rate: int, encoding: str, streaming_wav_header: bool = True):
+        from .encodings import ENCODINGS
+
         self.rate = dst_rate
-        self.encoding = encoding  # "LINEAR16" | "WAV" | "MULAW"
+        self.encoding = encoding
         self._resampler = StreamResampler(src_rate, dst_rate)
-        self._header_pending = encoding == "WAV" and streaming_wav_header
+        self._codec = ENCODINGS["LINEAR16" if encoding == "WAV" and not streaming_wav_header else encoding].make(dst_rate)
         self.samples_out = 0
 
     def encode(self, chunk: np.ndarray, last: bool = False) -> tuple[bytes, int]:
-        """Returns (bytes, number of output samples)."""
+        """Returns (bytes, number of output samples fed to the encoder)."""
         out = self._resampler(chunk, last=last)
         self.samples_out += len(out)
-        if self.encoding == "MULAW":
-            return mulaw_encode(out), len(out)
-        data = float_to_pcm16(out)
-        if self._header_pending:
-            self._header_pending = False
-            data = wav_header(self.rate) + data
+        data = self._codec.encode(out)
+        if last:
+            data += self._codec.finish()
         return data, len(out)
 
 

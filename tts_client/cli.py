@@ -11,7 +11,7 @@ import wave
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from .client import TTSClient, make_config
+from .client import ENCODINGS, TTSClient, make_config
 
 
 def _pieces(text: str, stream: bool):
@@ -24,7 +24,9 @@ def _pieces(text: str, stream: bool):
 
 
 def _write(path: str, pcm: bytes, rate: int, encoding: str) -> None:
-    if encoding == "mulaw" or path == "-":
+    """linear16/wav: a WAV file with the real length (a streamed WAV header says "unknown"); the rest as received
+    (mulaw raw; ogg_opus, mp3, flac, aac: the streamed chunks are a complete file)."""
+    if encoding not in ("wav", "linear16") or path == "-":
         (sys.stdout.buffer.write(pcm) if path == "-" else open(path, "wb").write(pcm))
         return
     if pcm.startswith(b"RIFF"):
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
     s.add_argument("--voice", help="built-in voice or registered voice id")
     s.add_argument("--language", default="")
     s.add_argument("--sample-rate", type=int, default=0)
-    s.add_argument("--encoding", default="wav", choices=["wav", "linear16", "mulaw"])
+    s.add_argument("--encoding", default="wav", choices=list(ENCODINGS))
     s.add_argument("--chunk-size", type=int, default=0)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--speed", type=float, default=0.0)

@@ -10,7 +10,8 @@ import grpc
 
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
-ENCODINGS = {"linear16": tts_pb2.LINEAR16, "wav": tts_pb2.WAV, "mulaw": tts_pb2.MULAW}
+# every tts.v1 AudioEncoding by its lower-case name: linear16, wav, mulaw, ogg_opus, mp3, flac, aac
+ENCODINGS = {name.lower(): value for name, value in tts_pb2.AudioEncoding.items() if value}
 
 
 @dataclass

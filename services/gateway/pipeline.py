@@ -318,7 +318,7 @@ class Pipeline:
                 await task
             if encoder is not None:
                 data, n = encoder.encode(np.zeros(0, np.float32), last=True)
-                if n:
+                if n or data:       # the resampler's tail and what a codec still held (last frames, last page)
                     idx = last_segment.index if last_segment is not None else 0
                     yield self._chunk(plan, data, out_samples, n, idx, last_segment, True)
                     out_samples += n

@@ -6,7 +6,7 @@ import logging
 import time
 
 
-from shared.audio import wav_header
+from shared.encodings import ENCODINGS
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.logging import tenant_var
 from tts.decoder.v1 import decoder_pb2
@@ -142,9 +142,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 else:
                     summary = resp.summary
             audio = b"".join(parts)
-            if plan.encoding == "WAV":          # the streamed header has unknown length; write a complete file
-                pcm = audio[44:] if audio.startswith(b"RIFF") else audio
-                audio = wav_header(plan.sample_rate, len(pcm) // 2) + pcm
+            # the streamed WAV header has unknown length: a complete file (other encodings already are one)
+            audio = ENCODINGS[plan.encoding].complete_file(audio, plan.sample_rate)
             SYNTHESES.labels("Synthesize", "ok").inc()
             return tts_pb2.SynthesizeResponse(audio=audio, sample_rate=plan.sample_rate,
                                               encoding=tts_pb2.AudioEncoding.Value(plan.encoding), summary=summary)

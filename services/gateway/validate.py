@@ -5,12 +5,14 @@ import re
 import unicodedata
 
 from shared.audio import SUPPORTED_OUTPUT_RATES
+from shared.encodings import ENCODINGS as OUTPUT_ENCODINGS
 from shared.errors import InvalidArgument
 
 from tts.v1 import tts_pb2
 
-ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16", tts_pb2.LINEAR16: "LINEAR16",
-             tts_pb2.WAV: "WAV", tts_pb2.MULAW: "MULAW"}
+# AudioEncoding value → its entry name in shared.encodings (UNSPECIFIED = LINEAR16)
+ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16",
+             **{tts_pb2.AudioEncoding.Value(name): name for name in OUTPUT_ENCODINGS}}
 MODELS = ("", "embedded", "glmtts")
 LANGUAGES = ("", "auto", "zh", "en")
 MAX_SEED = 2**63 - 1
@@ -23,8 +25,10 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
     if cfg.encoding not in ENCODINGS:
         raise InvalidArgument("config.encoding", f"unknown encoding {cfg.encoding}")
     rate = cfg.sample_rate or default_rate
-    if ENCODINGS[cfg.encoding] == "MULAW" and rate != 8000:
-        raise InvalidArgument("config.sample_rate", "MULAW encoding requires sample_rate 8000")
+    name = ENCODINGS[cfg.encoding]
+    if rate not in OUTPUT_ENCODINGS[name].rates:
+        raise InvalidArgument("config.sample_rate", f"{name} encoding requires sample_rate "
+                              f"{' or '.join(map(str, OUTPUT_ENCODINGS[name].rates))}, got {rate}")
     if cfg.chunk_size < 0 or cfg.chunk_size > 1000:
         raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000 (0 = server default)")
     if cfg.speed and not 0.5 <= cfg.speed <= 2.0:

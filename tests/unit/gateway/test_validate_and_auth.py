@@ -13,7 +13,8 @@ def cfg(**kw):
 @pytest.mark.parametrize("config, field", [
     (cfg(sample_rate=12345), "config.sample_rate"),
     (cfg(encoding=tts_pb2.MULAW), "config.sample_rate"),
-    (cfg(encoding=7), "config.encoding"),
+    (cfg(encoding=99), "config.encoding"),
+    (cfg(encoding=tts_pb2.OGG_OPUS, sample_rate=22050), "config.sample_rate"),    # not an Opus rate
     (cfg(chunk_size=-1), "config.chunk_size"),
     (cfg(speed=0.1), "config.speed"),
     (cfg(seed=2**64 - 1), "config.seed"),
@@ -29,6 +30,8 @@ def test_invalid_config_names_the_field(config, field):
 
 @pytest.mark.parametrize("config", [
     cfg(), cfg(sample_rate=16000), cfg(sample_rate=8000, encoding=tts_pb2.MULAW), cfg(encoding=tts_pb2.WAV),
+    cfg(encoding=tts_pb2.OGG_OPUS), cfg(encoding=tts_pb2.OGG_OPUS, sample_rate=48000), cfg(encoding=tts_pb2.MP3, sample_rate=22050),
+    cfg(encoding=tts_pb2.FLAC, sample_rate=44100), cfg(encoding=tts_pb2.AAC),
     cfg(speed=1.5, chunk_size=25, seed=1, model="glmtts", language="zh"), cfg(voice="jm_kumo"),
 ])
 def test_valid_configs_pass(config):
