@@ -6,10 +6,14 @@ import io
 import json
 import struct
 import threading
+import wave
 import zipfile
 
 import aiohttp
+import numpy as np
+import openai
 import pytest
+import soundfile as sf
 
 from tests.e2e.webstack import TOKENS, WebProc, webstack  # noqa: F401  (fixture)
 from tests.procs import free_port
@@ -30,27 +34,65 @@ async def post_speech(url, body, headers=None):
 
 
 # ---- streaming ---------------------------------------------------------------------------------------------------
-async def test_speech_streams_wav_in_http_chunks(webstack):
+async def test_speech_streams_mp3_by_default_in_http_chunks(webstack):
     async with aiohttp.ClientSession() as s:
         async with s.post(webstack.url + "/v1/audio/speech",
-                          json={"model": "tts-1", "input": LONG, "voice": "alloy", "response_format": "wav"}) as r:
+                          json={"model": "tts-1", "input": LONG, "voice": "alloy"}) as r:
             assert r.status == 200, await r.text()
-            assert r.headers["Content-Type"] == "audio/wav"
+            assert r.headers["Content-Type"] == "audio/mpeg"          # OpenAI's default response_format: mp3
             assert r.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in r.headers
             http_chunks, body, data = 0, b"", b""
             async for data, end_of_chunk in r.content.iter_chunks():
                 body += data
                 http_chunks += end_of_chunk
-    # a streaming WAV header (unknown length), then PCM16 at 24 kHz
-    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
-    assert struct.unpack("<I", body[40:44])[0] == 0xFFFFFFFF
-    assert struct.unpack("<I", body[24:28])[0] == 24000
-    assert len(body) - 44 > 24000 * 2          # over a second of audio
+    # MP3 at 24 kHz, decoded by libsndfile (mpg123), not by the FFmpeg that encoded it
+    audio, rate = sf.read(io.BytesIO(body), dtype="float32")
+    assert rate == 24000 and len(audio) > 24000 and np.abs(audio).max() > 0.05
     # one HTTP chunk per audio chunk from the gateway, written as each arrived: several segments → several chunks
     with TTSClient(webstack.gateway.addr, token=TOKENS["admin"]) as c:
         segments = len(c.analyze(LONG))
     assert segments >= 3
     assert http_chunks >= segments
+
+
+async def test_speech_wav_is_a_complete_file(webstack):
+    """A WAV header states the length: wav is sent whole, so the file a client saves says how long it is."""
+    status, headers, body = await post_speech(webstack.url, {"input": "你好。", "response_format": "wav"})
+    assert status == 200 and headers["Content-Type"] == "audio/wav"
+    assert int(headers["Content-Length"]) == len(body)
+    with wave.open(io.BytesIO(body)) as w:
+        assert w.getframerate() == 24000 and w.getnframes() == (len(body) - 44) // 2 > 2400
+
+
+# ---- the OpenAI SDK (pinned in requirements.txt) against our endpoint -----------------------------------------------
+def _sdk(webstack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=webstack.url + "/v1", api_key=TOKENS["alice"], max_retries=0, timeout=120)
+
+
+def test_openai_sdk_gets_mp3_by_default_and_opus_on_request(webstack, tmp_path):
+    sdk = _sdk(webstack)
+    mp3 = sdk.audio.speech.create(model="tts-1", voice="alloy", input="您好，请问有什么可以帮您？")
+    assert mp3.response.headers["content-type"] == "audio/mpeg"
+    audio, rate = sf.read(io.BytesIO(mp3.content), dtype="float32")
+    assert rate == 24000 and len(audio) > 24000
+    opus = sdk.audio.speech.create(model="tts-1", voice="alloy", input="您好，请问有什么可以帮您？",
+                                   response_format="opus")
+    assert opus.response.headers["content-type"] == "audio/ogg" and opus.content[:4] == b"OggS"
+    audio2, rate2 = sf.read(io.BytesIO(opus.content), dtype="float32")
+    assert rate2 == 24000 and abs(len(audio2) - len(audio)) < 2400      # the same sentence, 0.1 s apart at most
+    # the SDK's streaming download saves a WAV whose header is right
+    path = tmp_path / "out.wav"
+    with sdk.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="你好。",
+                                                         response_format="wav") as r:
+        r.stream_to_file(path)
+    with wave.open(str(path)) as w:
+        assert w.getnframes() == (path.stat().st_size - 44) // 2 and w.getnframes() > 2400
+
+
+def test_openai_sdk_sees_our_errors(webstack):
+    with pytest.raises(openai.BadRequestError) as err:
+        _sdk(webstack).audio.speech.create(model="tts-1", voice="alloy", input="你好", response_format="vorbis")
+    assert err.value.body["param"] == "response_format"
 
 
 async def test_speech_pcm_and_sample_rate(webstack):
@@ -64,7 +106,8 @@ async def test_speech_pcm_and_sample_rate(webstack):
 # ---- errors ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("body,param", [
     ({"input": "你好", "speed": 5}, "speed"),                       # the gateway's INVALID_ARGUMENT config.speed
-    ({"input": "你好", "response_format": "mp3"}, "response_format"),
+    ({"input": "你好", "response_format": "vorbis"}, "response_format"),
+    ({"input": "你好", "response_format": "opus", "sample_rate": 22050}, "sample_rate"),     # not an Opus rate
     ({"model": "tts-1"}, "input"),
     ({"input": "。。。"}, "input"),                                  # gateway: text has nothing to speak
     ({"input": "你好", "model": "whisper"}, "model"),
