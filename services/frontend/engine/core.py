@@ -11,7 +11,7 @@ import time
 from shared.errors import InvalidArgument
 
 from . import markup
-from .dictionary import ReplaceDictionary, file_stamp, load_dictionary
+from .dictionary import ReplaceDictionary, file_stamp, load_dictionary, parse_dictionary
 from .english import EnglishG2P
 from .g2p import G2P, jieba_tokenizer, join_phonemes, language_spans, sync_jieba_words
 from .normalize import normalize
@@ -37,6 +37,7 @@ class FrontendEngine:
         self.dictionary = ReplaceDictionary()
         self._stamp = None
         self._last_check = 0.0
+        self._shared_text: str | None = None    # set when the dictionary comes from the shared store, not the file
         if self.replace_dict_path:
             self.reload_dictionary()
 
@@ -88,7 +89,40 @@ class FrontendEngine:
                 os.unlink(tmp)
         return self.reload_dictionary()
 
+    def check_dictionary_text(self, content: str) -> None:
+        """InvalidArgument naming the first bad line (and the size limit); nothing is changed."""
+        data = content.encode("utf-8")
+        if len(data) > self.MAX_DICTIONARY_BYTES:
+            raise InvalidArgument("content", f"{len(data)} bytes is over the limit of {self.MAX_DICTIONARY_BYTES}")
+        errors = parse_dictionary(content).errors
+        if errors:
+            line, msg = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise InvalidArgument("content", f"line {line}: {msg}{more}")
+
+    def use_dictionary_text(self, content: str) -> tuple[int, list[tuple[int, str]]]:
+        """Serve the dictionary given as text (the shared copy); from then on the file is no longer watched."""
+        d = parse_dictionary(content)
+        with self._dict_lock:
+            sync_jieba_words(d.words)
+            self.dictionary, self._shared_text = d, content
+        log.info("replace dictionary loaded from the shared store", extra={"entries": d.entries,
+                                                                           "errors": len(d.errors)})
+        return d.entries, list(d.errors)
+
+    def file_dictionary_text(self) -> str | None:
+        """The file's content (the seed of the shared copy); None when there is no readable file."""
+        if not self.replace_dict_path:
+            return None
+        try:
+            with open(self.replace_dict_path, encoding="utf-8", errors="replace") as f:
+                return f.read(self.MAX_DICTIONARY_BYTES)
+        except OSError:
+            return None
+
     def dictionary_text(self) -> str:
+        if self._shared_text is not None:
+            return self._shared_text
         if not self.replace_dict_path:
             return ""
         try:
@@ -98,7 +132,7 @@ class FrontendEngine:
             return ""
 
     def maybe_reload(self) -> None:
-        if not self.replace_dict_path:
+        if not self.replace_dict_path or self._shared_text is not None:
             return
         now = time.monotonic()
         if now - self._last_check < self.dict_check_interval_s:
