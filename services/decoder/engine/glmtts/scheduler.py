@@ -267,23 +267,37 @@ class Scheduler:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._busy = {st.id for st in batch}
-            try:
-                self._pass(batch)
-            except Exception as exc:  # a bug or a device error: fail these streams, keep serving the others
-                log.exception("decoding pass failed")
-                for st in batch:
-                    st.done = True
-                    st.sink.fail(st, exc)
-            finally:
-                with self._cv:
-                    self._busy = set()
-                    for st in batch:
-                        if st.closed:
-                            self._free(st)
-                    self._cv.notify_all()
+                self._busy = {st.id for st in batch}     # under the same lock: remove() now defers the free
+            self._run_batch(batch)
+
+    def step(self) -> int:
+        """One pass now, on the calling thread, over the streams runnable now; returns how many it served. The
+        scheduler thread does this in a loop; tests drive it directly (without starting the thread)."""
+        with self._cv:
+            batch = [st for st in self._streams.values() if st.runnable()]
+            self._busy = {st.id for st in batch}
+        if batch:
+            self._run_batch(batch)
+        return len(batch)
+
+    def _run_batch(self, batch: list[StreamState]) -> None:
+        """One pass over ``batch``, whose ids the caller put in ``_busy`` under the lock."""
+        try:
+            self._pass(batch)
+        except Exception as exc:  # a bug or a device error: fail these streams, keep serving the others
+            log.exception("decoding pass failed")
             for st in batch:
-                self._maybe_finish(st)
+                st.done = True
+                st.sink.fail(st, exc)
+        finally:
+            with self._cv:
+                self._busy = set()
+                for st in batch:
+                    if st.closed:
+                        self._free(st)
+                self._cv.notify_all()
+        for st in batch:
+            self._maybe_finish(st)
 
     def _maybe_finish(self, st: StreamState) -> None:
         with self._cv:
