@@ -168,7 +168,10 @@ def write_tiny_checkpoint(out: str | Path, size: str = "10m", seed: int = 0) -> 
     vocab = write_tokenizer(out / TOKENIZER_DIRS[0])
     n_params = write_llm(out / "llm", vocab, size, seed)
     spec = SIZES[size]
-    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, **spec["flow"])
+    # the published flag choices (flow/config.yaml of the released checkpoint): speaker embedding in every layer's
+    # adaLN, no speaker concat in the condition, no token CFG (the unconditional pass keeps the tokens)
+    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, spkr_emb_adaLN=True, remove_spkr_concat_condition=True,
+                    speech_token_cfg=False, **spec["flow"])
     write_tiny_hift(out / "hift" / "hift.pt", seed=seed, **spec["hift"])
     write_tiny_speech_tokenizer(out / "speech_tokenizer", seed=seed)
     write_voice(out / "voices", "default", seed=seed)
