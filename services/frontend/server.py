@@ -36,7 +36,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
         self.shared = shared        # dictstore.SharedDictionary when TTS_FRONTEND_REDIS_URL is set
 
     def _stream(self, cfg: frontend_pb2.NormalizeConfig):
-        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None)
+        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None, cfg.decoder_rtf)
 
     async def Normalize(self, request_iterator, context):
         stream = None
@@ -65,7 +65,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
     async def Analyze(self, request, context):
         cfg = request.config
         segments = await _call(self.engine.analyze, request.text, cfg.language, cfg.phoneme_mode,
-                               cfg.max_segment_chars or None, size=len(request.text))
+                               cfg.max_segment_chars or None, cfg.decoder_rtf, size=len(request.text))
         return frontend_pb2.AnalyzeResponse(segments=[segment_to_proto(s) for s in segments])
 
     async def ReloadDictionary(self, request, context):
