@@ -43,7 +43,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
                 lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
-                phonemes=settings.glmtts_phonemes)
+                phonemes=settings.glmtts_phonemes, dtype=settings.dtype)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:
@@ -51,9 +51,8 @@ def build_engines(settings: DecoderSettings) -> dict:
     return engines
 
 
-def main() -> None:
-    settings = DecoderSettings()
-    engines = build_engines(settings)
+def hooks(settings: DecoderSettings, engines: dict) -> dict:
+    """The keyword arguments of ``serve()`` for these engines (also used by tests that serve in process)."""
     servicer = DecoderServicer(engines, settings.default_engine, settings.stream_idle_timeout_s)
 
     def register(server):
@@ -73,7 +72,12 @@ def main() -> None:
         for engine in engines.values():
             await engine.close()
 
-    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown, watch=watch))
+    return dict(register=register, warmup=warmup, shutdown=shutdown, watch=watch)
+
+
+def main() -> None:
+    settings = DecoderSettings()
+    asyncio.run(serve("decoder", settings, **hooks(settings, build_engines(settings))))
 
 
 if __name__ == "__main__":
