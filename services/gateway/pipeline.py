@@ -326,7 +326,6 @@ class Pipeline:
                         log.info("decoder lacks the voice prompt; resending with the reference audio",
                                  extra={"reference_id": plan.decode_config.speaker.reference_id[:16]})
                         PROMPT_RESENDS.inc()
-                        PROMPT_RESENDS.inc()
                         dec_call.cancel()
                         cfg = decoder_pb2.DecodeConfig()
                         cfg.CopyFrom(plan.decode_config)
