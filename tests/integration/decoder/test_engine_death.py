@@ -58,13 +58,13 @@ async def test_a_dead_engine_thread_fails_streams_and_health_within_a_second(glm
             assert first.WhichOneof("response") == "chunk"
             kill(engine, thread)
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                while (r := await call.read()) != grpc.aio.EOF:
+                while (r := await asyncio.wait_for(call.read(), 120)) != grpc.aio.EOF:
                     assert r.WhichOneof("response") == "chunk"        # no summary: the stream did not finish
                 pytest.fail("the stream ended normally")
             failed_after = time.monotonic() - engine.dead_at
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
             assert f"glmtts {thread} thread died" in err.value.details()
-            while (await watch.read()).status != status.NOT_SERVING:
+            while (await asyncio.wait_for(watch.read(), 120)).status != status.NOT_SERVING:
                 pass
             not_serving_after = time.monotonic() - engine.dead_at
             assert failed_after < 1.0 and not_serving_after < 1.0, (failed_after, not_serving_after)

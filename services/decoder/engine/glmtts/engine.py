@@ -257,12 +257,12 @@ class GLMTTSEngine:
             return
         self.dead_at = time.monotonic()
         self.dead = f"the glmtts {name} thread died ({type(exc).__name__}: {exc}); this decoder is out of service"
-        log.critical("glmtts engine dead", exc_info=exc, extra={"thread": name})
         err = Unavailable("decoder", self.dead)
         for stream in list(self._streams.values()):
             stream.fail_now(err)
         for watcher in list(self._watchers):
             watcher(self.dead)
+        log.critical("glmtts engine dead", exc_info=exc, extra={"engine_thread": name})
 
     def watch(self, callback) -> None:
         """``callback(reason)`` is called (from any thread) once, when the engine can no longer serve."""

@@ -334,6 +334,7 @@ async def test_a_new_voice_is_built_off_the_lm_thread(engine, monkeypatch):
             release.wait(120)
         return real(voice, encode_text)
 
+    await run(engine, ["你"], seed=1)        # the default voice's prompt is built (one prompt thread: builds queue)
     monkeypatch.setattr(engine.acoustic, "_build_prompt", slow_build)
     slow = asyncio.ensure_future(run(engine, ["你好"], voice=_cloned_voice("slow-voice", 5), seed=1))
     try:
