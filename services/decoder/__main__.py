@@ -32,6 +32,10 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            from .engine.glmtts.engine import DTYPES
+
+            if settings.dtype not in ("auto", *DTYPES):
+                raise SystemExit(f"TTS_DECODER_DTYPE={settings.dtype!r}: use auto, {', '.join(DTYPES)}")
             if settings.glmtts_phonemes not in ("polyphones", "off"):
                 raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
             engines[name] = GLMTTSEngine(
