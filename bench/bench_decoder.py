@@ -18,25 +18,22 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from services.decoder.engine.base import SegmentInput, StreamOptions, Voice  # noqa: E402
-import numpy as np  # noqa: E402
-
-from services.decoder.engine.glmtts.checkpoint import (  # noqa: E402
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+from services.decoder.engine.glmtts.checkpoint import (
     Layout, write_published_size_checkpoint, write_tiny_checkpoint)
-from services.decoder.engine.glmtts.engine import GLMTTSEngine, pick_device  # noqa: E402
-from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM  # noqa: E402
-from services.decoder.engine.glmtts.prompt import GLMTTSLayout, Prompt  # noqa: E402
-from services.decoder.engine.glmtts.scheduler import Scheduler, Segment, StreamState  # noqa: E402
+from services.decoder.engine.glmtts.engine import GLMTTSEngine, pick_device
+from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
+from services.decoder.engine.glmtts.prompt import GLMTTSLayout, Prompt
+from services.decoder.engine.glmtts.scheduler import Scheduler, Segment, StreamState
 
 DEVICE, DTYPE = torch.device("cpu"), torch.float32       # set from the command line in main()
 

@@ -29,7 +29,9 @@ log = logging.getLogger("shared.serve")
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     size = settings.max_message_mb * 1024 * 1024
     return [
-        ("grpc.max_receive_message_length", size),
+        # grpc's own limit (RESOURCE_EXHAUSTED, from the length prefix) sits at twice ours: a message between the two
+        # is read and refused by the error interceptor as INVALID_ARGUMENT naming the limit
+        ("grpc.max_receive_message_length", 2 * size),
         ("grpc.max_send_message_length", size),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -62,7 +64,8 @@ async def serve(
     """
     setup_logging(name, settings.log_level)
     settings.log_once(logging.getLogger(name))
-    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors, ErrorInterceptor(name)],
+    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors,
+                                           ErrorInterceptor(name, settings.max_message_mb * 1024 * 1024)],
                              options=server_options(settings))
     services = list(register(server))
     health_servicer = health.aio.HealthServicer()

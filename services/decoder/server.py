@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-import shared  # noqa: F401  (puts generated stubs on sys.path)
 from shared.aio import race
 from shared.audio import float32_bytes
 from shared.errors import InvalidArgument

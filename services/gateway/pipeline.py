@@ -17,8 +17,7 @@ from typing import Awaitable, Callable
 import grpc
 import numpy as np
 
-import shared  # noqa: F401
-from shared.aio import END, drain, race
+from shared.aio import END, abandon, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
@@ -260,9 +259,10 @@ class Pipeline:
         dec_feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), self.settings.stage_queue)
         await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
         fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
-        dec_stub = self.stages.decoder()
-        dec_tried = [dec_stub]
-        dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
+        # the Decode call (which takes a decoder slot) opens only once a segment is ready: a stream whose client
+        # is still typing, or never sends a complete sentence, holds no decoder capacity
+        dec_call = None
+        dec_ready = asyncio.Event()
         segments: dict[int, frontend_pb2.Segment] = {}
 
         async def feed_frontend():
@@ -284,10 +284,16 @@ class Pipeline:
                     if on_segment is not None:
                         on_segment(resp.segment)
                     await dec_feed.put(decoder_pb2.DecodeRequest(segment=resp.segment))
+                    dec_ready.set()
             except grpc.aio.AioRpcError as err:
                 raise from_rpc_error("frontend", err) from None
             finally:
                 await dec_feed.end()
+                dec_ready.set()
+
+        async def first_segment():
+            await dec_ready.wait()
+            yield None
 
         helpers = [asyncio.get_running_loop().create_task(feed_frontend()),
                    asyncio.get_running_loop().create_task(frontend_to_decoder())]
@@ -297,6 +303,17 @@ class Pipeline:
         summary = None
         last_segment = None
         try:
+            async for _ in race(first_segment(), *helpers):    # a failing helper (frontend, bad text) ends it here
+                pass
+            if not segments:
+                for task in helpers:
+                    await task
+                raise InvalidArgument("text", "nothing in it can be spoken: the voices read Chinese and English; "
+                                              "other scripts, emoji and symbols are skipped")
+            dec_stub = self.stages.decoder()
+            dec_tried = [dec_stub]
+            timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+            dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
             answered = False        # has the decoder sent anything? (until then the stream can move elsewhere)
             while True:
                 try:
@@ -370,10 +387,10 @@ class Pipeline:
                 voice=summary.voice if summary and summary.voice else plan.voice_label,
                 conditioning=summary.conditioning if summary else "", request_id=plan.request_id))
         finally:
-            for task in helpers:
-                task.cancel()
+            abandon(*helpers)       # their errors, if any, were raised above already (or the call was cancelled)
             fe_call.cancel()
-            dec_call.cancel()
+            if dec_call is not None:
+                dec_call.cancel()
 
     @staticmethod
     def _chunk(plan: Plan, data: bytes, offset: int, n: int, index: int, seg, segment_end: bool):

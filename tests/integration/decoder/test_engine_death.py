@@ -10,7 +10,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import shared  # noqa: F401
 from services.decoder.__main__ import hooks
 from services.decoder.engine.glmtts.engine import GLMTTSEngine
 from services.decoder.settings import DecoderSettings
