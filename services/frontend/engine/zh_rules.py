@@ -86,7 +86,7 @@ def _spell_address(s: str) -> str:
 CODE_WORDS = ("验证码", "校验码", "动态码", "取件码", "提货码", "兑换码", "邀请码", "密码", "尾号", "订单号", "运单号",
               "快递单号", "单号", "工单号", "工号", "编号", "账号", "帐号", "卡号", "会员号", "手机号", "手机号码", "电话",
               "号码", "热线", "分机", "客服电话", "拨打", "致电", "航班号", "航班", "车次", "房间号", "房间", "房号",
-              "座位号", "邮编", "取餐号", "排队号", "车牌号", "身份证号", "QQ号", "微信号", "会议号", "房间号码")
+              "邮编", "取餐号", "排队号", "车牌号", "身份证号", "QQ号", "微信号", "会议号", "房间号码")
 _CODE_WORDS_RE = "|".join(sorted(CODE_WORDS, key=len, reverse=True))
 # keyword, then (是|为|:|space)*, then the code: digits/letters/hyphens with at least one digit
 _CODE_RE = re.compile(r"(?P<k>" + _CODE_WORDS_RE + r")(?P<sep>(?:[是为：:]|\s|是：)*)"
