@@ -6,6 +6,7 @@ abbreviations it leaves alone) and read any digit it leaves behind, so no digit 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -127,8 +128,10 @@ def _post(text: str, lang: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", text)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(text: str, lang: str) -> str:
-    """Normalize ``text`` read in ``lang`` ("zh" or "en") context. Never raises."""
+    """Normalize ``text`` read in ``lang`` ("zh" or "en") context. Never raises. A pure function of its arguments, so
+    the replies a bot repeats all day are cached."""
     lang = "en" if lang == "en" else "zh"
     if not text:
         return text
@@ -145,7 +148,7 @@ def normalize(text: str, lang: str) -> str:
         try:
             # clause by clause: wetext must never join numbers across a pause (验证码482913，5分钟 is not 4829135)
             out = "".join(_run_wetext(c, lang) if any(ch.isdigit() for ch in c) else c
-                          for c in _CLAUSE_RE.split(pre)) if lang == "zh" else _run_wetext(pre, lang)
+                          for c in _DIGIT_PAUSE_RE.split(pre)) if lang == "zh" else _run_wetext(pre, lang)
         except Exception:  # noqa: BLE001 - retry chunk by chunk so one bad chunk does not lose the rest
             log.warning("wetext failed on %r; normalizing chunk by chunk", pre[:80])
             parts = []
@@ -159,7 +162,8 @@ def normalize(text: str, lang: str) -> str:
 
 
 _CHUNK_RE = re.compile(r"(\s+|[，。！？；、,!?;])")
-_CLAUSE_RE = re.compile(r"([，。！？；、,!?;]|\n)")
+# a pause between two digits: wetext is run on each side separately there (one call per text otherwise)
+_DIGIT_PAUSE_RE = re.compile(r"(?<=\d)(\s*[，。！？；、,!?;\n]\s*)(?=\d)")
 
 
 def _run_wetext(text: str, lang: str) -> str:
