@@ -13,21 +13,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-import torch  # noqa: E402
+import torch
 
-from services.decoder.engine.base import SegmentInput, StreamOptions, Voice  # noqa: E402
-from services.decoder.engine.glmtts.checkpoint import Layout, write_tiny_checkpoint  # noqa: E402
-from services.decoder.engine.glmtts.engine import GLMTTSEngine  # noqa: E402
-from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM  # noqa: E402
-from services.decoder.engine.glmtts.scheduler import Prompt, Scheduler, Segment, StreamState  # noqa: E402
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+from services.decoder.engine.glmtts.checkpoint import Layout, write_tiny_checkpoint
+from services.decoder.engine.glmtts.engine import GLMTTSEngine
+from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
+from services.decoder.engine.glmtts.scheduler import Prompt, Scheduler, Segment, StreamState
 
 
 def lm_speed(path: Path, n_tokens: int) -> tuple[float, float]:

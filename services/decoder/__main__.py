@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
@@ -64,11 +63,16 @@ def main() -> None:
         for engine in engines.values():
             await engine.warmup()
 
+    def watch(out_of_service):
+        for engine in engines.values():
+            if hasattr(engine, "watch"):     # engines with worker threads report when one dies
+                engine.watch(out_of_service)
+
     async def shutdown():
         for engine in engines.values():
             await engine.close()
 
-    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown))
+    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown, watch=watch))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.frontend.v1 import frontend_pb2 as pb
 from tts.frontend.v1 import frontend_pb2_grpc as pbg

@@ -78,14 +78,51 @@ def write_tokenizer(out: Path) -> int:
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    from .phonemes import all_tokens
-
-    specials = (["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
-                + all_tokens())                 # pinyin initials and toned finals, as in the published tokenizer
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in _specials()])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(str(out))
     return len(fast)
+
+
+TIKTOKEN_CLASS = "tokenization_glmtts.TiktokenGLMTokenizer"
+
+
+def _specials() -> list[str]:
+    from .phonemes import all_tokens
+
+    # pinyin initials and toned finals, as in the published tokenizer
+    return (["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
+            + all_tokens())
+
+
+def write_tiktoken_tokenizer(out: Path, merged_text: str = "你好世界欢迎使用我们的") -> int:
+    """A tokenizer in the published ``vq32k-phoneme-tokenizer`` format: tiktoken BPE ranks in ``tokenizer.model``
+    (the 256 bytes, then merges that make each character of ``merged_text`` one token), our tokenizer class as
+    custom code (``tokenization_glmtts.py``, named by ``auto_map``: loading needs ``trust_remote_code``), and the
+    special, speech and phoneme tokens as added tokens. Returns its vocabulary size."""
+    import base64
+    import shutil
+
+    from . import tiktoken_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    ranks: dict[bytes, int] = {bytes([b]): b for b in range(256)}
+    for ch in dict.fromkeys(merged_text):
+        data = ch.encode("utf-8")
+        for n in range(2, len(data) + 1):
+            ranks.setdefault(data[:n], len(ranks))
+    with open(out / "tokenizer.model", "wb") as f:
+        for token, rank in ranks.items():
+            f.write(base64.b64encode(token) + b" " + str(rank).encode() + b"\n")
+    shutil.copyfile(tiktoken_tokenizer.__file__, out / (TIKTOKEN_CLASS.split(".")[0] + ".py"))
+    n = len(ranks)
+    added = {str(n + i): {"content": s, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+                          "single_word": False} for i, s in enumerate(_specials())}
+    config = {"tokenizer_class": TIKTOKEN_CLASS.split(".")[1], "auto_map": {"AutoTokenizer": [TIKTOKEN_CLASS, None]},
+              "added_tokens_decoder": added, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+              "clean_up_tokenization_spaces": False, "model_max_length": 131072}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
+    return n + len(added)
 
 
 def write_llm(out: Path, vocab_size: int, size: str, seed: int = 0) -> int:
@@ -131,7 +168,10 @@ def write_tiny_checkpoint(out: str | Path, size: str = "10m", seed: int = 0) -> 
     vocab = write_tokenizer(out / TOKENIZER_DIRS[0])
     n_params = write_llm(out / "llm", vocab, size, seed)
     spec = SIZES[size]
-    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, **spec["flow"])
+    # the published flag choices (flow/config.yaml of the released checkpoint): speaker embedding in every layer's
+    # adaLN, no speaker concat in the condition, no token CFG (the unconditional pass keeps the tokens)
+    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, spkr_emb_adaLN=True, remove_spkr_concat_condition=True,
+                    speech_token_cfg=False, **spec["flow"])
     write_tiny_hift(out / "hift" / "hift.pt", seed=seed, **spec["hift"])
     write_tiny_speech_tokenizer(out / "speech_tokenizer", seed=seed)
     write_voice(out / "voices", "default", seed=seed)

@@ -22,8 +22,9 @@ def make_engine(path, **kw):
 
 def shutdown(e):
     e.scheduler.stop()
-    e._jobs.put(None)
-    e._worker.join(10)
+    for jobs, worker in ((e._jobs, e._worker), (e._prompt_jobs, e._prompt_worker)):
+        jobs.put(None)
+        worker.join(10)
 
 
 @pytest.fixture(scope="module")
