@@ -32,11 +32,22 @@ tiny-checkpoint:
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-tiny --size 10m
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-50m --size 50m
 
+# DEVICE=cuda SIZE=full: a random checkpoint at the published sizes (1.5B LLM), bf16, 1/4/16/64 streams
+DEVICE ?= cpu
+SIZE ?= 50m
 bench-decoder:
-	$(PY) -m bench.bench_decoder
+	$(PY) -m bench.bench_decoder --device $(DEVICE) --size $(SIZE)
 
 bench-frontend:
 	$(PY) -m bench.bench_frontend
+
+# readings on public data (bench/data): CPP dev polyphones (before sandhi), NeMo + WeTextProcessing zh TN suites
+.PHONY: bench-g2p bench-tn
+bench-g2p:
+	$(PY) -m bench.bench_g2p
+
+bench-tn:
+	$(PY) -m bench.bench_tn
 
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline

@@ -147,6 +147,11 @@ class TTSClient:
         return self.stub.CancelBatch(tts_pb2.CancelBatchRequest(id=job_id), metadata=self.metadata,
                                      timeout=self.timeout)
 
+    def delete_batch(self, job_id: str) -> tts_pb2.DeleteBatchResponse:
+        """Removes a job's records and files (cancelling it first if unfinished); frees the tenant's quota."""
+        return self.stub.DeleteBatch(tts_pb2.DeleteBatchRequest(id=job_id), metadata=self.metadata,
+                                     timeout=self.timeout)
+
     def list_batches(self, limit: int = 0) -> list:
         return list(self.stub.ListBatches(tts_pb2.ListBatchesRequest(limit=limit), metadata=self.metadata,
                                           timeout=self.timeout).jobs)

@@ -20,7 +20,8 @@ def main() -> None:
 
     async def run():
         stages = Stages(settings)
-        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms)
+        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms,
+                               max_connections=settings.redis_max_connections)
         pipeline = Pipeline(settings, stages, voices)
         batches = BatchManager(settings, pipeline)      # batch jobs: resumes unfinished ones once serving
         servicer = GatewayServicer(settings, pipeline, auth, batches=batches)
