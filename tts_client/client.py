@@ -2,18 +2,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import grpc
 
-_GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gen")
-if os.path.isdir(_GEN) and _GEN not in sys.path:
-    sys.path.append(_GEN)
-
-from tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
+from tts.v1 import tts_pb2, tts_pb2_grpc
 
 ENCODINGS = {"linear16": tts_pb2.LINEAR16, "wav": tts_pb2.WAV, "mulaw": tts_pb2.MULAW}
 

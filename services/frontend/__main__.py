@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401
 from shared.serve import serve
 
 from .dictstore import SharedDictionary

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401  (puts gen/ on sys.path)
 from shared.errors import InvalidArgument
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
@@ -18,7 +17,8 @@ def segment_to_proto(seg: Segment) -> frontend_pb2.Segment:
         index=seg.index, text=seg.text, normalized=seg.normalized,
         span=frontend_pb2.Span(start=seg.span[0], end=seg.span[1]),
         words=[frontend_pb2.Word(text=w.text, lang=w.lang, pinyin=w.pinyin, phonemes=w.phonemes,
-                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1])) for w in seg.words],
+                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1]),
+                                 citation_pinyin=w.citation) for w in seg.words],
         phonemes=seg.phonemes,
         languages=[frontend_pb2.LanguageSpan(lang=lang, span=frontend_pb2.Span(start=a, end=b))
                    for lang, a, b in seg.languages],
@@ -37,7 +37,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
         self.shared = shared        # dictstore.SharedDictionary when TTS_FRONTEND_REDIS_URL is set
 
     def _stream(self, cfg: frontend_pb2.NormalizeConfig):
-        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None)
+        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None, cfg.decoder_rtf)
 
     async def Normalize(self, request_iterator, context):
         stream = None
@@ -66,7 +66,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
     async def Analyze(self, request, context):
         cfg = request.config
         segments = await _call(self.engine.analyze, request.text, cfg.language, cfg.phoneme_mode,
-                               cfg.max_segment_chars or None, size=len(request.text))
+                               cfg.max_segment_chars or None, cfg.decoder_rtf, size=len(request.text))
         return frontend_pb2.AnalyzeResponse(segments=[segment_to_proto(s) for s in segments])
 
     async def ReloadDictionary(self, request, context):

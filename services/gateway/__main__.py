@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.v1 import tts_pb2, tts_pb2_grpc
 

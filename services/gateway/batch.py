@@ -43,7 +43,6 @@ import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-import shared  # noqa: F401
 from shared.audio import SUPPORTED_OUTPUT_RATES, wav_header
 from prometheus_client import Counter, Gauge
 

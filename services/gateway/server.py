@@ -6,7 +6,6 @@ import logging
 import time
 
 
-import shared  # noqa: F401
 from shared.audio import wav_header
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.logging import tenant_var
