@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,6 +54,7 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ADDRESS_RE = re.compile(r"(?:ipv[46]|unix|dns):[^\s,;)]+|\[[0-9a-fA-F:.]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 INT_LIMIT = 2**31 - 1
 PREAUTH_CACHE_S = 60.0
+WS_SEND_BUFFER = 64 * 1024
 
 # OpenAI's voice names mean "the server's default voice" here; model names map to the default engine
 OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
@@ -358,6 +360,14 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
     max_ref = settings.max_upload_mb * 1024 * 1024
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_json_kb * 1024)
     await ws.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None:
+        # a small kernel send buffer (audio is ≤ 48 KB/s): a reader that stops reading blocks our sends within
+        # seconds, so the send timeout below notices it (the default buffer grows to megabytes: minutes of audio)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER)
+        except OSError:
+            pass
     try:
         msg = await ws.receive(timeout=60)
     except asyncio.TimeoutError:
