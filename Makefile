@@ -41,6 +41,14 @@ bench-decoder:
 bench-frontend:
 	$(PY) -m bench.bench_frontend
 
+# readings on public data (bench/data): CPP dev polyphones (before sandhi), NeMo + WeTextProcessing zh TN suites
+.PHONY: bench-g2p bench-tn
+bench-g2p:
+	$(PY) bench/bench_g2p.py
+
+bench-tn:
+	$(PY) bench/bench_tn.py
+
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
 .PHONY: load soak

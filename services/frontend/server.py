@@ -17,7 +17,8 @@ def segment_to_proto(seg: Segment) -> frontend_pb2.Segment:
         index=seg.index, text=seg.text, normalized=seg.normalized,
         span=frontend_pb2.Span(start=seg.span[0], end=seg.span[1]),
         words=[frontend_pb2.Word(text=w.text, lang=w.lang, pinyin=w.pinyin, phonemes=w.phonemes,
-                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1])) for w in seg.words],
+                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1]),
+                                 citation_pinyin=w.citation) for w in seg.words],
         phonemes=seg.phonemes,
         languages=[frontend_pb2.LanguageSpan(lang=lang, span=frontend_pb2.Span(start=a, end=b))
                    for lang, a, b in seg.languages],

@@ -19,10 +19,13 @@ from .normalize import warmup as normalize_warmup
 from .segmenter import Schedule, Splitter
 from .textutil import clean, is_cjk, is_latin_letter, is_speakable
 from .types import Segment
+from .zh_rules import latin_is_zh_context
 
 log = logging.getLogger("frontend.engine")
 
 LANGUAGES = ("", "auto", "zh", "en")
+# a segment without Chinese characters in a request that has some is read in Chinese up to this many Latin words
+ZH_REQUEST_LATIN_WORDS = 2
 
 
 class FrontendEngine:
@@ -168,20 +171,29 @@ class FrontendEngine:
         return TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
 
     # -- one segment -------------------------------------------------------------------------------------------
-    def context_language(self, text: str, language: str) -> str:
+    def context_language(self, text: str, language: str, zh_request: bool = False) -> str:
+        """zh when the segment has Chinese characters; en for English words (unless only a few of them stand in
+        a Chinese request); a piece of units, codes and numbers (25kg, CNY 1.25, 10:04am) is read in Chinese."""
         if any(is_cjk(c) for c in text):
             return "zh"
-        if any(is_latin_letter(c) for c in text):
+        if language == "en":
             return "en"
-        return "en" if language == "en" else "zh"
+        if any(is_latin_letter(c) for c in text):
+            if latin_is_zh_context(text):
+                return "zh"
+            if zh_request and len(re.findall(r"[A-Za-z]+", text)) <= ZH_REQUEST_LATIN_WORDS:
+                return "zh"
+            return "en"
+        return "zh"
 
-    def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool) -> Segment:
+    def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool,
+                      zh_request: bool = False) -> Segment:
         self.maybe_reload()
         forced_plain: dict[int, str] = {}
         plain = text
         if phoneme_mode:
             plain, forced_plain = markup.parse(text, start)
-        lang = self.context_language(plain, language)
+        lang = self.context_language(plain, language, zh_request)
         forced: dict[int, str] = {}
         if forced_plain:
             parts, pos = [], 0
@@ -221,6 +233,7 @@ class TextStream:
         self.total = 0
         self.index = 0
         self.splitter = Splitter(max_segment_chars, phoneme_mode)
+        self.zh_request = False   # Chinese characters seen in this request (or language "zh")
 
     def push(self, piece: str) -> list[Segment]:
         if not isinstance(piece, str):
@@ -229,7 +242,10 @@ class TextStream:
         if self.total > self.engine.max_text_chars:
             raise InvalidArgument("text", f"{self.total} characters in this request is over the limit of "
                                           f"{self.engine.max_text_chars}")
-        self.buf += clean(piece)
+        piece = clean(piece)
+        self.buf += piece
+        if not self.zh_request and (self.language == "zh" or any(is_cjk(c) for c in piece)):
+            self.zh_request = True
         return self._drain(final=False)
 
     def flush(self) -> list[Segment]:
@@ -282,7 +298,8 @@ class TextStream:
         if not stripped or not is_speakable(stripped):
             return
         lead = len(piece) - len(piece.lstrip())
-        seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode)
+        seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode,
+                                        self.zh_request)
         self.index += 1
         self.audio_s += Schedule.audio_s(stripped)
         out.append(seg)
