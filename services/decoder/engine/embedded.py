@@ -269,7 +269,7 @@ class EmbeddedEngine:
         await asyncio.to_thread(self.model.infer, "ni↓ xau↓", self.default_voice, 1.0)
 
     def open_stream(self, voice: Voice, options: StreamOptions) -> EmbeddedStream:
-        if voice.embedding is not None or voice.prompt_pcm16k is not None:
+        if voice.embedding is not None or voice.prompt_pcm16k is not None or voice.reference_id:
             raise InvalidArgument("config.voice", "the embedded engine speaks built-in voices only; "
                                   "use model \"glmtts\" for a cloned voice")
         name = voice.name or self.default_voice
