@@ -32,6 +32,13 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            try:
+                lookahead = tuple(int(x) for x in settings.glmtts_lookahead.split(",") if x.strip()) or (0,)
+            except ValueError:
+                lookahead = (-1,)
+            if min(lookahead) < 0:
+                raise SystemExit(f"TTS_DECODER_GLMTTS_LOOKAHEAD={settings.glmtts_lookahead!r}: expected token "
+                                 "counts >= 0 such as 12,25,50")
             if settings.glmtts_phonemes not in ("polyphones", "off"):
                 raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
             engines[name] = GLMTTSEngine(
@@ -42,7 +49,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                                         temperature=settings.glmtts_temperature),
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
-                lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
+                lookahead=lookahead, threads=settings.glmtts_threads,
                 phonemes=settings.glmtts_phonemes)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")

@@ -73,7 +73,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000")
         options = StreamOptions(
             chunk_size=cfg.chunk_size, seed=cfg.seed if cfg.HasField("seed") else None, speed=speed,
-            use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id)
+            use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id,
+            offline=cfg.offline)
         stream = engine.open_stream(voice_from_config(cfg), options)
         self._update_gauges()
         t0 = time.perf_counter()

@@ -23,7 +23,9 @@ class DecoderSettings(ServiceSettings):
     cache_budget_bytes: int = 0             # 0 = derive from max_streams x max_tokens_per_stream
     idle_ttl_s: float = 60.0                # an idle glmtts stream's KV cache is freed after this long
     glmtts_chunk_schedule: str = "15,25,50"  # speech tokens per audio chunk: first, second, ... (last repeats)
-    glmtts_lookahead: int = 0               # tokens of right context a flow block waits for (quality vs latency)
+    # streaming: tokens of right context each flow block waits for (per block, last repeats; quality vs latency).
+    # 12,25,50 with the 15,25,50 schedule: mel within 0.063 of the offline render at block ends (0.465 with 0)
+    glmtts_lookahead: str = "12,25,50"
     glmtts_n_timesteps: int = 10            # flow-matching Euler steps
     glmtts_top_k: int = 25
     glmtts_top_p: float = 0.8

@@ -191,12 +191,15 @@ class Pipeline:
         return self._builtin
 
     # ---- planning ----------------------------------------------------------------------------------------------
-    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None) -> Plan:
+    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False) -> Plan:
+        """``offline``: the caller wants the whole audio at once (unary Synthesize, batch lines), so the decoder may
+        render each segment in one piece (glmtts: the full-attention flow of the published offline inference)."""
         request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))
         timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
-        dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id)
+        dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id,
+                                        offline=offline)
         if cfg.HasField("seed"):
             dcfg.seed = cfg.seed
         if cfg.HasField("use_cache"):

@@ -131,7 +131,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             if not has_speakable(request.text):
                 raise InvalidArgument("text", "has nothing to speak (only punctuation, symbols or spaces)")
             deadline = _deadline(context)
-            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
+            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
 
             async def whole():
                 yield request.text

@@ -32,6 +32,7 @@ class StreamOptions:
     speed: float = 1.0
     use_cache: bool = True
     request_id: str = ""
+    offline: bool = False                        # whole segments wanted, not chunks (unary / batch)
 
 
 @dataclass

@@ -8,6 +8,12 @@ changes and the cost per chunk does not grow with the segment. Each chunk emits 
 + ``fade`` (20 ms) before the end; the next chunk cross-fades over the ``fade`` samples it re-renders. The noise of
 both models is a function of (seed, segment), drawn once per segment, so rendering the whole segment at once
 (:meth:`Acoustic.render_full`) gives the same audio as the streamed chunks except inside those short cross-fades.
+
+Streaming blocks wait for ``lookahead`` tokens of right context (per block, last repeating; the published streaming
+code looks ahead [12, 25, 100] tokens for its [25, 50, 200] blocks): without it a block's last frames differ from
+the full-attention render by up to 0.47 on the reference pack, with 12/25/50 by 0.063 (tests/unit/decoder/glmtts/
+test_acoustic_modes.py). When the whole text is wanted at once (unary, batch), :class:`OfflineRenderer` renders a
+segment in one full-attention pass, as the published offline inference does.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,9 +41,32 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+def _nth(seq: Sequence[int], i: int) -> int:
+    return int(seq[min(i, len(seq) - 1)])
+
+
+def emit_schedule(blocks: Sequence[int], lookahead: int | Sequence[int]) -> list[int]:
+    """Token counts between audio chunks when flow block *k* (``blocks``, last repeating) is produced once its
+    ``lookahead[k]`` tokens of right context exist: [15, 25, 50] + [12, 25, 50] → chunks due at 27, 65, 140, 190, ...
+    → [27, 38, 75, 50]."""
+    las = [lookahead] if isinstance(lookahead, int) else list(lookahead)
+    n = max(len(blocks), len(las))
+    ends, total = [], 0
+    for k in range(n):
+        total += _nth(blocks, k)
+        ends.append(total + _nth(las, k))
+    return [ends[0]] + [b - a for a, b in zip(ends, ends[1:])] + [_nth(blocks, n)]
+
+
+def _noise(flow, prompt: Prompt, seed: int, index: int, max_tokens: int) -> torch.Tensor:
+    n_frames = flow.frames_for(len(prompt.speech_tokens) + max_tokens) + 1
+    g = torch.Generator().manual_seed(_seed("flow", seed, index))
+    return torch.randn(1, n_frames, flow.mel_dim, generator=g)
+
+
 class Acoustic:
     def __init__(self, layout: Layout, device: torch.device, dtype: torch.dtype, *, n_timesteps: int = 10,
-                 lookahead: int = 0, holdback_ms: float = 160.0, fade_ms: float = 20.0, prompt_cache: int = 64):
+                 lookahead: int | Sequence[int] = 0, holdback_ms: float = 160.0, fade_ms: float = 20.0, prompt_cache: int = 64):
         self.layout = layout
         self.device, self.dtype = device, dtype
         self.n_timesteps = n_timesteps
@@ -134,8 +164,16 @@ class Acoustic:
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
-    def segment(self, prompt: Prompt, seed: int, index: int, max_tokens: int, schedule: list[int]) -> "SegmentRenderer":
+    def segment(self, prompt: Prompt, seed: int, index: int, max_tokens: int, schedule: list[int],
+                offline: bool = False):
+        if offline:
+            return OfflineRenderer(self, prompt, seed, index, max_tokens)
         return SegmentRenderer(self, prompt, seed, index, max_tokens, schedule)
+
+    def render_offline(self, prompt: Prompt, seed: int, index: int, tokens: list[int], max_tokens: int) -> np.ndarray:
+        """The segment in one full-attention flow pass and one vocoder pass (the published offline path)."""
+        r = OfflineRenderer(self, prompt, seed, index, max_tokens)
+        return r.push(tokens, True)
 
     def render_full(self, prompt: Prompt, seed: int, index: int, tokens: list[int], max_tokens: int,
                     schedule: list[int]) -> np.ndarray:
@@ -153,9 +191,7 @@ class SegmentRenderer:
         self.a = acoustic
         flow = acoustic.flow
         self.prompt_token = torch.tensor([prompt.speech_tokens], dtype=torch.long)
-        n_frames = flow.frames_for(len(prompt.speech_tokens) + max_tokens) + 1
-        g = torch.Generator().manual_seed(_seed("flow", seed, index))
-        self.noise = torch.randn(1, n_frames, flow.mel_dim, generator=g)
+        self.noise = _noise(flow, prompt, seed, index, max_tokens)
         self.vocoder_seed = _seed("vocoder", seed, index)
         self.stream = flow.stream(self.prompt_token, prompt.feat, prompt.embedding, n_timesteps=acoustic.n_timesteps,
                                   block_pattern=block_sizes(schedule, max(1, max_tokens)),
@@ -224,6 +260,33 @@ class SegmentRenderer:
         self.tail = out[keep:].copy() if keep < len(out) else self.tail
         self.emitted += keep
         return out[:keep]
+
+
+class OfflineRenderer:
+    """A whole segment at once: nothing until the last token, then one full-attention flow pass (every frame sees
+    every frame, as the published offline inference) and one vocoder pass. Same noise as the streamed renderer."""
+
+    def __init__(self, acoustic: Acoustic, prompt: Prompt, seed: int, index: int, max_tokens: int):
+        self.a, self.prompt = acoustic, prompt
+        self.noise = _noise(acoustic.flow, prompt, seed, index, max_tokens)
+        self.vocoder_seed = _seed("vocoder", seed, index)
+        self.counted = 0
+
+    @torch.inference_mode()
+    def mel(self, tokens: list[int]) -> torch.Tensor:
+        p = self.prompt
+        return self.a.flow.inference(torch.tensor([tokens]), torch.tensor([p.speech_tokens], dtype=torch.long),
+                                     p.feat, p.embedding, n_timesteps=self.a.n_timesteps, noise=self.noise)
+
+    @torch.inference_mode()
+    def push(self, tokens: list[int], final: bool) -> np.ndarray:
+        if not final or not tokens:
+            return np.zeros(0, np.float32)
+        mel = self.mel(tokens)
+        if mel.shape[-1] == 0:
+            return np.zeros(0, np.float32)
+        wav, _ = self.a.vocoder.vocode(mel, seed=self.vocoder_seed)
+        return wav[0].float().cpu().numpy()
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from shared.errors import InvalidArgument, ResourceExhausted
 
 from ..base import Chunk, SegmentInput, StreamOptions, Voice
-from .acoustic import SAMPLE_RATE, Acoustic
+from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
 from .phonemes import all_tokens, lm_text
@@ -49,6 +49,8 @@ class GLMTTSStream:
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
         self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
+        self.blocks: list[int] = []                      # flow block sizes (tokens) of streamed segments
+        self.offline = False                             # segments rendered whole (full attention)
         self._closed = False
 
     def feed(self, segment: SegmentInput) -> None:
@@ -102,7 +104,7 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones"):
+                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "polyphones"):
         self.path = path
         self.device, self.dtype = pick_device(device)
         self.max_streams = max_streams
@@ -214,11 +216,16 @@ class GLMTTSEngine:
             raise InvalidArgument("config.voice", f"unknown glmtts voice {voice.name or 'default'!r}; available: "
                                   f"{', '.join(self.acoustic.voices) or 'none (send reference audio to clone one)'}")
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        schedule = [options.chunk_size] if options.chunk_size > 0 else self.schedule
+        blocks = [options.chunk_size] if options.chunk_size > 0 else self.schedule
+        if options.offline:
+            schedule = [1 << 30]              # no chunk before the segment's end: it is rendered in one piece
+        else:                                 # a chunk is due once a block's look-ahead tokens exist
+            schedule = emit_schedule(blocks, self.lookahead)
         sid = next(self._ids)
         state = StreamState(sid, None, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
                             self.max_ahead)
         stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
+        stream.blocks, stream.offline = blocks, options.offline
         state.prompt_source = lambda: self.acoustic.prompt(voice, self.lm.encode_text)
         state.stream = stream
         self._streams[sid] = stream
@@ -275,7 +282,7 @@ class GLMTTSEngine:
                     r = stream.renderers.get(seg_index)
                     if r is None:
                         r = stream.renderers[seg_index] = self.acoustic.segment(
-                            st.prompt, st.seed, seg_index, max_len, st.schedule)
+                            st.prompt, st.seed, seg_index, max_len, stream.blocks, stream.offline)
                     audio = r.push(tokens, final)
                     if final:
                         del stream.renderers[seg_index]
