@@ -35,6 +35,10 @@ def voice_from_config(cfg) -> Voice:
         if len(spk.prompt_pcm16k) % 2:
             raise InvalidArgument("config.speaker.prompt_pcm16k", "odd number of bytes for PCM16")
         voice.prompt_pcm16k = np.frombuffer(spk.prompt_pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+    if spk.prompt_pcm24k:
+        if len(spk.prompt_pcm24k) % 2:
+            raise InvalidArgument("config.speaker.prompt_pcm24k", "odd number of bytes for PCM16")
+        voice.prompt_pcm24k = np.frombuffer(spk.prompt_pcm24k, dtype="<i2").astype(np.float32) / 32768.0
     return voice
 
 

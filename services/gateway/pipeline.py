@@ -223,7 +223,7 @@ class Pipeline:
                 voice_label = "ref:" + emb.reference_id[:12]
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
                 reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
-                prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text))
+                prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text))
             engine = engine or self.settings.cloning_model
         elif source == "voice":
             dcfg.voice = voice_label = cfg.voice

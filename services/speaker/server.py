@@ -15,7 +15,7 @@ def to_proto(e: Embedding) -> speaker_pb2.EmbedResponse:
     return speaker_pb2.EmbedResponse(
         reference_id=e.reference_id, encoder=e.encoder, encoder_version=e.version, embedding=e.embedding.tolist(),
         speech_seconds=e.seconds, cache_hit=e.cache_hit, warnings=e.warnings,
-        prompt_pcm16k=e.pcm16.astype("<i2").tobytes())
+        prompt_pcm16k=e.pcm16.astype("<i2").tobytes(), prompt_pcm24k=e.pcm24k.astype("<i2").tobytes())
 
 
 class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):

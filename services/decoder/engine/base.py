@@ -22,6 +22,7 @@ class Voice:
     embedding: np.ndarray | None = None          # e.g. 192-d CAM++ embedding, float32
     encoder: str = ""
     prompt_pcm16k: np.ndarray | None = None      # float32 mono 16 kHz, trimmed
+    prompt_pcm24k: np.ndarray | None = None      # float32 mono 24 kHz, the same stretch (resampled once)
     prompt_text: str = ""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from shared.errors import InvalidArgument, NotFound
 
-from .audio import canonicalize
+from .audio import canonical
 from .cache import EmbeddingCache, Entry
 
 
@@ -24,6 +24,7 @@ class Embedding:
     pcm16: np.ndarray
     cache_hit: bool
     warnings: list[str] = field(default_factory=list)
+    pcm24k: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
 
 
 class SpeakerEngine:
@@ -45,7 +46,7 @@ class SpeakerEngine:
         await asyncio.to_thread(self.encoder.embed, 0.1 * np.sin(2 * np.pi * 220 * t))
 
     async def embed(self, data: bytes) -> Embedding:
-        pcm16, warnings = await asyncio.to_thread(canonicalize, data, self.max_audio_bytes)
+        pcm16, pcm24, warnings = await asyncio.to_thread(canonical, data, self.max_audio_bytes)
         reference_id = hashlib.sha256(pcm16.astype("<i2").tobytes()).hexdigest()
         key = self.key(reference_id)
         entry = await self.cache.get(key)
@@ -54,11 +55,11 @@ class SpeakerEngine:
             self.hits += 1
         else:
             self.misses += 1
-            entry = await self._compute_once(key, pcm16)
+            entry = await self._compute_once(key, pcm16, pcm24)
         return Embedding(reference_id, self.encoder.name, self.encoder.version, entry.embedding, entry.seconds,
-                         entry.pcm16, hit, warnings)
+                         entry.pcm16, hit, warnings, entry.pcm24k)
 
-    async def _compute_once(self, key: str, pcm16: np.ndarray) -> Entry:
+    async def _compute_once(self, key: str, pcm16: np.ndarray, pcm24: np.ndarray) -> Entry:
         """Single flight: concurrent requests for the same new audio share one computation."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -70,7 +71,7 @@ class SpeakerEngine:
                 audio = pcm16.astype(np.float32) / 32768.0
                 emb = await asyncio.to_thread(lambda: self.encoder.embed(audio).numpy().astype(np.float32))
                 self.computations += 1
-            entry = Entry(emb, len(pcm16) / 16000, pcm16)
+            entry = Entry(emb, len(pcm16) / 16000, pcm16, pcm24)
             await self.cache.put(key, entry)
             future.set_result(entry)
             return entry
@@ -91,4 +92,4 @@ class SpeakerEngine:
             raise NotFound(f"reference {reference_id[:12]}… is not cached; send the audio again with Embed")
         self.hits += 1
         return Embedding(reference_id, self.encoder.name, self.encoder.version, entry.embedding, entry.seconds,
-                         entry.pcm16, True)
+                         entry.pcm16, True, pcm24k=entry.pcm24k)

@@ -126,7 +126,10 @@ class Acoustic:
                     "checkpoint with its speech tokenizer")
             pcm = np.asarray(voice.prompt_pcm16k, dtype=np.float32)
             tokens = self.tokenizer.tokenize(pcm)
-            wav24 = _resample(pcm, 16000, SAMPLE_RATE)
+            if voice.prompt_pcm24k is not None and len(voice.prompt_pcm24k):
+                wav24 = np.asarray(voice.prompt_pcm24k, dtype=np.float32)    # resampled once from the source
+            else:                           # an older speaker stage: 16 kHz only (the mel's 7-8 kHz bands are lost)
+                wav24 = _resample(pcm, 16000, SAMPLE_RATE)
             text = voice.prompt_text
             if voice.embedding is None:
                 raise InvalidArgument("config.speaker.embedding", "a cloned voice needs its speaker embedding")

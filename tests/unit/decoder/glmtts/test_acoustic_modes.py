@@ -119,3 +119,20 @@ async def test_streaming_chunks_wait_for_the_lookahead(engine):
     streamed = np.concatenate([c.audio for c in chunks])
     assert len(streamed) == len(whole)
     assert np.abs(streamed - whole).max() < 1e-3
+
+
+def test_cloned_prompt_mel_comes_from_the_24k_audio(engine):
+    from services.decoder.engine.glmtts.mel import mel_spectrogram
+
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 24000
+    a24 = (0.3 * np.sin(2 * np.pi * 150 * t) + 0.05 * np.sin(2 * np.pi * 7600 * t)
+           + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    a16 = a24[::3][: 32000 // 2 * 2]            # any 16 kHz stand-in: the tokens come from it, the mel must not
+    voice = Voice(reference_id="r" * 64, embedding=rng.standard_normal(192).astype(np.float32),
+                  prompt_pcm16k=a16, prompt_pcm24k=a24, prompt_text="你好")
+    p = engine.acoustic._build_prompt(voice, engine.lm.encode_text)
+    n = len(p.speech_tokens)
+    assert n > 0
+    expected = mel_spectrogram(torch.from_numpy(a24))[:, :, : 2 * n].transpose(1, 2)
+    assert torch.equal(p.feat, expected)
