@@ -50,7 +50,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
                 lookahead=lookahead, threads=settings.glmtts_threads,
-                phonemes=settings.glmtts_phonemes)
+                phonemes=settings.glmtts_phonemes, speaker_encoder=settings.glmtts_speaker_encoder)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:

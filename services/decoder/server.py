@@ -141,5 +141,6 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 name=name, sample_rate=engine.sample_rate, voices=engine.voices(), loaded=True,
                 supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
                 cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"],
-                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0)))
+                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
+                speaker_encoder=getattr(engine, "speaker_encoder", "")))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

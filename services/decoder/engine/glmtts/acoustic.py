@@ -75,7 +75,7 @@ class Acoustic:
         self.fade = int(fade_ms * SAMPLE_RATE / 1000)
         self.flow = self.vocoder = self.tokenizer = None
         self.voices: dict[str, dict] = {}
-        self._prompts: OrderedDict[str, Prompt] = OrderedDict()
+        self._prompts: OrderedDict[object, Prompt] = OrderedDict()
         self._prompt_cache = prompt_cache
 
     def load(self) -> None:
@@ -102,9 +102,12 @@ class Acoustic:
     # -- prompts ------------------------------------------------------------------------------------------------
 
     def prompt(self, voice, encode_text) -> Prompt:
-        """The LM prefix and acoustic conditioning of a voice; cached by voice identity (bounded LRU)."""
+        """The LM prefix and acoustic conditioning of a voice; cached (bounded LRU) by (reference content, encoder id,
+        transcript) for a cloned voice — the same audio with another transcript or another encoder's embedding is
+        another prompt — and by name for a checkpoint voice."""
         cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
-        key = (voice.reference_id if cloned else f"voice:{voice.name or 'default'}") or ""
+        key = ((voice.reference_id, voice.encoder, voice.prompt_text) if cloned and voice.reference_id
+               else f"voice:{voice.name or 'default'}" if not cloned else "")
         if key and key in self._prompts:
             self._prompts.move_to_end(key)
             return self._prompts[key]

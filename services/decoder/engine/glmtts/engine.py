@@ -18,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from shared.errors import InvalidArgument, ResourceExhausted
+from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_encoder
 
 from ..base import Chunk, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
@@ -104,7 +105,8 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "polyphones"):
+                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "polyphones",
+                 speaker_encoder: str = ""):
         self.path = path
         self.device, self.dtype = pick_device(device)
         self.max_streams = max_streams
@@ -120,6 +122,9 @@ class GLMTTSEngine:
         self.lookahead = lookahead
         self.threads = threads
         self.phonemes = phonemes
+        # the speaker encoder the flow was trained with: the setting, else the checkpoint's own CAM++ ONNX (its id
+        # from the file's hash), else "" (any encoder, with a warning at load)
+        self.speaker_encoder = speaker_encoder
         self.phoneme_tokens = False       # set at load: "polyphones" and the tokenizer holds the phoneme tokens
         self.lm: SpeechLM | None = None
         self.acoustic: Acoustic | None = None
@@ -137,6 +142,13 @@ class GLMTTSEngine:
             # them spin against each other (measured: a 10 ms step took 230 ms on a loaded 2-core machine)
             torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 2) // 2))
         layout = Layout.of(self.path)
+        if not self.speaker_encoder:
+            onnx = next((layout.root / p for p in CHECKPOINT_CAMPPLUS if (layout.root / p).is_file()), None)
+            if onnx is not None:
+                self.speaker_encoder = campplus_onnx_id(onnx)
+            else:
+                log.warning("glmtts checkpoint has no frontend/campplus.onnx and TTS_DECODER_GLMTTS_SPEAKER_ENCODER "
+                            "is unset: cloned voices are accepted from any speaker encoder", extra={"path": self.path})
         t0 = time.perf_counter()
         self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
         if self.phonemes == "polyphones":
@@ -212,6 +224,11 @@ class GLMTTSEngine:
                 f"{self.max_streams} streams of {self.max_tokens_per_stream} tokens); retry shortly",
                 retry_after_s=1.0)
         cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
+        if cloned and self.speaker_encoder and not same_encoder(voice.encoder, self.speaker_encoder):
+            raise FailedPrecondition(
+                f"config.speaker.encoder: this glmtts checkpoint's flow needs speaker embeddings from "
+                f"{self.speaker_encoder!r}; this one comes from {voice.encoder or 'an unnamed encoder'!r} (ask the "
+                f"speaker stage for {self.speaker_encoder!r})")
         if not cloned and (voice.name or "default") not in self.acoustic.voices:
             raise InvalidArgument("config.voice", f"unknown glmtts voice {voice.name or 'default'!r}; available: "
                                   f"{', '.join(self.acoustic.voices) or 'none (send reference audio to clone one)'}")
