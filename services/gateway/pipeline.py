@@ -199,7 +199,10 @@ class Pipeline:
 
     async def speaker_encoder(self, engine: str) -> str:
         """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default)."""
-        await self.builtin_voices()
+        try:
+            await self.builtin_voices()
+        except TTSError:                # no decoder answers Info now: the speaker's default; the decoder checks it
+            return ""
         return self._encoders.get(engine or self._default_engine, "")
 
     # ---- planning ----------------------------------------------------------------------------------------------

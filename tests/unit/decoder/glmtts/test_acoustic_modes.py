@@ -74,6 +74,9 @@ def engine(glmtts_checkpoint, tmp_path_factory):
     (ckpt / "flow").mkdir()
     for name in ("config.yaml", "flow.pt"):
         (ckpt / "flow" / name).symlink_to(PACK / name)
+    # the checkpoint's CAM++: the decoder only hashes it (the speaker stage runs it; tests/unit/speaker)
+    (ckpt / "frontend").mkdir()
+    (ckpt / "frontend" / "campplus.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
     e = GLMTTSEngine(str(ckpt), max_token_ratio=3.0, chunk_schedule=(10, 20), n_timesteps=4,
                      lookahead=(6, 8))
     e.load()
@@ -130,9 +133,35 @@ def test_cloned_prompt_mel_comes_from_the_24k_audio(engine):
            + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
     a16 = a24[::3][: 32000 // 2 * 2]            # any 16 kHz stand-in: the tokens come from it, the mel must not
     voice = Voice(reference_id="r" * 64, embedding=rng.standard_normal(192).astype(np.float32),
-                  prompt_pcm16k=a16, prompt_pcm24k=a24, prompt_text="你好")
+                  prompt_pcm16k=a16, prompt_pcm24k=a24, prompt_text="你好", encoder=engine.speaker_encoder)
     p = engine.acoustic._build_prompt(voice, engine.lm.encode_text)
     n = len(p.speech_tokens)
     assert n > 0
     expected = mel_spectrogram(torch.from_numpy(a24))[:, :, : 2 * n].transpose(1, 2)
     assert torch.equal(p.feat, expected)
+
+
+def test_engine_needs_the_checkpoints_speaker_encoder(engine):
+    from shared.errors import FailedPrecondition
+    from shared.speaker_encoders import campplus_onnx_id
+
+    need = campplus_onnx_id(Path(engine.path) / "frontend" / "campplus.onnx")
+    assert engine.speaker_encoder == need and need.startswith("campplus-onnx@")
+    rng = np.random.default_rng(1)
+    voice = Voice(reference_id="a" * 64, embedding=rng.standard_normal(192).astype(np.float32),
+                  prompt_pcm16k=rng.standard_normal(16000).astype(np.float32) * 0.1, prompt_text="你好",
+                  encoder="campplus@campplus-zh_en-common-advanced-v1")
+    with pytest.raises(FailedPrecondition) as e:
+        engine.open_stream(voice, StreamOptions(seed=0))
+    assert need in e.value.message and "campplus@campplus-zh_en" in e.value.message
+
+
+async def test_prompt_cache_key_is_reference_encoder_and_transcript(engine):
+    rng = np.random.default_rng(2)
+    base = dict(reference_id="b" * 64, embedding=rng.standard_normal(192).astype(np.float32),
+                prompt_pcm16k=(rng.standard_normal(16000) * 0.1).astype(np.float32), encoder=engine.speaker_encoder)
+    one = engine.acoustic.prompt(Voice(prompt_text="你好", **base), engine.lm.encode_text)
+    again = engine.acoustic.prompt(Voice(prompt_text="你好", **base), engine.lm.encode_text)
+    other = engine.acoustic.prompt(Voice(prompt_text="世界", **base), engine.lm.encode_text)
+    assert again is one                                   # cached
+    assert other is not one and other.text_ids != one.text_ids
