@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections import OrderedDict
 from typing import Sequence
 
@@ -29,7 +30,8 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument
 
 from .checkpoint import Layout
-from .scheduler import Prompt, block_sizes
+from .prompt import Prompt, conditioning_digest
+from .scheduler import block_sizes
 
 log = logging.getLogger("decoder.glmtts")
 
@@ -77,6 +79,7 @@ class Acoustic:
         self.voices: dict[str, dict] = {}
         self._prompts: OrderedDict[object, Prompt] = OrderedDict()
         self._prompt_cache = prompt_cache
+        self._prompts_lock = threading.Lock()     # the prompt thread fills the cache; the event loop looks it up
 
     def load(self) -> None:
         from .flow import load_flow
@@ -101,26 +104,45 @@ class Acoustic:
 
     # -- prompts ------------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def prompt_key(voice) -> str:
+        """The prompt cache key of a voice ("" = not cacheable). A cloned voice is known by (reference content,
+        encoder id, transcript) — the same audio with another transcript or another encoder's embedding is another
+        prompt — so a request may name it without sending its audio again."""
+        if voice.reference_id:
+            return "\x1f".join((voice.reference_id, voice.encoder, voice.prompt_text))
+        if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
+            return ""
+        return f"voice:{voice.name or 'default'}"
+
+    def cached_prompt(self, voice) -> Prompt | None:
+        key = self.prompt_key(voice)
+        with self._prompts_lock:
+            prompt = self._prompts.get(key) if key else None
+            if prompt is not None:
+                self._prompts.move_to_end(key)
+            return prompt
+
     def prompt(self, voice, encode_text) -> Prompt:
-        """The LM prefix and acoustic conditioning of a voice; cached (bounded LRU) by (reference content, encoder id,
-        transcript) for a cloned voice — the same audio with another transcript or another encoder's embedding is
-        another prompt — and by name for a checkpoint voice."""
-        cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
-        key = ((voice.reference_id, voice.encoder, voice.prompt_text) if cloned and voice.reference_id
-               else f"voice:{voice.name or 'default'}" if not cloned else "")
-        if key and key in self._prompts:
-            self._prompts.move_to_end(key)
-            return self._prompts[key]
+        """The LM prefix and acoustic conditioning of a voice; cached by :meth:`prompt_key` (bounded LRU)."""
+        prompt = self.cached_prompt(voice)
+        if prompt is not None:
+            return prompt
+        key = self.prompt_key(voice)
         prompt = self._build_prompt(voice, encode_text)
         if key:
-            self._prompts[key] = prompt
-            while len(self._prompts) > self._prompt_cache:
-                self._prompts.popitem(last=False)
+            with self._prompts_lock:
+                self._prompts[key] = prompt
+                while len(self._prompts) > self._prompt_cache:
+                    self._prompts.popitem(last=False)
         return prompt
 
     def _build_prompt(self, voice, encode_text) -> Prompt:
         from .mel import mel_spectrogram
 
+        if voice.reference_id and (voice.prompt_pcm16k is None or not len(voice.prompt_pcm16k)):
+            raise FailedPrecondition(f"config.speaker.prompt_pcm16k: the prompt of reference "
+                                     f"{voice.reference_id[:16]!r} is not cached here and no audio came with it")
         if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
             if self.tokenizer is None:
                 raise FailedPrecondition(
@@ -199,7 +221,9 @@ class SegmentRenderer:
         self.prompt_token = torch.tensor([prompt.speech_tokens], dtype=torch.long)
         self.noise = _noise(flow, prompt, seed, index, max_tokens)
         self.vocoder_seed = _seed("vocoder", seed, index)
-        self.stream = flow.stream(self.prompt_token, prompt.feat, prompt.embedding, n_timesteps=acoustic.n_timesteps,
+        feat, embedding = prompt.feat, prompt.embedding
+        self.conditioning = conditioning_digest(self.prompt_token, feat, embedding)   # exactly what the flow gets
+        self.stream = flow.stream(self.prompt_token, feat, embedding, n_timesteps=acoustic.n_timesteps,
                                   block_pattern=block_sizes(schedule, max(1, max_tokens)),
                                   lookahead=acoustic.lookahead, noise=self.noise)
         self.fed = 0
@@ -276,6 +300,8 @@ class OfflineRenderer:
         self.a, self.prompt = acoustic, prompt
         self.noise = _noise(acoustic.flow, prompt, seed, index, max_tokens)
         self.vocoder_seed = _seed("vocoder", seed, index)
+        self.conditioning = conditioning_digest(torch.tensor([prompt.speech_tokens], dtype=torch.long), prompt.feat,
+                                                prompt.embedding)
         self.counted = 0
 
     @torch.inference_mode()
