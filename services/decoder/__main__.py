@@ -31,6 +31,13 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            try:
+                lookahead = tuple(int(x) for x in settings.glmtts_lookahead.split(",") if x.strip()) or (0,)
+            except ValueError:
+                lookahead = (-1,)
+            if min(lookahead) < 0:
+                raise SystemExit(f"TTS_DECODER_GLMTTS_LOOKAHEAD={settings.glmtts_lookahead!r}: expected token "
+                                 "counts >= 0 such as 12,25,50")
             from .engine.glmtts.engine import DTYPES
 
             if settings.dtype not in ("auto", *DTYPES):
@@ -45,8 +52,9 @@ def build_engines(settings: DecoderSettings) -> dict:
                                         temperature=settings.glmtts_temperature),
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
-                lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
-                phonemes=settings.glmtts_phonemes, dtype=settings.dtype)
+                lookahead=lookahead, threads=settings.glmtts_threads,
+                phonemes=settings.glmtts_phonemes, speaker_encoder=settings.glmtts_speaker_encoder,
+                dtype=settings.dtype)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:

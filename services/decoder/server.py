@@ -34,6 +34,10 @@ def voice_from_config(cfg) -> Voice:
         if len(spk.prompt_pcm16k) % 2:
             raise InvalidArgument("config.speaker.prompt_pcm16k", "odd number of bytes for PCM16")
         voice.prompt_pcm16k = np.frombuffer(spk.prompt_pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+    if spk.prompt_pcm24k:
+        if len(spk.prompt_pcm24k) % 2:
+            raise InvalidArgument("config.speaker.prompt_pcm24k", "odd number of bytes for PCM16")
+        voice.prompt_pcm24k = np.frombuffer(spk.prompt_pcm24k, dtype="<i2").astype(np.float32) / 32768.0
     return voice
 
 
@@ -72,7 +76,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000")
         options = StreamOptions(
             chunk_size=cfg.chunk_size, seed=cfg.seed if cfg.HasField("seed") else None, speed=speed,
-            use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id)
+            use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id,
+            offline=cfg.offline)
         stream = engine.open_stream(voice_from_config(cfg), options)
         self._update_gauges()
         t0 = time.perf_counter()
@@ -136,5 +141,6 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 name=name, sample_rate=engine.sample_rate, voices=engine.voices(), loaded=True,
                 supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
                 cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"],
-                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0)))
+                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
+                speaker_encoder=getattr(engine, "speaker_encoder", "")))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

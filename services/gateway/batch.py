@@ -769,7 +769,7 @@ class BatchManager:
         deadline = time.time() + st.batch_line_timeout_s
         metadata = (("x-request-id", f"{job_id[2:14]}-{lineno}"),)
         try:
-            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
+            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
         except TTSError as exc:
             if ps and exc.code not in TRANSIENT:
                 msg = re.sub(r"^(config\.reference_audio|audio): ", f"{ps!r}: ", exc.message)

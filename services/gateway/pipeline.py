@@ -21,6 +21,7 @@ from shared.aio import END, abandon, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
+from shared.speaker_encoders import encoder_id
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
@@ -167,39 +168,56 @@ class Pipeline:
         self.stages = stages
         self.voices = voices
         self._builtin: dict[str, list[str]] = {}
+        self._encoders: dict[str, str] = {}       # engine → the speaker encoder id its model needs ("" = any)
+        self._default_engine = ""
 
     # ---- voices ------------------------------------------------------------------------------------------------
-    async def embed(self, audio: bytes, metadata: tuple, timeout: float | None):
+    async def embed(self, audio: bytes, metadata: tuple, timeout: float | None, encoder: str = ""):
         return await call_stage("speaker", self.stages.speaker.Embed(
-            speaker_pb2.EmbedRequest(audio=audio), metadata=metadata, timeout=timeout))
+            speaker_pb2.EmbedRequest(audio=audio, encoder=encoder), metadata=metadata, timeout=timeout))
 
-    async def conditioning_for(self, tenant: str, voice_id: str, metadata, timeout):
+    async def conditioning_for(self, tenant: str, voice_id: str, metadata, timeout, encoder: str = ""):
+        """A registered voice's embedding from ``encoder`` (the one the decoder engine needs; "" = the voice's own),
+        recomputed from the stored audio when that encoder's result is not cached."""
         rec = await self.voices.get(tenant, voice_id)
         try:
             emb = await call_stage("speaker", self.stages.speaker.GetEmbedding(
-                speaker_pb2.GetEmbeddingRequest(reference_id=rec.reference_id, encoder=rec.encoder),
+                speaker_pb2.GetEmbeddingRequest(reference_id=rec.reference_id, encoder=encoder or rec.encoder),
                 metadata=metadata, timeout=timeout))
         except TTSError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
             emb = None
         if emb is None:                      # evicted from the cache: recompute from the stored audio
-            emb = await self.embed(rec.audio, metadata, timeout)
+            emb = await self.embed(rec.audio, metadata, timeout, encoder)
         return emb, rec
 
     async def builtin_voices(self) -> dict[str, list[str]]:
         if not self._builtin:
             info = await call_stage("decoder", self.stages.decoder().Info(decoder_pb2.InfoRequest(), timeout=5))
+            self._encoders = {e.name: e.speaker_encoder for e in info.engines}
+            self._default_engine = info.default_engine
             self._builtin = {e.name: list(e.voices) for e in info.engines}
         return self._builtin
 
+    async def speaker_encoder(self, engine: str) -> str:
+        """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default)."""
+        try:
+            await self.builtin_voices()
+        except TTSError:                # no decoder answers Info now: the speaker's default; the decoder checks it
+            return ""
+        return self._encoders.get(engine or self._default_engine, "")
+
     # ---- planning ----------------------------------------------------------------------------------------------
-    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None) -> Plan:
+    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False) -> Plan:
+        """``offline``: the caller wants the whole audio at once (unary Synthesize, batch lines), so the decoder may
+        render each segment in one piece (glmtts: the full-attention flow of the published offline inference)."""
         request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))
         timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
-        dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id)
+        dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id,
+                                        offline=offline)
         if cfg.HasField("seed"):
             dcfg.seed = cfg.seed
         if cfg.HasField("use_cache"):
@@ -213,20 +231,24 @@ class Pipeline:
             rec = await self.voices.get(tenant, cfg.voice, with_audio=False)
             prompt_text = cfg.prompt_text or rec.prompt_text
             voice_label = cfg.voice
-            dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
-                reference_id=rec.reference_id, encoder=rec.encoder, prompt_text=prompt_text))
             engine = engine or self.settings.cloning_model
+            encoder = await self.speaker_encoder(engine)       # the one the decoder engine's model needs
+            ref_encoder = encoder or rec.encoder                 # the same string in both messages (prompt cache key)
+            dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
+                reference_id=rec.reference_id, encoder=ref_encoder, prompt_text=prompt_text))
             voice_id = cfg.voice
 
             async def full_speaker():
                 left = max(deadline - time.time(), 0.001) if deadline else 30.0
-                emb, _ = await self.conditioning_for(tenant, voice_id, metadata, left)
+                emb, _ = await self.conditioning_for(tenant, voice_id, metadata, left, encoder)
                 return decoder_pb2.SpeakerConditioning(
-                    reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
-                    prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text)
+                    reference_id=emb.reference_id, embedding=emb.embedding, encoder=ref_encoder,
+                    prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text)
         elif source == "reference_audio":
+            engine = engine or self.settings.cloning_model
+            encoder = await self.speaker_encoder(engine)
             try:
-                emb = await self.embed(cfg.reference_audio, metadata, timeout)
+                emb = await self.embed(cfg.reference_audio, metadata, timeout, encoder)
             except TTSError as exc:
                 if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
                     raise
@@ -234,9 +256,9 @@ class Pipeline:
             prompt_text = cfg.prompt_text
             voice_label = "ref:" + emb.reference_id
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
-                reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
-                prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text))
-            engine = engine or self.settings.cloning_model
+                reference_id=emb.reference_id, embedding=emb.embedding,
+                encoder=encoder_id(emb.encoder, emb.encoder_version),
+                prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text))
         elif source == "voice":
             dcfg.voice = voice_label = cfg.voice
         dcfg.engine = engine

@@ -141,7 +141,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 raise InvalidArgument("text", f"the audio of {speakable} characters would not fit in one response "
                                       f"({self.settings.max_message_mb} MB); use StreamingSynthesize for long texts")
             deadline = _deadline(context)
-            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
+            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
 
             async def whole():
                 yield request.text

@@ -18,20 +18,27 @@ from .settings import SpeakerSettings
 
 def main() -> None:
     settings = SpeakerSettings()
-    if settings.encoder == "campplus":
+    onnx = None
+    if settings.campplus_onnx_path or settings.encoder == "campplus-onnx":
+        from .engine.campplus_onnx import CamppOnnxEncoder
+
+        onnx = CamppOnnxEncoder(settings.campplus_onnx_path)
+    if settings.encoder == "campplus-onnx":
+        encoder = onnx
+    elif settings.encoder == "campplus":
         encoder = CamppEncoder(settings.campplus_path)
     elif settings.encoder == "ecapa":
         from .engine.ecapa import EcapaEncoder
 
         encoder = EcapaEncoder(settings.ecapa_source)
     else:
-        raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: use 'campplus' or 'ecapa'")
+        raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: use 'campplus', 'campplus-onnx' or 'ecapa'")
     torch.set_num_threads(settings.torch_threads)
 
     async def run():
         cache = EmbeddingCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms,
                                settings.local_cache_entries, on_result=lambda r: CACHE.labels(r).inc())
-        engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes)
+        engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes, extra_encoders=[onnx] if onnx else [])
 
         def register(server):
             speaker_pb2_grpc.add_SpeakerServicer_to_server(SpeakerServicer(engine), server)

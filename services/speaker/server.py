@@ -14,7 +14,7 @@ def to_proto(e: Embedding) -> speaker_pb2.EmbedResponse:
     return speaker_pb2.EmbedResponse(
         reference_id=e.reference_id, encoder=e.encoder, encoder_version=e.version, embedding=e.embedding.tolist(),
         speech_seconds=e.seconds, cache_hit=e.cache_hit, warnings=e.warnings,
-        prompt_pcm16k=e.pcm16.astype("<i2").tobytes())
+        prompt_pcm16k=e.pcm16.astype("<i2").tobytes(), prompt_pcm24k=e.pcm24k.astype("<i2").tobytes())
 
 
 class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
@@ -22,12 +22,11 @@ class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
         self.engine = engine
 
     def _check_encoder(self, name: str) -> None:
-        if name and name != self.engine.encoder.name:
-            raise InvalidArgument("encoder", f"this service runs {self.engine.encoder.name!r}, not {name!r}")
+        self.engine.pick(name)                  # INVALID_ARGUMENT naming the encoders it runs
 
-    async def _embed(self, audio: bytes) -> speaker_pb2.EmbedResponse:
+    async def _embed(self, audio: bytes, encoder: str = "") -> speaker_pb2.EmbedResponse:
         t0 = time.perf_counter()
-        result = await self.engine.embed(audio)
+        result = await self.engine.embed(audio, encoder)
         CACHE.labels("hit" if result.cache_hit else "miss").inc()
         EMBED_SECONDS.labels("hit" if result.cache_hit else "miss").observe(time.perf_counter() - t0)
         return to_proto(result)
@@ -36,19 +35,20 @@ class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
         self._check_encoder(request.encoder)
         if not request.audio:
             raise InvalidArgument("audio", "is empty")
-        return await self._embed(request.audio)
+        return await self._embed(request.audio, request.encoder)
 
     async def EmbedStream(self, request_iterator, context):
-        parts, size = [], 0
+        parts, size, encoder = [], 0, ""
         async for req in request_iterator:
             self._check_encoder(req.encoder)
+            encoder = encoder or req.encoder
             size += len(req.audio)
             if size > self.engine.max_audio_bytes:
                 raise InvalidArgument("audio", f"over the {self.engine.max_audio_bytes} byte limit")
             parts.append(req.audio)
         if not size:
             raise InvalidArgument("audio", "is empty")
-        return await self._embed(b"".join(parts))
+        return await self._embed(b"".join(parts), encoder)
 
     async def GetEmbedding(self, request, context):
         return to_proto(await self.engine.get(request.reference_id, request.encoder))
@@ -56,8 +56,8 @@ class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
     async def Info(self, request, context):
         e = self.engine
         return speaker_pb2.InfoResponse(
-            encoders=[speaker_pb2.EncoderInfo(name=e.encoder.name, version=e.encoder.version, dim=e.encoder.dim,
-                                              loaded=e.encoder.model is not None)],
+            encoders=[speaker_pb2.EncoderInfo(name=enc.name, version=enc.version, dim=enc.dim,
+                                              loaded=enc.model is not None) for enc in e.encoders],
             default_encoder=e.encoder.name,
             cache=speaker_pb2.CacheStats(hits=e.hits, misses=e.misses, redis_up=e.cache.redis_up,
                                          local_entries=len(e.cache.local), computations=e.computations))

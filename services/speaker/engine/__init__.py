@@ -1,4 +1,5 @@
-"""Speaker engine: canonical audio → embedding, cached by content hash and encoder version, computed once."""
+"""Speaker engine: canonical audio → embedding, cached by content hash and encoder id, computed once. One default
+encoder and optionally others (e.g. a GLM-TTS checkpoint's CAM++ ONNX), chosen per request by name or id."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.errors import InvalidArgument, NotFound
+from shared.speaker_encoders import encoder_id
 
-from .audio import canonicalize
+from .audio import canonical
 from .cache import EmbeddingCache, Entry
 
 
@@ -24,41 +26,57 @@ class Embedding:
     pcm16: np.ndarray
     cache_hit: bool
     warnings: list[str] = field(default_factory=list)
+    pcm24k: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
 
 
 class SpeakerEngine:
     def __init__(self, encoder, cache: EmbeddingCache, max_audio_bytes: int = 10 * 1024 * 1024,
-                 compute_concurrency: int = 1):
-        self.encoder = encoder
+                 compute_concurrency: int = 1, extra_encoders=()):
+        self.encoder = encoder                        # the default
+        self.encoders = [encoder, *[e for e in extra_encoders if e is not encoder]]
         self.cache = cache
         self.max_audio_bytes = max_audio_bytes
         self._gate = asyncio.Semaphore(compute_concurrency)
         self._inflight: dict[str, asyncio.Future] = {}
         self.hits = self.misses = self.computations = 0
 
-    def key(self, reference_id: str) -> str:
-        return f"tts:spk:v1:{self.encoder.name}@{self.encoder.version}:{reference_id}"
+    def pick(self, name: str = ""):
+        """The encoder named ``name`` (its name or its id ``name@version``); "" = the default."""
+        if not name:
+            return self.encoder
+        for e in self.encoders:
+            if name in (e.name, encoder_id(e.name, e.version)):
+                return e
+        have = ", ".join(repr(encoder_id(e.name, e.version)) for e in self.encoders)
+        raise InvalidArgument("encoder", f"this service runs {have}, not {name!r}")
+
+    def key(self, reference_id: str, encoder=None) -> str:
+        enc = encoder or self.encoder
+        return f"tts:spk:v1:{enc.name}@{enc.version}:{reference_id}"
 
     async def warmup(self) -> None:
-        await asyncio.to_thread(self.encoder.load)
         t = np.linspace(0, 2, 32000, dtype=np.float32)
-        await asyncio.to_thread(self.encoder.embed, 0.1 * np.sin(2 * np.pi * 220 * t))
+        for enc in self.encoders:
+            await asyncio.to_thread(enc.load)
+            await asyncio.to_thread(enc.embed, 0.1 * np.sin(2 * np.pi * 220 * t))
 
-    async def embed(self, data: bytes) -> Embedding:
-        pcm16, warnings = await asyncio.to_thread(canonicalize, data, self.max_audio_bytes)
+    async def embed(self, data: bytes, encoder: str = "") -> Embedding:
+        enc = self.pick(encoder)
+        pcm16, pcm24, warnings = await asyncio.to_thread(canonical, data, self.max_audio_bytes)
         reference_id = hashlib.sha256(pcm16.astype("<i2").tobytes()).hexdigest()
-        key = self.key(reference_id)
+        key = self.key(reference_id, enc)
         entry = await self.cache.get(key)
         hit = entry is not None
         if hit:
             self.hits += 1
         else:
             self.misses += 1
-            entry = await self._compute_once(key, pcm16)
-        return Embedding(reference_id, self.encoder.name, self.encoder.version, entry.embedding, entry.seconds,
-                         entry.pcm16, hit, warnings)
+            entry = await self._compute_once(key, pcm16, pcm24, enc)
+        return Embedding(reference_id, enc.name, enc.version, entry.embedding, entry.seconds,
+                         entry.pcm16, hit, warnings, entry.pcm24k)
 
-    async def _compute_once(self, key: str, pcm16: np.ndarray) -> Entry:
+    async def _compute_once(self, key: str, pcm16: np.ndarray, pcm24: np.ndarray, enc=None) -> Entry:
+        enc = enc or self.encoder
         """Single flight: concurrent requests for the same new audio share one computation."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -68,9 +86,9 @@ class SpeakerEngine:
         try:
             async with self._gate:
                 audio = pcm16.astype(np.float32) / 32768.0
-                emb = await asyncio.to_thread(lambda: self.encoder.embed(audio).numpy().astype(np.float32))
+                emb = await asyncio.to_thread(lambda: enc.embed(audio).numpy().astype(np.float32))
                 self.computations += 1
-            entry = Entry(emb, len(pcm16) / 16000, pcm16)
+            entry = Entry(emb, len(pcm16) / 16000, pcm16, pcm24)
             await self.cache.put(key, entry)
             future.set_result(entry)
             return entry
@@ -82,13 +100,12 @@ class SpeakerEngine:
             self._inflight.pop(key, None)
 
     async def get(self, reference_id: str, encoder: str = "") -> Embedding:
-        if encoder and encoder != self.encoder.name:
-            raise InvalidArgument("encoder", f"this service runs {self.encoder.name!r}, not {encoder!r}")
+        enc = self.pick(encoder)
         if len(reference_id) != 64 or any(c not in "0123456789abcdef" for c in reference_id):
             raise InvalidArgument("reference_id", "must be 64 lowercase hex characters")
-        entry = await self.cache.get(self.key(reference_id))
+        entry = await self.cache.get(self.key(reference_id, enc))
         if entry is None:
             raise NotFound(f"reference {reference_id[:12]}… is not cached; send the audio again with Embed")
         self.hits += 1
-        return Embedding(reference_id, self.encoder.name, self.encoder.version, entry.embedding, entry.seconds,
-                         entry.pcm16, True)
+        return Embedding(reference_id, enc.name, enc.version, entry.embedding, entry.seconds,
+                         entry.pcm16, True, pcm24k=entry.pcm24k)

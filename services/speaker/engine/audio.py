@@ -1,4 +1,6 @@
-"""Reference audio → canonical 16 kHz mono float32 (trimmed), with validation that names what is wrong."""
+"""Reference audio → canonical 16 kHz mono PCM16 (trimmed), with validation that names what is wrong; and the same
+stretch of audio resampled once from the source to 24 kHz (GLM-TTS computes its prompt mel from 24 kHz audio: going
+through 16 kHz would lose the 7-8 kHz bands of the mel)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,21 +9,28 @@ from shared.audio import decode_audio, resample
 from shared.errors import InvalidArgument
 
 RATE = 16000
+PROMPT_RATE = 24000                  # the glmtts flow's prompt mel rate
 MIN_SPEECH_S, MAX_SPEECH_S = 1.0, 30.0
 GOOD_MIN_S, GOOD_MAX_S = 3.0, 10.0
 
 
-def _trim(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int = 1600) -> np.ndarray:
-    """Drop leading/trailing frames quieter than ``rel_db`` below the loudest frame (and below an absolute floor)."""
+def _trim_bounds(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int = 1600) -> tuple[int, int]:
+    """[start, end) without the leading/trailing frames quieter than ``rel_db`` below the loudest frame (and below an
+    absolute floor), keeping ``pad`` samples (100 ms) around the rest; (0, 0) when nothing is loud."""
     n = len(audio) // frame
     if n == 0:
-        return audio[:0]
+        return 0, 0
     rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     threshold = max(rms.max() * 10 ** (rel_db / 20), 1e-3)
     loud = np.flatnonzero(rms > threshold)
     if len(loud) == 0:
-        return audio[:0]
-    return audio[max(0, loud[0] * frame - pad): min(len(audio), (loud[-1] + 1) * frame + pad)]
+        return 0, 0
+    return max(0, loud[0] * frame - pad), min(len(audio), (loud[-1] + 1) * frame + pad)
+
+
+def _trim(audio: np.ndarray, **kw) -> np.ndarray:
+    start, end = _trim_bounds(audio, **kw)
+    return audio[start:end]
 
 
 def speech_problem(speech: np.ndarray, rate: int = RATE) -> str | None:
@@ -51,6 +60,12 @@ def speech_problem(speech: np.ndarray, rate: int = RATE) -> str | None:
 
 
 def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
+    pcm16, _, warnings = canonical(data, max_bytes)
+    return pcm16, warnings
+
+
+def canonical(data: bytes, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(canonical 16 kHz PCM16, the same stretch as 24 kHz PCM16 resampled once from the source, warnings)."""
     if len(data) > max_bytes:
         raise InvalidArgument("audio", f"{len(data)} bytes is over the {max_bytes} byte limit")
     try:
@@ -68,7 +83,8 @@ def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
     if total_s > MAX_SPEECH_S * 4:
         raise InvalidArgument("audio", f"is {total_s:.1f} s long; send at most {MAX_SPEECH_S:.0f} s of speech")
     pcm = resample(mono, rate, RATE)
-    speech = _trim(pcm)
+    start, end = _trim_bounds(pcm)
+    speech = pcm[start:end]
     seconds = len(speech) / RATE
     if seconds == 0:
         raise InvalidArgument("audio", "is silence only")
@@ -84,4 +100,8 @@ def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
         warnings.append(f"{seconds:.1f} s of speech; 3-10 s gives the best voice clone")
     # canonical form: PCM16 resolution, so the content hash is stable
     speech = np.round(np.clip(speech, -1, 1) * 32767).astype(np.int16)
-    return speech, warnings
+    pcm24 = resample(mono, rate, PROMPT_RATE)
+    k = PROMPT_RATE / RATE
+    pcm24 = pcm24[int(round(start * k)): int(round(start * k)) + int(round(len(speech) * k))]
+    pcm24 = np.round(np.clip(pcm24, -1, 1) * 32767).astype(np.int16)
+    return speech, pcm24, warnings

@@ -2,7 +2,9 @@
 
 Redis is optional at every moment: down, slow or returning garbage means a miss (computed and served anyway),
 counted in ``tts_speaker_cache_total{result="error"}``; the client reconnects on its own.
-Value format (schema 1): b"SPK" + version byte + uint16 dim + float32[dim] embedding + float32 seconds + PCM16 audio.
+Value format (schema 2): b"SPK" + version byte + uint16 dim + float32[dim] embedding + float32 seconds + uint32
+number of 16 kHz samples + 16 kHz PCM16 + 24 kHz PCM16 (the same stretch; prompt features). Schema 1 values (no
+24 kHz audio) are still read.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import logging
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis.asyncio as aioredis
 
 log = logging.getLogger("speaker.cache")
 
-MAGIC, SCHEMA = b"SPK", 1
+MAGIC, SCHEMA = b"SPK", 2
 
 
 @dataclass
@@ -26,27 +28,37 @@ class Entry:
     embedding: np.ndarray         # float32
     seconds: float
     pcm16: np.ndarray             # int16, 16 kHz
+    pcm24k: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))   # int16, 24 kHz, same stretch
 
 
 def encode_entry(e: Entry) -> bytes:
     emb = np.asarray(e.embedding, dtype="<f4")
     return (MAGIC + bytes([SCHEMA]) + struct.pack("<H", len(emb)) + emb.tobytes() + struct.pack("<f", e.seconds)
-            + np.asarray(e.pcm16, dtype="<i2").tobytes())
+            + struct.pack("<I", len(e.pcm16)) + np.asarray(e.pcm16, dtype="<i2").tobytes()
+            + np.asarray(e.pcm24k, dtype="<i2").tobytes())
 
 
 def decode_entry(raw: bytes) -> Entry | None:
     """None for anything that is not a well-formed schema-1 value (treated as a miss)."""
     try:
-        if raw[:3] != MAGIC or raw[3] != SCHEMA:
+        if raw[:3] != MAGIC or raw[3] not in (1, SCHEMA):
             return None
         (dim,) = struct.unpack_from("<H", raw, 4)
         off = 6 + 4 * dim
         emb = np.frombuffer(raw, dtype="<f4", count=dim, offset=6).astype(np.float32)
         (seconds,) = struct.unpack_from("<f", raw, off)
-        pcm = raw[off + 4:]
-        if len(pcm) % 2 or not np.isfinite(emb).all():
+        pcm24 = b""
+        if raw[3] == 1:
+            pcm = raw[off + 4:]
+        else:
+            (n16,) = struct.unpack_from("<I", raw, off + 4)
+            pcm, pcm24 = raw[off + 8: off + 8 + 2 * n16], raw[off + 8 + 2 * n16:]
+            if len(pcm) != 2 * n16:
+                return None
+        if len(pcm) % 2 or len(pcm24) % 2 or not np.isfinite(emb).all():
             return None
-        return Entry(emb, float(seconds), np.frombuffer(pcm, dtype="<i2").copy())
+        return Entry(emb, float(seconds), np.frombuffer(pcm, dtype="<i2").copy(),
+                     np.frombuffer(pcm24, dtype="<i2").copy())
     except (IndexError, struct.error, ValueError):
         return None
 

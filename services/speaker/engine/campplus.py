@@ -166,15 +166,18 @@ class _XVector(nn.Module):
         for i in (1, 2, 3):
             x = getattr(self, f"transit{i}")(getattr(self, f"block{i}")(x))
         x = self.out_nonlinear(x)
-        stats = torch.cat([x.mean(-1), x.std(-1, unbiased=True)], dim=-1)
+        stats = torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=True)], dim=1)       # x: (B, C, T)
         return self.dense(stats)
 
 
 class CAMPPlus(nn.Module):
-    def __init__(self, feat_dim: int = 80, embedding_dim: int = 192):
+    def __init__(self, feat_dim: int = 80, embedding_dim: int = 192, *, head_channels: int = 32, growth: int = 32,
+                 bottleneck: int = 128, init: int = 128):
+        """The published sizes by default; smaller ``head_channels``/``growth``/``bottleneck``/``init`` make small
+        random test models."""
         super().__init__()
-        self.head = _FCM(32, feat_dim)
-        self.xvector = _XVector(self.head.out_channels, embedding_dim)
+        self.head = _FCM(head_channels, feat_dim)
+        self.xvector = _XVector(self.head.out_channels, embedding_dim, growth, bottleneck, init)
 
     def forward(self, feats):                # feats: (B, T, F)
         return self.xvector(self.head(feats.transpose(1, 2)))

@@ -20,6 +20,7 @@ def decoder(tmp_path_factory, glmtts_checkpoint):
         "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": "3",
         "TTS_DECODER_GLMTTS_N_TIMESTEPS": "4",
         "TTS_DECODER_MAX_STREAMS": "3",
+        "TTS_DECODER_GLMTTS_LOOKAHEAD": "2",      # a flow block waits for 2 tokens of right context
     }).start()
     yield svc
     assert svc.stop() == 0, svc.log()
@@ -59,7 +60,7 @@ def test_decode_streams_token_chunks_in_order(stub):
     summary = responses[-1].summary
     assert summary.engine == "glmtts" and summary.tokens == sum(c.tokens for c in chunks) == 36
     assert [c.segment_index for c in chunks] == sorted(c.segment_index for c in chunks)
-    assert [c.tokens for c in chunks if c.segment_index == 0] == [8, 8, 2]
+    assert [c.tokens for c in chunks if c.segment_index == 0] == [10, 8]      # due at 8 + 2 look-ahead tokens
     offset = 0
     for c in chunks:
         assert c.offset_samples == offset

@@ -8,6 +8,12 @@ changes and the cost per chunk does not grow with the segment. Each chunk emits 
 + ``fade`` (20 ms) before the end; the next chunk cross-fades over the ``fade`` samples it re-renders. The noise of
 both models is a function of (seed, segment), drawn once per segment, so rendering the whole segment at once
 (:meth:`Acoustic.render_full`) gives the same audio as the streamed chunks except inside those short cross-fades.
+
+Streaming blocks wait for ``lookahead`` tokens of right context (per block, last repeating; the published streaming
+code looks ahead [12, 25, 100] tokens for its [25, 50, 200] blocks): without it a block's last frames differ from
+the full-attention render by up to 0.47 on the reference pack, with 12/25/50 by 0.063 (tests/unit/decoder/glmtts/
+test_acoustic_modes.py). When the whole text is wanted at once (unary, batch), :class:`OfflineRenderer` renders a
+segment in one full-attention pass, as the published offline inference does.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,9 +43,32 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+def _nth(seq: Sequence[int], i: int) -> int:
+    return int(seq[min(i, len(seq) - 1)])
+
+
+def emit_schedule(blocks: Sequence[int], lookahead: int | Sequence[int]) -> list[int]:
+    """Token counts between audio chunks when flow block *k* (``blocks``, last repeating) is produced once its
+    ``lookahead[k]`` tokens of right context exist: [15, 25, 50] + [12, 25, 50] → chunks due at 27, 65, 140, 190, ...
+    → [27, 38, 75, 50]."""
+    las = [lookahead] if isinstance(lookahead, int) else list(lookahead)
+    n = max(len(blocks), len(las))
+    ends, total = [], 0
+    for k in range(n):
+        total += _nth(blocks, k)
+        ends.append(total + _nth(las, k))
+    return [ends[0]] + [b - a for a, b in zip(ends, ends[1:])] + [_nth(blocks, n)]
+
+
+def _noise(flow, prompt: Prompt, seed: int, index: int, max_tokens: int) -> torch.Tensor:
+    n_frames = flow.frames_for(len(prompt.speech_tokens) + max_tokens) + 1
+    g = torch.Generator().manual_seed(_seed("flow", seed, index))
+    return torch.randn(1, n_frames, flow.mel_dim, generator=g)
+
+
 class Acoustic:
     def __init__(self, layout: Layout, device: torch.device, dtype: torch.dtype, *, n_timesteps: int = 10,
-                 lookahead: int = 0, holdback_ms: float = 160.0, fade_ms: float = 20.0, prompt_cache: int = 64):
+                 lookahead: int | Sequence[int] = 0, holdback_ms: float = 160.0, fade_ms: float = 20.0, prompt_cache: int = 64):
         self.layout = layout
         self.device, self.dtype = device, dtype
         self.n_timesteps = n_timesteps
@@ -47,7 +77,7 @@ class Acoustic:
         self.fade = int(fade_ms * SAMPLE_RATE / 1000)
         self.flow = self.vocoder = self.tokenizer = None
         self.voices: dict[str, dict] = {}
-        self._prompts: OrderedDict[str, Prompt] = OrderedDict()
+        self._prompts: OrderedDict[object, Prompt] = OrderedDict()
         self._prompt_cache = prompt_cache
         self._prompts_lock = threading.Lock()     # the prompt thread fills the cache; the event loop looks it up
 
@@ -76,10 +106,11 @@ class Acoustic:
 
     @staticmethod
     def prompt_key(voice) -> str:
-        """The prompt cache key of a voice ("" = not cacheable). A cloned voice is known by its reference id, so a
-        request may name it without sending its audio again."""
+        """The prompt cache key of a voice ("" = not cacheable). A cloned voice is known by (reference content,
+        encoder id, transcript) — the same audio with another transcript or another encoder's embedding is another
+        prompt — so a request may name it without sending its audio again."""
         if voice.reference_id:
-            return voice.reference_id
+            return "\x1f".join((voice.reference_id, voice.encoder, voice.prompt_text))
         if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
             return ""
         return f"voice:{voice.name or 'default'}"
@@ -93,7 +124,7 @@ class Acoustic:
             return prompt
 
     def prompt(self, voice, encode_text) -> Prompt:
-        """The LM prefix and acoustic conditioning of a voice; cached by voice identity (bounded LRU)."""
+        """The LM prefix and acoustic conditioning of a voice; cached by :meth:`prompt_key` (bounded LRU)."""
         prompt = self.cached_prompt(voice)
         if prompt is not None:
             return prompt
@@ -120,7 +151,10 @@ class Acoustic:
                     "checkpoint with its speech tokenizer")
             pcm = np.asarray(voice.prompt_pcm16k, dtype=np.float32)
             tokens = self.tokenizer.tokenize(pcm)
-            wav24 = _resample(pcm, 16000, SAMPLE_RATE)
+            if voice.prompt_pcm24k is not None and len(voice.prompt_pcm24k):
+                wav24 = np.asarray(voice.prompt_pcm24k, dtype=np.float32)    # resampled once from the source
+            else:                           # an older speaker stage: 16 kHz only (the mel's 7-8 kHz bands are lost)
+                wav24 = _resample(pcm, 16000, SAMPLE_RATE)
             text = voice.prompt_text
             if voice.embedding is None:
                 raise InvalidArgument("config.speaker.embedding", "a cloned voice needs its speaker embedding")
@@ -158,8 +192,16 @@ class Acoustic:
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
-    def segment(self, prompt: Prompt, seed: int, index: int, max_tokens: int, schedule: list[int]) -> "SegmentRenderer":
+    def segment(self, prompt: Prompt, seed: int, index: int, max_tokens: int, schedule: list[int],
+                offline: bool = False):
+        if offline:
+            return OfflineRenderer(self, prompt, seed, index, max_tokens)
         return SegmentRenderer(self, prompt, seed, index, max_tokens, schedule)
+
+    def render_offline(self, prompt: Prompt, seed: int, index: int, tokens: list[int], max_tokens: int) -> np.ndarray:
+        """The segment in one full-attention flow pass and one vocoder pass (the published offline path)."""
+        r = OfflineRenderer(self, prompt, seed, index, max_tokens)
+        return r.push(tokens, True)
 
     def render_full(self, prompt: Prompt, seed: int, index: int, tokens: list[int], max_tokens: int,
                     schedule: list[int]) -> np.ndarray:
@@ -177,9 +219,7 @@ class SegmentRenderer:
         self.a = acoustic
         flow = acoustic.flow
         self.prompt_token = torch.tensor([prompt.speech_tokens], dtype=torch.long)
-        n_frames = flow.frames_for(len(prompt.speech_tokens) + max_tokens) + 1
-        g = torch.Generator().manual_seed(_seed("flow", seed, index))
-        self.noise = torch.randn(1, n_frames, flow.mel_dim, generator=g)
+        self.noise = _noise(flow, prompt, seed, index, max_tokens)
         self.vocoder_seed = _seed("vocoder", seed, index)
         feat, embedding = prompt.feat, prompt.embedding
         self.conditioning = conditioning_digest(self.prompt_token, feat, embedding)   # exactly what the flow gets
@@ -250,6 +290,35 @@ class SegmentRenderer:
         self.tail = out[keep:].copy() if keep < len(out) else self.tail
         self.emitted += keep
         return out[:keep]
+
+
+class OfflineRenderer:
+    """A whole segment at once: nothing until the last token, then one full-attention flow pass (every frame sees
+    every frame, as the published offline inference) and one vocoder pass. Same noise as the streamed renderer."""
+
+    def __init__(self, acoustic: Acoustic, prompt: Prompt, seed: int, index: int, max_tokens: int):
+        self.a, self.prompt = acoustic, prompt
+        self.noise = _noise(acoustic.flow, prompt, seed, index, max_tokens)
+        self.vocoder_seed = _seed("vocoder", seed, index)
+        self.conditioning = conditioning_digest(torch.tensor([prompt.speech_tokens], dtype=torch.long), prompt.feat,
+                                                prompt.embedding)
+        self.counted = 0
+
+    @torch.inference_mode()
+    def mel(self, tokens: list[int]) -> torch.Tensor:
+        p = self.prompt
+        return self.a.flow.inference(torch.tensor([tokens]), torch.tensor([p.speech_tokens], dtype=torch.long),
+                                     p.feat, p.embedding, n_timesteps=self.a.n_timesteps, noise=self.noise)
+
+    @torch.inference_mode()
+    def push(self, tokens: list[int], final: bool) -> np.ndarray:
+        if not final or not tokens:
+            return np.zeros(0, np.float32)
+        mel = self.mel(tokens)
+        if mel.shape[-1] == 0:
+            return np.zeros(0, np.float32)
+        wav, _ = self.a.vocoder.vocode(mel, seed=self.vocoder_seed)
+        return wav[0].float().cpu().numpy()
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -20,10 +20,11 @@ import time
 import numpy as np
 import torch
 
-from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_encoder
 
 from ..base import Chunk, SegmentInput, StreamOptions, Voice
-from .acoustic import SAMPLE_RATE, Acoustic
+from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
 from .phonemes import all_tokens, lm_text
@@ -69,6 +70,8 @@ class GLMTTSStream:
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
         self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
+        self.blocks: list[int] = []                      # flow block sizes (tokens) of streamed segments
+        self.offline = False                             # segments rendered whole (full attention)
         self._closed = False
         self._error: BaseException | None = None
 
@@ -138,7 +141,8 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones", dtype: str = "auto"):
+                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "polyphones",
+                 dtype: str = "auto", speaker_encoder: str = ""):
         self.path = path
         self.device, self.dtype = pick_device(device, dtype)
         self.max_streams = max_streams
@@ -154,6 +158,9 @@ class GLMTTSEngine:
         self.lookahead = lookahead
         self.threads = threads
         self.phonemes = phonemes
+        # the speaker encoder the flow was trained with: the setting, else the checkpoint's own CAM++ ONNX (its id
+        # from the file's hash), else "" (any encoder, with a warning at load)
+        self.speaker_encoder = speaker_encoder
         self.phoneme_tokens = False       # set at load: "polyphones" and the tokenizer holds the phoneme tokens
         self.lm: SpeechLM | None = None
         self.acoustic: Acoustic | None = None
@@ -178,6 +185,13 @@ class GLMTTSEngine:
             # them spin against each other (measured: a 10 ms step took 230 ms on a loaded 2-core machine)
             torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 2) // 2))
         layout = Layout.of(self.path)
+        if not self.speaker_encoder:
+            onnx = next((layout.root / p for p in CHECKPOINT_CAMPPLUS if (layout.root / p).is_file()), None)
+            if onnx is not None:
+                self.speaker_encoder = campplus_onnx_id(onnx)
+            else:
+                log.warning("glmtts checkpoint has no frontend/campplus.onnx and TTS_DECODER_GLMTTS_SPEAKER_ENCODER "
+                            "is unset: cloned voices are accepted from any speaker encoder", extra={"path": self.path})
         t0 = time.perf_counter()
         self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
         if self.phonemes == "polyphones":
@@ -293,6 +307,11 @@ class GLMTTSEngine:
                 retry_after_s=1.0)
         cloned = _cloned(voice)
         by_reference = not cloned and bool(voice.reference_id)
+        if (cloned or by_reference) and self.speaker_encoder and not same_encoder(voice.encoder, self.speaker_encoder):
+            raise FailedPrecondition(
+                f"config.speaker.encoder: this glmtts checkpoint's flow needs speaker embeddings from "
+                f"{self.speaker_encoder!r}; this one comes from {voice.encoder or 'an unnamed encoder'!r} (ask the "
+                f"speaker stage for {self.speaker_encoder!r})")
         if not cloned and not by_reference:
             if voice.embedding is not None:      # conditioning that would be dropped silently: refuse it
                 raise InvalidArgument("config.speaker", "a speaker embedding came without its reference audio or "
@@ -305,11 +324,16 @@ class GLMTTSEngine:
             raise NotFound(f"config.speaker.reference_id: {PROMPT_UNKNOWN} {voice.reference_id[:16]!r} on this "
                            "decoder; send the reference audio (prompt_pcm16k) with it")
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        schedule = [options.chunk_size] if options.chunk_size > 0 else self.schedule
+        blocks = [options.chunk_size] if options.chunk_size > 0 else self.schedule
+        if options.offline:
+            schedule = [1 << 30]              # no chunk before the segment's end: it is rendered in one piece
+        else:                                 # a chunk is due once a block's look-ahead tokens exist
+            schedule = emit_schedule(blocks, self.lookahead)
         sid = next(self._ids)
         state = StreamState(sid, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
                             self.max_ahead, prompt=prompt)
         stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
+        stream.blocks, stream.offline = blocks, options.offline
         state.stream = stream
         self._streams[sid] = stream
         self.scheduler.add(state)
@@ -414,7 +438,7 @@ class GLMTTSEngine:
                     r = stream.renderers.get(seg_index)
                     if r is None:
                         r = stream.renderers[seg_index] = self.acoustic.segment(
-                            st.prompt, st.seed, seg_index, max_len, st.schedule)
+                            st.prompt, st.seed, seg_index, max_len, stream.blocks, stream.offline)
                         stream.conditioning = r.conditioning
                     audio = r.push(tokens, final)
                     if final:

@@ -15,6 +15,7 @@ def make_engine(path, **kw):
     kw.setdefault("max_token_ratio", 3.0)      # a random LM rarely ends audio by itself: bound segments tightly
     kw.setdefault("chunk_schedule", (10, 20))
     kw.setdefault("n_timesteps", 4)
+    kw.setdefault("lookahead", 0)               # chunk counts below follow the schedule exactly (look-ahead: test_acoustic_modes)
     e = GLMTTSEngine(str(path), **kw)
     e.load()
     return e
@@ -69,7 +70,7 @@ async def test_streamed_audio_equals_the_segment_rendered_at_once(engine):
     chunks, state = await run(engine, ["今天天气不错"], seed=11, chunk_size=7)
     streamed = audio_of(chunks)
     s = state.history[0]
-    whole = engine.acoustic.render_full(state.prompt, state.seed, 0, s.tokens, s.max_len, state.schedule)
+    whole = engine.acoustic.render_full(state.prompt, state.seed, 0, s.tokens, s.max_len, state.stream.blocks)
     assert len(streamed) == len(whole)
     diff = np.abs(streamed - whole)
     seams = np.zeros(len(whole), bool)
