@@ -14,7 +14,7 @@ from shared.errors import InvalidArgument
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
-from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, TOKENS_PER_SECOND
+from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, THROUGHPUT, TOKENS_PER_SECOND
 
 log = logging.getLogger("decoder")
 
@@ -43,6 +43,10 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self.engines = engines
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
+        for name, engine in engines.items():
+            if "throughput" in engine.stats():        # engines that measure real-time capacity: read at scrape time
+                HEADROOM.labels(name).set_function(lambda e=engine: e.stats()["headroom_streams"])
+                THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats()["throughput"])
 
     def _engine(self, name: str):
         name = name or self.default_engine
@@ -110,7 +114,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 TOKENS_PER_SECOND.labels(engine.name).observe(tokens / elapsed)
             yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
-                engine=engine.name, voice=str(getattr(stream, "voice_name", ""))))
+                engine=engine.name, voice=str(getattr(stream, "voice_name", "")),
+                compute_per_audio_s=engine.stats().get("compute_per_audio_s", 0.0)))
         except asyncio.TimeoutError:
             raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
         finally:
@@ -136,5 +141,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 name=name, sample_rate=engine.sample_rate, voices=engine.voices(), loaded=True,
                 supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
                 cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"],
-                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0)))
+                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
+                throughput=stats.get("throughput", 0.0), compute_per_audio_s=stats.get("compute_per_audio_s", 0.0),
+                headroom_streams=stats.get("headroom_streams", 0.0)))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

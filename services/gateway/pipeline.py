@@ -21,6 +21,7 @@ from shared.aio import END, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
+from shared.playback import PlaybackClock
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
@@ -80,6 +81,22 @@ class Stages:
         self._decoder_channels = [channel(a.strip()) for a in settings.decoder_addrs.split(",") if a.strip()]
         self.decoders = [decoder_pb2_grpc.DecoderStub(ch) for ch in self._decoder_channels]
         self._next_decoder = itertools.cycle(range(len(self.decoders)))
+        # what each decoder last reported about its speed (compute s per audio s, one stream alone), and how many
+        # streams this gateway has open on it: together the per-stream rate the frontend sizes segments by
+        self._cost = [0.0] * len(self.decoders)
+        self._open = [0] * len(self.decoders)
+
+    def decoder_rtf(self, stub) -> float:
+        """The compute seconds per second of audio a new stream on ``stub`` will get (0 = not known yet)."""
+        i = self.decoders.index(stub)
+        return self._cost[i] * (self._open[i] + 1)
+
+    def report_cost(self, stub, cost: float) -> None:
+        if cost > 0:
+            self._cost[self.decoders.index(stub)] = cost
+
+    def opened(self, stub, delta: int) -> None:
+        self._open[self.decoders.index(stub)] += delta
 
     def decoder(self, exclude=()) -> decoder_pb2_grpc.DecoderStub:
         """Round-robin, skipping decoders in ``exclude`` and, while another one is up, those whose channel fails."""
@@ -241,11 +258,16 @@ class Pipeline:
         timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
         fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
         dec_feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), self.settings.stage_queue)
-        await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
-        fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
         dec_stub = self.stages.decoder()
         dec_tried = [dec_stub]
+        normalize_config = frontend_pb2.NormalizeConfig()
+        normalize_config.CopyFrom(plan.normalize_config)
+        normalize_config.decoder_rtf = self.stages.decoder_rtf(dec_stub)
+        await fe_q.put(frontend_pb2.NormalizeRequest(config=normalize_config))
+        fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
         dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
+        self.stages.opened(dec_stub, +1)
+        playback = PlaybackClock()
         segments: dict[int, frontend_pb2.Segment] = {}
 
         async def feed_frontend():
@@ -289,6 +311,7 @@ class Pipeline:
                             dec_feed.started()
                         if resp.WhichOneof("response") == "summary":
                             summary = resp.summary
+                            self.stages.report_cost(dec_stub, summary.compute_per_audio_s)
                             continue
                         chunk = resp.chunk
                         if encoder is None:
@@ -300,18 +323,23 @@ class Pipeline:
                         if first_latency is None:
                             first_latency = time.perf_counter() - (t_first_text[0] if t_first_text else t_start)
                             FIRST_CHUNK.labels(plan.engine or "default").observe(first_latency)
+                        playback.deliver(time.perf_counter(), n / plan.sample_rate)
                         yield self._chunk(plan, data, out_samples, n, chunk.segment_index, last_segment, chunk.segment_end)
                         out_samples += n
                     break
                 except grpc.aio.AioRpcError as err:
-                    if (answered or err.code() != grpc.StatusCode.UNAVAILABLE
-                            or len(dec_tried) >= len(self.stages.decoders)):
+                    retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    if answered or err.code() not in retryable or len(dec_tried) >= len(self.stages.decoders):
                         raise from_rpc_error("decoder", err) from None
-                    # no audio reached the client yet: replay config + segments on another decoder
-                    log.warning("decoder unavailable before the stream started; retrying on another decoder",
+                    # no audio reached the client yet: replay config + segments on another decoder (this one is
+                    # down, or at its real-time capacity)
+                    log.warning("decoder %s before the stream started; retrying on another decoder",
+                                "unavailable" if err.code() == grpc.StatusCode.UNAVAILABLE else "at capacity",
                                 extra={"error": err.details(), "attempt": len(dec_tried) + 1})
                     dec_call.cancel()
+                    self.stages.opened(dec_stub, -1)
                     dec_stub = self.stages.decoder(exclude=dec_tried)
+                    self.stages.opened(dec_stub, +1)
                     dec_tried.append(dec_stub)
                     timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
                     dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
@@ -335,8 +363,11 @@ class Pipeline:
                 audio_ms=audio_s * 1000, first_chunk_latency_ms=(first_latency or 0) * 1000,
                 tokens=summary.tokens if summary else 0, real_time_factor=rtf, segments=len(segments),
                 processing_ms=processing * 1000, engine=summary.engine if summary else plan.engine,
-                voice=plan.voice_label or (summary.voice if summary else ""), request_id=plan.request_id))
+                voice=plan.voice_label or (summary.voice if summary else ""), request_id=plan.request_id,
+                min_playback_margin_ms=(playback.min_margin_s or 0.0) * 1000, stalls=playback.stalls,
+                stall_ms=playback.stall_s * 1000))
         finally:
+            self.stages.opened(dec_stub, -1)
             for task in helpers:
                 task.cancel()
             fe_call.cancel()

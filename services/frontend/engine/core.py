@@ -178,7 +178,7 @@ class TextStream:
                  schedule: Schedule | None = None):
         self.engine = engine
         self.schedule = schedule or Schedule(max_units=max_segment_chars)
-        self.audio_s = 0.0     # estimated audio of the segments emitted so far
+        self.last_audio_s = 0.0  # estimated audio of the segment emitted last
         self.language = language
         self.phoneme_mode = phoneme_mode
         self.max_segment_chars = max_segment_chars
@@ -226,7 +226,7 @@ class TextStream:
     def _drain(self, final: bool) -> list[Segment]:
         out: list[Segment] = []
         while self.buf:
-            limit = self.schedule.limit(self.index, self.audio_s)
+            limit = self.schedule.limit(self.index, self.last_audio_s)
             cut = self.splitter.next_cut(self.buf, final, first=self.index == 0, limit=limit)
             if cut is None:
                 break
@@ -250,5 +250,5 @@ class TextStream:
         lead = len(piece) - len(piece.lstrip())
         seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode)
         self.index += 1
-        self.audio_s += Schedule.audio_s(stripped)
+        self.last_audio_s = Schedule.audio_s(stripped)
         out.append(seg)
