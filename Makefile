@@ -39,6 +39,11 @@ bench-decoder:
 bench-frontend:
 	$(PY) bench/bench_frontend.py
 
+# N = 1, 2, 4, 8 LLM-paced streams through a private stack: first audio, stalls, refusals (BENCH_STREAMS, BENCH_PACE_MS)
+.PHONY: bench-stream
+bench-stream:
+	$(PY) bench/bench_stream.py $(BENCH_ARGS)
+
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
 .PHONY: load soak
@@ -52,6 +57,7 @@ soak:
 asr-check:
 	.venv/bin/pip install -q -r requirements-asr.txt
 	$(PY) bench/asr_check.py
+	$(PY) bench/asr_check.py --streamed
 
 clean:
 	rm -rf gen .run outputs

@@ -22,7 +22,8 @@ def build_engines(settings: DecoderSettings) -> dict:
                                            chunk_ms=settings.embedded_chunk_ms,
                                            queue_chunks=settings.embedded_queue_chunks,
                                            target_utilization=settings.embedded_target_utilization,
-                                           min_streams=settings.embedded_min_streams)
+                                           min_streams=settings.embedded_min_streams,
+                                           admission_idle_s=settings.embedded_admission_idle_s)
         elif name == "glmtts":
             from .engine.glmtts.engine import GLMTTSEngine
             from .engine.glmtts.lm import SamplingParams

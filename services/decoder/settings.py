@@ -19,6 +19,7 @@ class DecoderSettings(ServiceSettings):
     embedded_target_utilization: float = 0.85  # admit a stream while all streams need at most this share of the
                                             # measured throughput (real-time capacity); 0 = off (only max_streams)
     embedded_min_streams: int = 1           # always admit this many streams, whatever the measured throughput
+    embedded_admission_idle_s: float = 5.0  # an open stream that got no text for this long needs no capacity
     # glmtts
     glmtts_path: str = "models/glmtts-tiny"
     max_streams: int = 8

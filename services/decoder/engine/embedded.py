@@ -301,7 +301,7 @@ class EmbeddedEngine:
 
     def __init__(self, model_dir: str, default_voice: str = "jm_kumo", max_streams: int = 64,
                  chunk_ms: int = 320, threads: int = 0, queue_chunks: int = 16, target_utilization: float = 0.85,
-                 min_streams: int = 1, clock=time.monotonic):
+                 min_streams: int = 1, admission_idle_s: float = 5.0, clock=time.monotonic):
         self.model = KokoroModel(model_dir, threads=threads)
         self.default_voice = default_voice
         self.max_streams = max_streams
@@ -309,7 +309,8 @@ class EmbeddedEngine:
         self.queue_chunks = queue_chunks
         self.target_utilization = target_utilization    # 0 = no real-time admission (only max_streams)
         self.sched = RealtimeScheduler(clock=clock, target_utilization=target_utilization or 1.0,
-                                       max_weight=_MAX_TOKENS - 2, min_streams=min_streams, split=self._split_work)
+                                       max_weight=_MAX_TOKENS - 2, min_streams=min_streams, split=self._split_work,
+                                       idle_s=admission_idle_s)
         self._streams: set[EmbeddedStream] = set()
         self._work = None                 # the scheduler task (started on first use, in the serving loop)
         self._wake_event: asyncio.Event | None = None

@@ -46,10 +46,10 @@ class StreamState:
 class RealtimeScheduler:
     def __init__(self, clock=time.monotonic, cost: float = 0.3, target_utilization: float = 0.85,
                  merge_share: float = 0.5, first_job_s: float = 0.4, max_job_s: float = 1.5, max_weight: int = 500,
-                 idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 0.6):
+                 idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 2.0):
         self.clock = clock
         self.split = split                    # split(work, audio_s) -> (head, tail) or None: cut a segment shorter
-        self.min_split_s = min_split_s        # never split off less audio than this
+        self.min_split_s = min_split_s        # never split off less audio than this (nor leave less behind)
         self.target_utilization = target_utilization
         self.merge_share = merge_share        # a merged job may take this share of the urgent streams' margin
         self.first_job_s = first_job_s        # while a stream waits for its first audio, jobs are kept this short
@@ -166,9 +166,8 @@ class RealtimeScheduler:
             waiting = any(not o.clock.started and not o.ended for o in self.streams.values() if o is not st)
             cap = self.first_job_s if waiting else self.max_job_s
             limit, budget = min(0.8 * m, cap), min(self.merge_share * m, cap)
-        else:
-            limit = budget = self.first_job_s
-        self._split_head(st, limit / cost)
+            self._split_head(st, limit / cost)
+        # (a first segment is never split: the frontend made it short, and cutting it costs intelligibility)
         items = [st.pending.popleft()]
         if st.clock.started:
             total_s, weight = items[0].audio_s, items[0].weight
@@ -186,9 +185,10 @@ class RealtimeScheduler:
     def _split_head(self, st: StreamState, audio_s: float) -> None:
         """If the stream's next segment gives more audio than ``audio_s``, split it (when the engine can)."""
         head = st.pending[0]
-        if self.split is None or head.audio_s <= max(audio_s, self.min_split_s) * 1.25:
-            return
-        parts = self.split(head, max(audio_s, self.min_split_s))
+        cut = max(audio_s, self.min_split_s)
+        if self.split is None or head.audio_s <= cut * 1.25 or head.audio_s - cut < self.min_split_s / 2:
+            return                            # short pieces alone sound much worse: split only long segments
+        parts = self.split(head, cut)
         if parts:
             st.pending.popleft()
             st.pending.extendleft(reversed(parts))

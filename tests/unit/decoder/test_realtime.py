@@ -98,7 +98,7 @@ def test_a_new_streams_first_segment_goes_before_look_ahead_and_keeps_jobs_short
 
 def test_look_ahead_is_kept_short_while_a_new_stream_waits():
     clock = FakeClock()
-    s = sched_with(clock, cost=0.2, first_job_s=0.4, split=split_audio)
+    s = sched_with(clock, cost=0.2, first_job_s=0.4, split=split_audio, min_split_s=0.6)
     s.open("A")
     s.add("A", Work("a0", 1.0))
     s.pick()
@@ -161,7 +161,7 @@ def simulate(n_streams, cost, admit=True, stagger_s=0.3, overhead_s=0.02):
     """n LLM-paced replies through one model, segments sized by the schedule for the admitted load; each piece of
     text arrives 0.2 s after the one before. Returns (admitted keys, refused count, scheduler)."""
     clock = FakeClock()
-    s = sched_with(clock, cost=cost, split=split_audio)
+    s = sched_with(clock, cost=cost, split=split_audio, min_split_s=0.6)
     expected = min(n_streams, int(0.85 / cost)) if admit else n_streams
     sizes = segment_sizes(cost * expected)
     arrivals, admitted, refused = [], [], 0
