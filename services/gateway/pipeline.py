@@ -162,9 +162,9 @@ class DecoderFeed:
         i = 0
         while True:
             async with self.cond:
-                await self.cond.wait_for(lambda: i < len(self.items) or self.done)
-                if i >= len(self.items):
-                    return
+                await self.cond.wait_for(lambda: i < len(self.items) or self.done or gen != self.gen)
+                if i >= len(self.items) or gen != self.gen:
+                    return        # the end, or a newer reader replaced this one (its call was dropped)
                 item = self.items[i]
                 if not self.keep:
                     self.items[i] = None
