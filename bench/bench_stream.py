@@ -1,7 +1,7 @@
 """Conversation-grade streaming: N LLM-paced streams at once through the gateway of a private stack.
 
     make bench-stream                                   # embedded engine, N = 1, 2, 4, 8
-    .venv/bin/python bench/bench_stream.py [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
+    .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
         [--model glmtts --glmtts-path models/glmtts-50m]
 
 Each stream sends one customer-service reply as a chat model emits it (1-3 characters every 50 ms by default) and
@@ -23,14 +23,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+import grpc
 
-import grpc  # noqa: E402
-
-from shared.playback import PlaybackClock  # noqa: E402
-from tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
-from tts_client.client import make_config  # noqa: E402
+import shared  # noqa: F401  (generated stubs)
+from shared.playback import PlaybackClock
+from tts.v1 import tts_pb2, tts_pb2_grpc
+from tts_client.client import make_config
 
 # ordinary replies of a customer-service bot (not the test texts)
 REPLIES = [
