@@ -212,6 +212,8 @@ class FrontendEngine:
                        phonemes=join_phonemes(words), languages=language_spans(words))
 
 
+COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut never separates one from its object
+
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
@@ -266,11 +268,14 @@ class TextStream:
             b += 1
         if b == len(buf) and b < stop and not final:
             return None
-        best, k = None, a
+        best, solid, k = None, None, a
         for w in jieba_tokenizer().lcut(buf[a:b]):
             k += len(w)
             if k <= cut:
                 best = k
+                if len(w) > 1 and buf[k - 1] not in COVERBS:
+                    solid = k     # not after a one-character word or a preposition (为|每位: its object decides)
+        best = solid or best
         return best if best and best > 0 else cut
 
     def _drain(self, final: bool) -> list[Segment]:

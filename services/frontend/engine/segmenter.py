@@ -40,6 +40,7 @@ SYLLABLE_S = 0.21            # seconds of speech per unit (a Mandarin syllable, 
 DEFAULT_RTF = 0.3            # decoder seconds of compute per second of audio when the decoder has not told us
 FIRST_UNITS = 4              # the first segment: a handful of syllables (then the next word boundary)
 LATER_MIN_UNITS = 8          # later segments are never cut shorter than this by the schedule (intelligibility)
+NUMBER_CONTEXT = 3           # no size cut this close before a digit
 SLACK_UNITS = 4              # a size cut moves to a clause end (or the end of the text) this close after it
 LOOKAHEAD_SHARE = 0.6        # a segment's synthesis may take this share of the playing time of the one before
 
@@ -204,7 +205,10 @@ class Splitter:
                         return j
             self.units += self._unit(c)
             if self.limit_cut and self.units > self.limit_units + SLACK_UNITS:
-                return self.limit_cut
+                if any(ch.isdigit() for ch in buf[self.limit_cut:self.limit_cut + NUMBER_CONTEXT]):
+                    self.limit_cut = 0    # the words before a number decide how it is read (房间号1208): keep them
+                else:
+                    return self.limit_cut
             if self.units > self.max_units:   # inside one long token: cut before it, or hard (see above)
                 cut = self.clause_cut or self.word_cut
                 if cut:
