@@ -49,6 +49,11 @@ bench-g2p:
 bench-tn:
 	$(PY) -m bench.bench_tn
 
+# N = 1, 2, 4, 8 LLM-paced streams through a private stack: first audio, stalls, refusals (BENCH_STREAMS, BENCH_PACE_MS)
+.PHONY: bench-stream
+bench-stream:
+	$(PY) -m bench.bench_stream $(BENCH_ARGS)
+
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
 .PHONY: load soak
@@ -62,6 +67,7 @@ soak:
 asr-check:
 	.venv/bin/pip install -q -r requirements-asr.txt
 	$(PY) -m bench.asr_check
+	$(PY) -m bench.asr_check --streamed
 
 clean:
 	rm -rf tts gen .run outputs

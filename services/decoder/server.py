@@ -13,7 +13,7 @@ from shared.errors import InvalidArgument
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
-from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, TOKENS_PER_SECOND
+from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, THROUGHPUT, TOKENS_PER_SECOND
 
 log = logging.getLogger("decoder")
 
@@ -46,6 +46,10 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self.engines = engines
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
+        for name, engine in engines.items():
+            if "throughput" in engine.stats():        # engines that measure real-time capacity: read at scrape time
+                HEADROOM.labels(name).set_function(lambda e=engine: e.stats()["headroom_streams"])
+                THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats()["throughput"])
 
     def _engine(self, name: str):
         name = name or self.default_engine
@@ -115,7 +119,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
                 engine=engine.name, voice=str(getattr(stream, "voice_name", "")),
-                conditioning=str(getattr(stream, "conditioning", ""))))
+                conditioning=str(getattr(stream, "conditioning", "")),
+                compute_per_audio_s=engine.stats().get("compute_per_audio_s", 0.0)))
         except asyncio.TimeoutError:
             raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
         finally:
@@ -142,5 +147,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
                 cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"],
                 buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
+                throughput=stats.get("throughput", 0.0), compute_per_audio_s=stats.get("compute_per_audio_s", 0.0),
+                headroom_streams=stats.get("headroom_streams", 0.0),
                 speaker_encoder=getattr(engine, "speaker_encoder", "")))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

@@ -17,6 +17,10 @@ class DecoderSettings(ServiceSettings):
     embedded_chunk_ms: int = 320
     embedded_max_streams: int = 64
     embedded_queue_chunks: int = 16         # audio chunks a stream may run ahead of its reader (back-pressure)
+    embedded_target_utilization: float = 0.85  # admit a stream while all streams need at most this share of the
+                                            # measured throughput (real-time capacity); 0 = off (only max_streams)
+    embedded_min_streams: int = 1           # always admit this many streams, whatever the measured throughput
+    embedded_admission_idle_s: float = 5.0  # an open stream that got no text for this long needs no capacity
     # glmtts
     glmtts_path: str = "models/glmtts-tiny"
     max_streams: int = 8

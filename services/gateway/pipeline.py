@@ -21,6 +21,7 @@ from shared.aio import END, abandon, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
+from shared.playback import PlaybackClock
 from shared.speaker_encoders import encoder_id
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
@@ -84,6 +85,22 @@ class Stages:
         self._decoder_channels = [channel(a.strip()) for a in settings.decoder_addrs.split(",") if a.strip()]
         self.decoders = [decoder_pb2_grpc.DecoderStub(ch) for ch in self._decoder_channels]
         self._next_decoder = itertools.cycle(range(len(self.decoders)))
+        # what each decoder last reported about its speed (compute s per audio s, one stream alone), and how many
+        # streams this gateway has open on it: together the per-stream rate the frontend sizes segments by
+        self._cost = [0.0] * len(self.decoders)
+        self._open = [0] * len(self.decoders)
+
+    def decoder_rtf(self, stub) -> float:
+        """The compute seconds per second of audio a new stream on ``stub`` will get (0 = not known yet)."""
+        i = self.decoders.index(stub)
+        return self._cost[i] * (self._open[i] + 1)
+
+    def report_cost(self, stub, cost: float) -> None:
+        if cost > 0:
+            self._cost[self.decoders.index(stub)] = cost
+
+    def opened(self, stub, delta: int) -> None:
+        self._open[self.decoders.index(stub)] += delta
 
     def decoder(self, exclude=()) -> decoder_pb2_grpc.DecoderStub:
         """Round-robin, skipping decoders in ``exclude`` and, while another one is up, those whose channel fails."""
@@ -149,9 +166,9 @@ class DecoderFeed:
         i = 0
         while True:
             async with self.cond:
-                await self.cond.wait_for(lambda: i < len(self.items) or self.done)
-                if i >= len(self.items):
-                    return
+                await self.cond.wait_for(lambda: i < len(self.items) or self.done or gen != self.gen)
+                if i >= len(self.items) or gen != self.gen:
+                    return        # the end, or a newer reader replaced this one (its call was dropped)
                 item = self.items[i]
                 if not self.keep:
                     self.items[i] = None
@@ -279,8 +296,16 @@ class Pipeline:
         timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
         fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
         dec_feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), self.settings.stage_queue)
-        await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
+        # the decoder is chosen now, so the frontend sizes segments by its measured rate (the call opens later)
+        dec_stub = self.stages.decoder()
+        dec_tried = [dec_stub]
+        normalize_config = frontend_pb2.NormalizeConfig()
+        normalize_config.CopyFrom(plan.normalize_config)
+        normalize_config.decoder_rtf = self.stages.decoder_rtf(dec_stub)
+        await fe_q.put(frontend_pb2.NormalizeRequest(config=normalize_config))
         fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
+        self.stages.opened(dec_stub, +1)
+        playback = PlaybackClock()
         # the Decode call (which takes a decoder slot) opens only once a segment is ready: a stream whose client
         # is still typing, or never sends a complete sentence, holds no decoder capacity
         dec_call = None
@@ -332,8 +357,6 @@ class Pipeline:
                     await task
                 raise InvalidArgument("text", "nothing in it can be spoken: the voices read Chinese and English; "
                                               "other scripts, emoji and symbols are skipped")
-            dec_stub = self.stages.decoder()
-            dec_tried = [dec_stub]
             timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
             dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
             answered = False        # has the decoder sent anything? (until then the stream can move elsewhere)
@@ -345,6 +368,7 @@ class Pipeline:
                             dec_feed.started()
                         if resp.WhichOneof("response") == "summary":
                             summary = resp.summary
+                            self.stages.report_cost(dec_stub, summary.compute_per_audio_s)
                             continue
                         chunk = resp.chunk
                         if encoder is None:
@@ -356,6 +380,7 @@ class Pipeline:
                         if first_latency is None:
                             first_latency = time.perf_counter() - (t_first_text[0] if t_first_text else t_start)
                             FIRST_CHUNK.labels(plan.engine or "default").observe(first_latency)
+                        playback.deliver(time.perf_counter(), n / plan.sample_rate)
                         yield self._chunk(plan, data, out_samples, n, chunk.segment_index, last_segment, chunk.segment_end)
                         out_samples += n
                     break
@@ -374,14 +399,18 @@ class Pipeline:
                         timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
                         dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
                         continue
-                    if (answered or err.code() != grpc.StatusCode.UNAVAILABLE
-                            or len(dec_tried) >= len(self.stages.decoders)):
+                    retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    if answered or err.code() not in retryable or len(dec_tried) >= len(self.stages.decoders):
                         raise from_rpc_error("decoder", err) from None
-                    # no audio reached the client yet: replay config + segments on another decoder
-                    log.warning("decoder unavailable before the stream started; retrying on another decoder",
+                    # no audio reached the client yet: replay config + segments on another decoder (this one is
+                    # down, or at its real-time capacity)
+                    log.warning("decoder %s before the stream started; retrying on another decoder",
+                                "unavailable" if err.code() == grpc.StatusCode.UNAVAILABLE else "at capacity",
                                 extra={"error": err.details(), "attempt": len(dec_tried) + 1})
                     dec_call.cancel()
+                    self.stages.opened(dec_stub, -1)
                     dec_stub = self.stages.decoder(exclude=dec_tried)
+                    self.stages.opened(dec_stub, +1)
                     dec_tried.append(dec_stub)
                     timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
                     dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
@@ -407,8 +436,11 @@ class Pipeline:
                 processing_ms=processing * 1000, engine=summary.engine if summary else plan.engine,
                 # what the decoder says it spoke, never what we asked for
                 voice=summary.voice if summary and summary.voice else plan.voice_label,
-                conditioning=summary.conditioning if summary else "", request_id=plan.request_id))
+                conditioning=summary.conditioning if summary else "", request_id=plan.request_id,
+                min_playback_margin_ms=(playback.min_margin_s or 0.0) * 1000, stalls=playback.stalls,
+                stall_ms=playback.stall_s * 1000))
         finally:
+            self.stages.opened(dec_stub, -1)
             abandon(*helpers)       # their errors, if any, were raised above already (or the call was cancelled)
             fe_call.cancel()
             if dec_call is not None:

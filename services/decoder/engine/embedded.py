@@ -10,13 +10,13 @@ Kokoro is deterministic: the same phonemes, voice and speed give the same audio 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib.resources as resources
 import json
 import logging
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 from shared.errors import InvalidArgument, ResourceExhausted
 
 from .base import Chunk, SegmentInput, StreamOptions, Voice
+from .realtime import RealtimeScheduler, Work
 
 log = logging.getLogger("decoder.embedded")
 
@@ -109,12 +110,11 @@ def _pause_after(text: str) -> float:
 
 
 class KokoroModel:
-    """The ONNX session, vocabulary and voice packs. Thread-safe inference, at most ``concurrency`` at once."""
+    """The ONNX session, vocabulary and voice packs. The engine's scheduler is its only caller (one job at a time)."""
 
-    def __init__(self, model_dir: str, threads: int = 0, concurrency: int = 1):
+    def __init__(self, model_dir: str, threads: int = 0):
         self.model_dir = model_dir
         self.threads = threads or max(1, os.cpu_count() or 1)
-        self._gate = threading.Semaphore(concurrency)
         self.session = None
         self.vocab: dict[str, int] = {}
         self.voices: dict[str, np.ndarray] = {}
@@ -142,12 +142,11 @@ class KokoroModel:
             return np.zeros(0, np.float32), 0
         pack = self.voices[voice]
         style = pack[min(len(ids), len(pack)) - 1].reshape(1, -1)
-        with self._gate:
-            audio = self.session.run(None, {
-                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-                "style": style,
-                "speed": np.array([speed], dtype=np.float32),
-            })[0]
+        audio = self.session.run(None, {
+            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+            "style": style,
+            "speed": np.array([speed], dtype=np.float32),
+        })[0]
         return _trim(np.asarray(audio, dtype=np.float32).ravel()), len(ids)
 
     def synthesize_segment(self, phonemes: str, voice: str, speed: float, pause_s: float) -> tuple[np.ndarray, int]:
@@ -161,17 +160,43 @@ class KokoroModel:
 
 
 _END = object()
+AUDIO_S_PER_TOKEN = 0.058        # Kokoro at speed 1: seconds of audio per phoneme token (for planning only)
+
+
+def split_at_pauses(audio: np.ndarray, weights: list[int], sr: int = SAMPLE_RATE) -> list[int]:
+    """Where to cut the audio of a merged job between its segments: at the quietest 20 ms near each segment's share
+    of the phoneme tokens (the pause at its punctuation). Returns len(weights) - 1 sample offsets, increasing."""
+    n = len(audio)
+    if len(weights) < 2 or n == 0:
+        return []
+    frame = max(1, int(0.02 * sr))
+    frames = max(1, n // frame)
+    energy = np.array([float(np.mean(audio[k * frame:(k + 1) * frame] ** 2)) for k in range(frames)])
+    total = float(sum(weights)) or 1.0
+    cuts, acc, lo = [], 0.0, 0
+    for w in weights[:-1]:
+        acc += w
+        guess = int(acc / total * frames)
+        span = max(2, int(0.15 * frames * w / total) + 2)
+        a, b = max(lo + 1, guess - span), min(frames - 1, guess + span)
+        k = guess if a >= b else a + int(np.argmin(energy[a:b]))
+        k = min(max(k, lo + 1), frames - 1)
+        cuts.append(k * frame)
+        lo = k
+    return cuts
 
 
 class EmbeddedStream:
-    """Segments in, ~chunk_ms audio chunks out; segment 1 plays while later segments are synthesized."""
+    """Segments in, ~chunk_ms audio chunks out. The engine's scheduler decides when this stream's segments are
+    synthesized (and merges queued ones); a pump moves finished audio into a bounded queue for the reader."""
 
     def __init__(self, engine: "EmbeddedEngine", voice: str, options: StreamOptions):
         self.engine, self.voice, self.options = engine, voice, options
         self.voice_name = voice
-        self._segments: asyncio.Queue = asyncio.Queue()
         self._out: asyncio.Queue = asyncio.Queue(maxsize=engine.queue_chunks)
-        self._task: asyncio.Task | None = None
+        self._ready: list = []                  # finished chunks not yet in _out (at most one job's)
+        self._ready_event = asyncio.Event()
+        self._pump: asyncio.Task | None = None
         self._closed = False
         self.tokens = 0
         self.last_used = time.monotonic()
@@ -179,50 +204,70 @@ class EmbeddedStream:
     def feed(self, segment: SegmentInput) -> None:
         if self._closed:
             raise RuntimeError("stream is closed")
-        self._segments.put_nowait(segment)
-        self._start()
+        phonemes = segment.phonemes.strip()
+        if not phonemes:
+            return
+        ntok = len(self.engine.model.tokens(phonemes))
+        est = ntok * AUDIO_S_PER_TOKEN / self.options.speed + _pause_after(segment.text)
+        self.engine.sched.add(self, Work(segment, est, weight=ntok))
+        self.engine._wake()
 
     def end(self) -> None:
-        self._segments.put_nowait(_END)
-        self._start()
+        self.engine.sched.end(self)
+        self._maybe_finish()
+        self.engine._wake()
 
-    def _start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+    def _maybe_finish(self) -> None:
+        if self.engine.sched.finished(self) and _END not in self._ready:
+            self._push([_END])
 
-    async def _run(self) -> None:
-        try:
-            chunk_len = int(self.engine.chunk_ms / 1000 * SAMPLE_RATE)
-            while True:
-                segment = await self._segments.get()
-                if segment is _END:
-                    break
-                phonemes = segment.phonemes.strip()
-                if not phonemes:
-                    continue
-                audio, ntok = await asyncio.to_thread(
-                    self.engine.model.synthesize_segment, phonemes, self.voice, self.options.speed,
-                    _pause_after(segment.text))
-                self.tokens += ntok
-                starts = list(range(0, len(audio), chunk_len)) or [0]
-                # fold a short tail into the previous chunk
-                if len(starts) > 1 and len(audio) - starts[-1] < chunk_len // 3:
-                    starts.pop()
-                for i, start in enumerate(starts):
-                    end = starts[i + 1] if i + 1 < len(starts) else len(audio)
-                    last = i == len(starts) - 1
-                    await self._out.put(Chunk(audio[start:end], SAMPLE_RATE, segment.index,
-                                              tokens=ntok if i == 0 else 0, segment_end=last))
-            await self._out.put(_END)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # surfaced to the reader of chunks()
-            log.exception("embedded synthesis failed")
-            await self._out.put(exc)
+    def _push(self, items: list) -> None:
+        self._ready.extend(items)
+        self.engine.sched.set_blocked(self, True)
+        self._ready_event.set()
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+
+    async def _run_pump(self) -> None:
+        while True:
+            while not self._ready:
+                self._ready_event.clear()
+                self.engine.sched.set_blocked(self, False)
+                self.engine._wake()
+                await self._ready_event.wait()
+            item = self._ready.pop(0)
+            await self._out.put(item)
+            if isinstance(item, Chunk):
+                self.engine.sched.delivered(self, len(item.audio) / item.sample_rate)
+            elif item is _END or isinstance(item, Exception):
+                return
+
+    def _deliver(self, works: list[Work], audio: np.ndarray, ntok: int) -> None:
+        """One job's audio: split between its segments (at the pauses), then into chunks."""
+        chunk_len = int(self.engine.chunk_ms / 1000 * SAMPLE_RATE)
+        weights = [w.weight for w in works]
+        bounds = [0, *split_at_pauses(audio, weights), len(audio)]
+        items = []
+        for k, work in enumerate(works):
+            segment = work.item
+            part = audio[bounds[k]:bounds[k + 1]]
+            starts = list(range(0, len(part), chunk_len)) or [0]
+            if len(starts) > 1 and len(part) - starts[-1] < chunk_len // 3:
+                starts.pop()                      # fold a short tail into the previous chunk
+            for i, start in enumerate(starts):
+                end = starts[i + 1] if i + 1 < len(starts) else len(part)
+                items.append(Chunk(part[start:end], SAMPLE_RATE, segment.index, tokens=weights[k] if i == 0 else 0,
+                                   segment_end=work.final and i == len(starts) - 1))
+        self.tokens += ntok
+        self._push(items)
+        self._maybe_finish()
+
+    def _fail(self, exc: Exception) -> None:
+        self._push([exc])
 
     async def chunks(self):
-        if self._task is None and self._segments.empty():
-            self._start()
+        if self._pump is None:
+            self._maybe_finish()
         while True:
             item = await self._out.get()
             if item is _END:
@@ -236,28 +281,40 @@ class EmbeddedStream:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
+        if self._pump is not None:
+            self._pump.cancel()
             try:
-                await self._task
+                await self._pump
             except (asyncio.CancelledError, Exception):
                 pass
         self.engine._release(self)
 
 
 class EmbeddedEngine:
+    """One scheduler in front of the one ONNX session: it picks the job whose stream runs dry first (a new stream's
+    first segment before anyone's look-ahead), runs it on the model thread, and admits streams by measured
+    real-time capacity (see realtime.RealtimeScheduler)."""
+
     name = "embedded"
     sample_rate = SAMPLE_RATE
     supports_cloning = False
 
     def __init__(self, model_dir: str, default_voice: str = "jm_kumo", max_streams: int = 64,
-                 chunk_ms: int = 320, threads: int = 0, queue_chunks: int = 16):
+                 chunk_ms: int = 320, threads: int = 0, queue_chunks: int = 16, target_utilization: float = 0.85,
+                 min_streams: int = 1, admission_idle_s: float = 5.0, clock=time.monotonic):
         self.model = KokoroModel(model_dir, threads=threads)
         self.default_voice = default_voice
         self.max_streams = max_streams
         self.chunk_ms = chunk_ms
         self.queue_chunks = queue_chunks
+        self.target_utilization = target_utilization    # 0 = no real-time admission (only max_streams)
+        self.sched = RealtimeScheduler(clock=clock, target_utilization=target_utilization or 1.0,
+                                       max_weight=_MAX_TOKENS - 2, min_streams=min_streams, split=self._split_work,
+                                       idle_s=admission_idle_s)
         self._streams: set[EmbeddedStream] = set()
+        self._work = None                 # the scheduler task (started on first use, in the serving loop)
+        self._wake_event: asyncio.Event | None = None
+        self._pool = None
 
     def voices(self) -> list[str]:
         return sorted(self.model.voices)
@@ -267,7 +324,73 @@ class EmbeddedEngine:
         if self.default_voice not in self.model.voices:
             raise RuntimeError(f"default voice {self.default_voice!r} not in {sorted(self.model.voices)}")
         await asyncio.to_thread(self.model.infer, "ni↓ xau↓", self.default_voice, 1.0)
+        # the first throughput figure, until real jobs are measured: a clause of ordinary length
+        phrase = "ni↗ xau↓, tʂʰiŋ↓ wən↘ jou↓ ʂən↗ mɤ kʰɤ↓ i↓ paŋ→ nin↗ tə?"
+        t0 = time.perf_counter()
+        audio, _ = await asyncio.to_thread(self.model.infer, phrase, self.default_voice, 1.0)
+        if len(audio):
+            self.sched.done(None, time.perf_counter() - t0, len(audio) / SAMPLE_RATE)
 
+    def _split_work(self, work: Work, audio_s: float):
+        """Cut a segment's phonemes at a word boundary so the first part gives about ``audio_s`` of audio."""
+        words = work.item.phonemes.split()
+        if len(words) < 2:
+            return None
+        share = audio_s / max(work.audio_s, 1e-6)
+        target = max(1, int(round(len(words) * share)))
+        # prefer a word that ends with punctuation near the target (a natural pause)
+        best = min(range(1, len(words)), key=lambda k: (abs(k - target) - (2 if words[k - 1][-1:] in ",.?!;:" else 0)))
+        head, tail = " ".join(words[:best]), " ".join(words[best:])
+        nh, nt = len(self.model.tokens(head)), len(self.model.tokens(tail))
+        if not nh or not nt:
+            return None
+        per_tok = work.audio_s / max(nh + nt, 1)
+        return [Work(dataclasses.replace(work.item, phonemes=head), nh * per_tok, weight=nh, final=False),
+                Work(dataclasses.replace(work.item, phonemes=tail), nt * per_tok, weight=nt, final=work.final)]
+
+    # ---- the scheduler loop --------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._work is None or self._work.done() or self._work.get_loop() is not loop:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="kokoro")
+            self._wake_event = asyncio.Event()
+            self._work = loop.create_task(self._run())
+        self._wake_event.set()
+
+    def _synthesize(self, phonemes: str, voice: str, speed: float, pause_s: float):
+        t0 = time.perf_counter()
+        audio, ntok = self.model.synthesize_segment(phonemes, voice, speed, pause_s)
+        return audio, ntok, time.perf_counter() - t0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self.sched.pick()
+            if job is None:
+                self._wake_event.clear()
+                await self._wake_event.wait()
+                continue
+            stream, works = job
+            segments = [w.item for w in works]
+            try:
+                phonemes = " ".join(s.phonemes.strip() for s in segments)
+                pause = _pause_after(segments[-1].text) if works[-1].final else 0.0
+                audio, ntok, compute = await loop.run_in_executor(
+                    self._pool, self._synthesize, phonemes, stream.voice, stream.options.speed, pause)
+            except Exception as exc:  # surfaced to that stream's reader
+                log.exception("embedded synthesis failed")
+                self.sched.done(stream, -1, 0)
+                if not stream._closed:
+                    stream._fail(exc)
+                continue
+            self.sched.done(stream, compute, len(audio) / SAMPLE_RATE)
+            if not stream._closed and stream in self._streams:
+                stream._deliver(works, audio, ntok)
+
+    # ---- streams -------------------------------------------------------------------------------------------------
     def open_stream(self, voice: Voice, options: StreamOptions) -> EmbeddedStream:
         if voice.embedding is not None or voice.prompt_pcm16k is not None or voice.reference_id:
             raise InvalidArgument("config.voice", "the embedded engine speaks built-in voices only; "
@@ -277,12 +400,21 @@ class EmbeddedEngine:
             raise InvalidArgument("config.voice", f"unknown voice {name!r}; built-in voices: {', '.join(self.voices())}")
         if len(self._streams) >= self.max_streams:
             raise ResourceExhausted(f"embedded engine is at its limit of {self.max_streams} streams", retry_after_s=1.0)
+        if self.target_utilization:
+            ok, retry = self.sched.admit()
+            if not ok:
+                raise ResourceExhausted(
+                    f"embedded engine is at its real-time capacity: {self.sched.demand()} streams need "
+                    f"{self.sched.cost:.2f} s of compute per s of audio each (throughput "
+                    f"{self.sched.throughput:.1f}x real time); one more would make them stall", retry_after_s=retry)
         stream = EmbeddedStream(self, name, options)
         self._streams.add(stream)
+        self.sched.open(stream)
         return stream
 
     def _release(self, stream: EmbeddedStream) -> None:
         self._streams.discard(stream)
+        self.sched.remove(stream)
 
     def clear_cache(self) -> tuple[int, int]:
         return 0, 0          # no per-stream cache beyond queued audio, which belongs to live streams
@@ -291,8 +423,19 @@ class EmbeddedEngine:
         queued = [s._out for s in self._streams]
         return {"active_streams": len(self._streams), "cache_bytes": 0, "cache_budget_bytes": 0,
                 "buffered_bytes": sum(c.audio.nbytes for q in queued for c in list(q._queue) if isinstance(c, Chunk)),
-                "stalled_streams": sum(q.full() for q in queued)}
+                "stalled_streams": sum(q.full() for q in queued),
+                "throughput": self.sched.throughput, "compute_per_audio_s": self.sched.cost,
+                "headroom_streams": self.sched.headroom() if self.target_utilization else 0.0}
 
     async def close(self) -> None:
         for stream in list(self._streams):
             await stream.close()
+        if self._work is not None:
+            self._work.cancel()
+            try:
+                await self._work
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._work = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

@@ -212,6 +212,8 @@ class FrontendEngine:
                        phonemes=join_phonemes(words), languages=language_spans(words))
 
 
+COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut never separates one from its object
+
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
@@ -224,7 +226,7 @@ class TextStream:
                  schedule: Schedule | None = None):
         self.engine = engine
         self.schedule = schedule or Schedule(max_units=max_segment_chars)
-        self.audio_s = 0.0     # estimated audio of the segments emitted so far
+        self.last_audio_s = 0.0  # estimated audio of the segment emitted last
         self.language = language
         self.phoneme_mode = phoneme_mode
         self.max_segment_chars = max_segment_chars
@@ -266,17 +268,20 @@ class TextStream:
             b += 1
         if b == len(buf) and b < stop and not final:
             return None
-        best, k = None, a
+        best, solid, k = None, None, a
         for w in jieba_tokenizer().lcut(buf[a:b]):
             k += len(w)
             if k <= cut:
                 best = k
+                if len(w) > 1 and buf[k - 1] not in COVERBS:
+                    solid = k     # not after a one-character word or a preposition (为|每位: its object decides)
+        best = solid or best
         return best if best and best > 0 else cut
 
     def _drain(self, final: bool) -> list[Segment]:
         out: list[Segment] = []
         while self.buf:
-            limit = self.schedule.limit(self.index, self.audio_s)
+            limit = self.schedule.limit(self.index, self.last_audio_s)
             cut = self.splitter.next_cut(self.buf, final, first=self.index == 0, limit=limit)
             if cut is None:
                 break
@@ -301,5 +306,5 @@ class TextStream:
         seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode,
                                         self.zh_request)
         self.index += 1
-        self.audio_s += Schedule.audio_s(stripped)
+        self.last_audio_s = Schedule.audio_s(stripped)
         out.append(seg)

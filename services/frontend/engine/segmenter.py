@@ -40,8 +40,9 @@ SYLLABLE_S = 0.21            # seconds of speech per unit (a Mandarin syllable, 
 DEFAULT_RTF = 0.3            # decoder seconds of compute per second of audio when the decoder has not told us
 FIRST_UNITS = 4              # the first segment: a handful of syllables (then the next word boundary)
 LATER_MIN_UNITS = 8          # later segments are never cut shorter than this by the schedule (intelligibility)
+NUMBER_CONTEXT = 3           # no size cut this close before a digit
 SLACK_UNITS = 4              # a size cut moves to a clause end (or the end of the text) this close after it
-LOOKAHEAD_SHARE = 0.6        # a later segment's synthesis may take this share of the audio already scheduled
+LOOKAHEAD_SHARE = 0.6        # a segment's synthesis may take this share of the playing time of the one before
 
 
 def pause_s(text: str) -> float:
@@ -59,10 +60,11 @@ class Schedule:
     """How long each segment of one stream may be, in units (CJK characters, digits, English words).
 
     The first segment is short (``first_units``), so the first audio comes early. Segment *k* must be synthesized
-    while the audio of segments 0..k-1 plays: with the decoder's compute cost ``rtf`` (seconds of compute per second
-    of audio for this stream, as the decoder measured it under its present load), segment *k* may hold
-    ``LOOKAHEAD_SHARE × audio_before / rtf`` seconds of speech. Sizes therefore grow geometrically (clause, then
-    sentence) by a factor ``1 + LOOKAHEAD_SHARE / rtf``, faster on a fast decoder, slower on a loaded one.
+    while segment *k-1* plays: with the decoder's compute cost ``rtf`` (seconds of compute per second of audio for
+    this stream, as the decoder measured it under its present load), segment *k* may hold
+    ``LOOKAHEAD_SHARE × audio(k-1) / rtf`` seconds of speech. Sizes therefore grow geometrically (clause, then
+    sentence) by a factor ``LOOKAHEAD_SHARE / rtf``: fast on a fast decoder, not at all on a loaded one (then
+    ``LATER_MIN_UNITS``, and the decoder merges queued segments when its margin allows).
     """
 
     rtf: float = DEFAULT_RTF
@@ -74,10 +76,11 @@ class Schedule:
             self.rtf = DEFAULT_RTF
         self.rtf = min(max(self.rtf, 0.01), 10.0)
 
-    def limit(self, index: int, audio_before_s: float) -> int:
+    def limit(self, index: int, previous_audio_s: float) -> int:
+        """Units for segment ``index``, given the estimated audio of the segment before it."""
         if index == 0:
             return max(FIRST_CLAUSE_MIN_UNITS, min(self.first_units, self.max_units))
-        allowed = LOOKAHEAD_SHARE * audio_before_s / (self.rtf * SYLLABLE_S)
+        allowed = LOOKAHEAD_SHARE * previous_audio_s / (self.rtf * SYLLABLE_S)
         return int(min(self.max_units, max(LATER_MIN_UNITS, allowed)))
 
     @staticmethod
@@ -202,7 +205,10 @@ class Splitter:
                         return j
             self.units += self._unit(c)
             if self.limit_cut and self.units > self.limit_units + SLACK_UNITS:
-                return self.limit_cut
+                if any(ch.isdigit() for ch in buf[self.limit_cut:self.limit_cut + NUMBER_CONTEXT]):
+                    self.limit_cut = 0    # the words before a number decide how it is read (房间号1208): keep them
+                else:
+                    return self.limit_cut
             if self.units > self.max_units:   # inside one long token: cut before it, or hard (see above)
                 cut = self.clause_cut or self.word_cut
                 if cut:

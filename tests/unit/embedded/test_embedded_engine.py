@@ -14,7 +14,7 @@ WORLD = SegmentInput(1, "世界。", "世界。", phonemes="ʂɨ↘ ʨjɛ↘.")
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    eng = EmbeddedEngine("models/kokoro", max_streams=3, chunk_ms=200, queue_chunks=2)
+    eng = EmbeddedEngine("models/kokoro", max_streams=3, chunk_ms=200, queue_chunks=2, min_streams=3)
     asyncio.run(eng.warmup())
     return eng
 

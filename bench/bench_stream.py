@@ -1,0 +1,213 @@
+"""Conversation-grade streaming: N LLM-paced streams at once through the gateway of a private stack.
+
+    make bench-stream                                   # embedded engine, N = 1, 2, 4, 8
+    .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
+        [--model glmtts --glmtts-path models/glmtts-50m]
+
+Each stream sends one customer-service reply as a chat model emits it (1-3 characters every 50 ms by default) and
+reads the audio. Client-side playback model: playback starts at the first chunk; a chunk that arrives after the
+audio before it has finished playing is a stall of that length. Per N it prints first-audio p50/p95 (from the first
+text piece sent), stalls, stall seconds / audio seconds, the share of streams with any stall > 50 ms, the server's
+smallest playback margin, and refused streams (RESOURCE_EXHAUSTED) with how fast they were refused.
+The stack (redis-server + the four services on free loopback ports) is started and stopped by this script.
+Never part of `make test`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+import shared  # noqa: F401  (generated stubs)
+from shared.playback import PlaybackClock
+from tts.v1 import tts_pb2, tts_pb2_grpc
+from tts_client.client import make_config
+
+# ordinary replies of a customer-service bot (not the test texts)
+REPLIES = [
+    "您好，我是智能客服小安，很高兴为您服务。请问您是想查询订单，还是需要办理退换货呢？",
+    "好的，已经帮您查到了。您在12月3日下的订单目前正在配送中，快递员预计今天下午5点前送达，请保持电话畅通。",
+    "非常抱歉给您带来不便。您反馈的商品质量问题我已经记录下来了，售后专员会在24小时之内联系您，为您安排免费更换。",
+    "您的信用卡本期账单金额是3,286.50元，最后还款日是下个月8号。如果需要分期，我可以为您介绍一下分期方案。",
+    "请于14：30前到营业厅办理手续，记得携带身份证原件。如果时间不方便，也可以在手机App上预约其他时段。",
+    "这款空调目前的活动价是2,999元，一级能效，支持WiFi远程控制。现在下单还送免费安装，并且可以享受三年质保。",
+    "您的验证码是836215，五分钟内有效。为了您的账户安全，请不要把验证码告诉任何人，包括自称客服的工作人员。",
+    "您预订的酒店是明天入住，房型为高级大床房，含双人早餐。酒店地址在人民路88号，距离地铁站步行大约五分钟。",
+    "好的，您的会员积分还剩1,520分，可以兑换一张满200减30的优惠券，或者直接抵扣15元现金，您想选择哪一种呢？",
+    "感谢您的耐心等待。您的退款申请已经审核通过，款项将在三到五个工作日内原路退回到您的支付账户，请注意查收。",
+]
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def llm_pieces(text: str, rng: random.Random, lo: int, hi: int):
+    i = 0
+    while i < len(text):
+        n = rng.randint(lo, hi)
+        yield text[i:i + n]
+        i += n
+
+
+class Result:
+    def __init__(self):
+        self.first_audio_s = None
+        self.refused_after_s = None
+        self.error = None
+        self.clock = PlaybackClock()
+        self.long_stalls = 0
+        self.summary = None
+
+
+def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, model: str, start: threading.Event,
+               timeout: float) -> Result:
+    res = Result()
+    rng = random.Random(seed)
+    sent_first: list[float] = []
+
+    def requests():
+        yield tts_pb2.StreamingSynthesizeRequest(config=make_config(model=model))
+        for piece in llm_pieces(text, rng, lo, hi):
+            if not sent_first:
+                sent_first.append(time.perf_counter())
+            yield tts_pb2.StreamingSynthesizeRequest(text=piece)
+            time.sleep(pace_s)            # the chat model's pace (pacing a load generator, not synchronisation)
+
+    start.wait()
+    t0 = time.perf_counter()
+    try:
+        for resp in stub.StreamingSynthesize(requests(), timeout=timeout):
+            now = time.perf_counter()
+            if resp.WhichOneof("response") == "audio":
+                if res.first_audio_s is None:
+                    res.first_audio_s = now - (sent_first[0] if sent_first else t0)
+                stall = res.clock.deliver(now, resp.audio.duration_ms / 1000)
+                if stall > 0.05:
+                    res.long_stalls += 1
+            else:
+                res.summary = resp.summary
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and res.first_audio_s is None:
+            res.refused_after_s = time.perf_counter() - t0
+        else:
+            res.error = f"{err.code().name}: {(err.details() or '')[:120]}"
+    return res
+
+
+def run_round(target: str, n: int, args, offset: int) -> list[Result]:
+    start = threading.Event()
+    results: list[Result | None] = [None] * n
+
+    def worker(k):
+        with grpc.insecure_channel(target) as ch:
+            stub = tts_pb2_grpc.TextToSpeechStub(ch)
+            results[k] = one_stream(stub, REPLIES[(offset + k) % len(REPLIES)], offset + k, args.pace_ms / 1000,
+                                    args.lo, args.hi, args.model, start, args.timeout)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)                        # let the channels connect before the common start
+    start.set()
+    for t in threads:
+        t.join()
+    return results
+
+
+class Stack:
+    def __init__(self, args):
+        from tests.procs import RedisServer, Service
+
+        tmp = Path(tempfile.mkdtemp(prefix="tts-bench-stream-"))
+        self.tmp = tmp
+        self.redis = RedisServer(log_dir=tmp).start()
+        dec_env = {"TTS_DECODER_EMBEDDED_MIN_STREAMS": "1"}          # admission by measured capacity, as deployed
+        if args.model == "glmtts":
+            dec_env.update({"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path})
+        self.procs = [Service("frontend", log_dir=tmp),
+                      Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)]
+        self.decoders = [Service("decoder", env=dec_env, log_dir=tmp) for _ in range(args.decoders)]
+        for s in self.procs + self.decoders:
+            s.start(timeout=300)
+        self.gateway = Service("gateway", log_dir=tmp, env={
+            "TTS_GATEWAY_FRONTEND_ADDR": self.procs[0].addr, "TTS_GATEWAY_SPEAKER_ADDR": self.procs[1].addr,
+            "TTS_GATEWAY_DECODER_ADDRS": ",".join(d.addr for d in self.decoders),
+            "TTS_GATEWAY_REDIS_URL": self.redis.url, "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": "0",
+            "TTS_GATEWAY_RATE_PER_TENANT": "0"}).start()
+
+    def stop(self):
+        for p in [self.gateway, *self.decoders, *self.procs, self.redis]:
+            p.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1,2,4,8"))
+    ap.add_argument("--pace-ms", type=float, default=float(os.environ.get("BENCH_PACE_MS", 50)),
+                    help="pause between text pieces")
+    ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")
+    ap.add_argument("--decoders", type=int, default=1)
+    ap.add_argument("--model", default="embedded", choices=["embedded", "glmtts"])
+    ap.add_argument("--glmtts-path", default="models/glmtts-50m")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per N (0: 3 for N=1, 2 for N=2, 1 above)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="per stream")
+    ap.add_argument("--target", default="", help="an existing gateway instead of a private stack")
+    args = ap.parse_args()
+    args.lo, args.hi = (int(x) for x in args.chars.split("-"))
+    ns = [int(x) for x in args.streams.split(",") if x.strip()]
+
+    t_start = time.perf_counter()
+    stack = None if args.target else Stack(args)
+    target = args.target or stack.gateway.addr
+    try:
+        load = os.getloadavg()[0]
+        print(f"bench-stream: model {args.model}, {args.decoders} decoder(s), pace {args.chars} chars / "
+              f"{args.pace_ms:g} ms, {os.cpu_count()} CPUs, load average {load:.1f} at start", flush=True)
+        run_round(target, 1, args, offset=len(REPLIES) - 1)          # warm-up (not counted)
+        header = (f"{'N':>3} {'streams':>7} {'refused':>7} {'refused in ms p50/max':>22} {'first audio p50/p95 ms':>23} "
+                  f"{'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6}")
+        print(header)
+        rows = []
+        for n in ns:
+            rounds = args.rounds or (3 if n == 1 else 2 if n == 2 else 1)
+            results = []
+            for r in range(rounds):
+                results += run_round(target, n, args, offset=r * n)
+            served = [x for x in results if x.first_audio_s is not None and x.error is None]
+            refused = [x.refused_after_s for x in results if x.refused_after_s is not None]
+            errors = [x.error for x in results if x.error]
+            first = [x.first_audio_s * 1000 for x in served]
+            stalls = sum(x.clock.stalls for x in served)
+            stall_s = sum(x.clock.stall_s for x in served)
+            audio_s = sum(x.clock.audio_s for x in served)
+            long_share = sum(x.long_stalls > 0 for x in served) / max(len(served), 1)
+            margins = [x.summary.min_playback_margin_ms for x in served if x.summary is not None]
+            ref = (f"{pct([r * 1000 for r in refused], 50):.0f} / {max(refused) * 1000:.0f}" if refused else "-")
+            row = (f"{n:>3} {len(results):>7} {len(refused):>7} {ref:>22} "
+                   f"{pct(first, 50):>11.0f} / {pct(first, 95):<9.0f} {stalls:>6} "
+                   f"{(stall_s / audio_s if audio_s else 0):>15.2%} {long_share:>11.0%} "
+                   f"{(min(margins) if margins else float('nan')):>13.0f} {len(errors):>6}")
+            print(row, flush=True)
+            rows.append(row)
+            for e in errors[:3]:
+                print(f"      error: {e}")
+        print(f"({time.perf_counter() - t_start:.0f} s in all; load average {os.getloadavg()[0]:.1f} at the end)")
+        return 0
+    finally:
+        if stack:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
