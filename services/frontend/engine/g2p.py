@@ -272,12 +272,19 @@ class G2P:
             k += len(w)
         return out
 
-    def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None) -> list[Word]:
+    def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None,
+              context: tuple[str, str] | None = None) -> list[Word]:
+        """``context``: (text before, text after) the segment, seen by the polyphone disambiguator only."""
         forced = forced or {}
         out: list[Word] = []
         tokens = list(_TOKEN_RE.finditer(text))
         runs = {m.start(): self.prepare_run(m.group()) for m in tokens if m.lastgroup == "zh"}
-        decided = self.polyphones.decide(text, runs) if self.polyphones is not None and runs else {}
+        decided = {}
+        if self.polyphones is not None and runs:
+            left, right = context or ("", "")
+            ctx = {a + len(left): r for a, r in runs.items()}
+            decided = {p - len(left): r for p, r in self.polyphones.decide(left + text + right, ctx).items()
+                       if len(left) <= p < len(left) + len(text)}
         for m in tokens:
             kind, tok, a, b = m.lastgroup, m.group(), m.start(), m.end()
             if kind == "zh":
