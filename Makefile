@@ -32,8 +32,11 @@ tiny-checkpoint:
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-tiny --size 10m
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-50m --size 50m
 
+# DEVICE=cuda SIZE=full: a random checkpoint at the published sizes (1.5B LLM), bf16, 1/4/16/64 streams
+DEVICE ?= cpu
+SIZE ?= 50m
 bench-decoder:
-	$(PY) -m bench.bench_decoder
+	$(PY) -m bench.bench_decoder --device $(DEVICE) --size $(SIZE)
 
 bench-frontend:
 	$(PY) -m bench.bench_frontend

@@ -31,6 +31,10 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            from .engine.glmtts.engine import DTYPES
+
+            if settings.dtype not in ("auto", *DTYPES):
+                raise SystemExit(f"TTS_DECODER_DTYPE={settings.dtype!r}: use auto, {', '.join(DTYPES)}")
             if settings.glmtts_phonemes not in ("polyphones", "off"):
                 raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
             engines[name] = GLMTTSEngine(
@@ -42,7 +46,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
                 lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
-                phonemes=settings.glmtts_phonemes)
+                phonemes=settings.glmtts_phonemes, dtype=settings.dtype)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:
@@ -50,9 +54,8 @@ def build_engines(settings: DecoderSettings) -> dict:
     return engines
 
 
-def main() -> None:
-    settings = DecoderSettings()
-    engines = build_engines(settings)
+def hooks(settings: DecoderSettings, engines: dict) -> dict:
+    """The keyword arguments of ``serve()`` for these engines (also used by tests that serve in process)."""
     servicer = DecoderServicer(engines, settings.default_engine, settings.stream_idle_timeout_s)
 
     def register(server):
@@ -72,7 +75,12 @@ def main() -> None:
         for engine in engines.values():
             await engine.close()
 
-    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown, watch=watch))
+    return dict(register=register, warmup=warmup, shutdown=shutdown, watch=watch)
+
+
+def main() -> None:
+    settings = DecoderSettings()
+    asyncio.run(serve("decoder", settings, **hooks(settings, build_engines(settings))))
 
 
 if __name__ == "__main__":

@@ -353,7 +353,7 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
     cancels the synthesis; a reader that takes more than ``ws_send_timeout_s`` for a frame is dropped."""
     settings = request.app[SETTINGS]
     max_ref = settings.max_upload_mb * 1024 * 1024
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=settings.max_json_kb * 1024)
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_json_kb * 1024)
     await ws.prepare(request)
     try:
         msg = await ws.receive(timeout=60)
@@ -424,20 +424,24 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
 
     async def pump():
         first = None
-        async for kind, item in request.app[CLIENT].stream([text], cfg, token=token):
-            if kind == "audio":
-                if first is None:
-                    first = (time.perf_counter() - t0) * 1000
-                await asyncio.to_thread(writer.write, item.audio, item.sample_rate)
-                await send({"type": "chunk", "sample_rate": item.sample_rate, "bytes": len(item.audio),
-                                    "offset_ms": item.offset_ms, "duration_ms": item.duration_ms,
-                                    "segment_index": item.segment_index, "segment_text": item.segment_text,
-                                    "segment_end": item.segment_end, "first_chunk_ms": first})
-                await send(item.audio)
-            else:
-                rid = await asyncio.to_thread(writer.finish)
-                await send({"type": "done", "summary": to_dict(item), "first_chunk_ms": first,
-                                    "result": {"id": rid, "url": f"/api/results/{rid}.wav", "bytes": writer.size}})
+        events = request.app[CLIENT].stream([text], cfg, token=token)
+        try:
+            async for kind, item in events:
+                if kind == "audio":
+                    if first is None:
+                        first = (time.perf_counter() - t0) * 1000
+                    await asyncio.to_thread(writer.write, item.audio, item.sample_rate)
+                    await send({"type": "chunk", "sample_rate": item.sample_rate, "bytes": len(item.audio),
+                                "offset_ms": item.offset_ms, "duration_ms": item.duration_ms,
+                                "segment_index": item.segment_index, "segment_text": item.segment_text,
+                                "segment_end": item.segment_end, "first_chunk_ms": first})
+                    await send(item.audio)
+                else:
+                    rid = await asyncio.to_thread(writer.finish)
+                    await send({"type": "done", "summary": to_dict(item), "first_chunk_ms": first,
+                                "result": {"id": rid, "url": f"/api/results/{rid}.wav", "bytes": writer.size}})
+        finally:
+            await events.aclose()      # a send that timed out leaves the stream suspended: end the call now
 
     async def listen():
         async for m in ws:            # "stop", or the socket closing, ends the synthesis
@@ -468,7 +472,10 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
         listening.cancel()
         await asyncio.to_thread(writer.discard)
         if not ws.closed:
-            await ws.close()
+            try:
+                await asyncio.wait_for(ws.close(), send_timeout)      # a stalled reader may never take the close
+            except asyncio.TimeoutError:
+                pass
     return ws
 
 

@@ -22,3 +22,4 @@ class WebSettings(ServiceSettings):
     allowed_hosts: str = "localhost,127.0.0.1,[::1]"
     allowed_origins: str = ""
     ws_send_timeout_s: float = 15.0              # a WebSocket reader this slow is dropped (its synthesis cancelled)
+    ws_heartbeat_s: float = 30.0                 # WebSocket pings; no pong in half of it closes the socket

@@ -180,6 +180,55 @@ def write_tiny_checkpoint(out: str | Path, size: str = "10m", seed: int = 0) -> 
     return info
 
 
+PUBLISHED_CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "glmtts-published"
+
+
+def write_published_size_checkpoint(out: str | Path, device: str = "cpu", seed: int = 0) -> dict:
+    """A random checkpoint at the published sizes (1.5B LLM from ``configs/glmtts-published``), for benchmarks on a
+    GPU: the LLM is initialised on ``device`` and saved in bf16 (~3 GB); the flow and vocoder at their published
+    sizes; the speech tokenizer at the published width/depth below its quantizer (d_model 1280, 16 layers)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .flow import Flow, read_flow_config
+    from .hift import HiFTConfig, write_tiny_hift
+    from .speech_tokenizer import write_tiny_speech_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(out / TOKENIZER_DIRS[0])
+    cfg = LlamaConfig.from_json_file(str(PUBLISHED_CONFIGS / "llm" / "config.json"))
+    if vocab > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {vocab} ids, the published LLM {cfg.vocab_size}")
+    cfg.bos_token_id = cfg.eos_token_id = None
+    cfg.initializer_range = 0.1            # as the tiny ones: random logits that vary enough to sample from
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(out / "llm"), safe_serialization=True)
+    del model
+    (out / "flow").mkdir(exist_ok=True)
+    shutil.copy(PUBLISHED_CONFIGS / "flow" / "config.yaml", out / "flow" / "config.yaml")
+    gen = torch.Generator().manual_seed(seed)
+    flow = Flow(**read_flow_config(out / "flow" / "config.yaml"))
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if name.endswith("text_embed.weight") else 0.02))
+    torch.save(flow.state_dict(), out / "flow" / "flow.pt")
+    hift = HiFTConfig()
+    write_tiny_hift(out / "hift" / "hift.pt", base_channels=hift.base_channels,
+                    f0_cond_channels=hift.f0_cond_channels, seed=seed)
+    write_tiny_speech_tokenizer(out / "speech_tokenizer", d_model=1280, layers=16, heads=20, seed=seed)
+    write_voice(out / "voices", "default", seed=seed)
+    info = {"size": "full", "llm_parameters": n_params, "vocab_size": vocab, "seed": seed,
+            "flow_parameters": sum(p.numel() for p in flow.parameters())}
+    (out / "TINY_CHECKPOINT.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Write a random GLM-TTS-format checkpoint for tests and benchmarks")
     ap.add_argument("--out", required=True)

@@ -34,12 +34,22 @@ log = logging.getLogger("decoder.glmtts")
 
 _END = object()
 PROMPT_UNKNOWN = "prompt unknown:"
+PROMPT_THREAD_NICE = 10         # the prompt thread's CPU priority below the LM and acoustic threads
 
 
-def pick_device(setting: str) -> tuple[torch.device, torch.dtype]:
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def pick_device(setting: str, dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device, and the LM/flow dtype: bf16 (fp16 without bf16 support) on a GPU, fp32 on the CPU, unless
+    ``dtype`` names one (bf16 on the CPU runs the GPU's dtype logic on a machine without one)."""
     if setting in ("", "auto"):
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(setting)
+    if dtype not in ("", "auto"):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+        return device, DTYPES[dtype]
     if device.type == "cuda":
         return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return device, torch.float32
@@ -128,9 +138,9 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones"):
+                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones", dtype: str = "auto"):
         self.path = path
-        self.device, self.dtype = pick_device(device)
+        self.device, self.dtype = pick_device(device, dtype)
         self.max_streams = max_streams
         self.max_tokens_per_stream = max_tokens_per_stream
         self.cache_budget_bytes = cache_budget_bytes
@@ -157,6 +167,7 @@ class GLMTTSEngine:
         self._prompt_lock = threading.Lock()
         self._building: dict[str, list[StreamState]] = {}   # prompt key → streams waiting for it
         self.dead: str | None = None                         # why the engine can no longer serve
+        self.dead_at = 0.0                                   # time.monotonic() when it died
         self._watchers: list = []
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -244,13 +255,14 @@ class GLMTTSEngine:
         """Any engine thread died: fail every stream now, refuse new ones, tell the watchers (health)."""
         if self.dead is not None:
             return
+        self.dead_at = time.monotonic()
         self.dead = f"the glmtts {name} thread died ({type(exc).__name__}: {exc}); this decoder is out of service"
-        log.critical("glmtts engine dead", exc_info=exc, extra={"thread": name})
         err = Unavailable("decoder", self.dead)
         for stream in list(self._streams.values()):
             stream.fail_now(err)
         for watcher in list(self._watchers):
             watcher(self.dead)
+        log.critical("glmtts engine dead", exc_info=exc, extra={"engine_thread": name})
 
     def watch(self, callback) -> None:
         """``callback(reason)`` is called (from any thread) once, when the engine can no longer serve."""
@@ -325,6 +337,10 @@ class GLMTTSEngine:
 
     def _prompt_loop(self) -> None:
         torch.set_grad_enabled(False)
+        try:   # background work: on a busy CPU the decoding streams' threads go first (Linux: per-thread nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PROMPT_THREAD_NICE)
+        except (AttributeError, OSError):
+            pass
         while True:
             job = self._next_prompt_job()
             if job is None:

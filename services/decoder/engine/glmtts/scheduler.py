@@ -246,9 +246,9 @@ class Scheduler:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - whatever killed the thread, the engine must hear of it
             self.dead = exc
-            log.critical("glmtts scheduler thread died", exc_info=exc)
             if self.on_dead is not None:
                 self.on_dead("scheduler", exc)
+            log.critical("glmtts scheduler thread died", exc_info=exc)
 
     def _next_batch(self) -> list[StreamState] | None:
         """Wait for runnable streams (under the lock); None when stopping."""
