@@ -187,27 +187,31 @@ class FrontendEngine:
         return "zh"
 
     def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool,
-                      zh_request: bool = False) -> Segment:
+                      zh_request: bool = False, left: str = "", right: str = "") -> Segment:
+        """``left``/``right``: text around the segment known now (the previous segment's end, what is buffered after
+        it), used as context only: a code keyword just before it (密码 | 是123456), polyphones at its edges."""
         self.maybe_reload()
         forced_plain: dict[int, str] = {}
         plain = text
         if phoneme_mode:
             plain, forced_plain = markup.parse(text, start)
         lang = self.context_language(plain, language, zh_request)
+        code_left = _SENTENCE_END.split(left)[-1][-CODE_CONTEXT_CHARS:] if lang == "zh" else ""
         forced: dict[int, str] = {}
         if forced_plain:
             parts, pos = [], 0
             for p in sorted(forced_plain):
-                chunk = normalize(plain[pos:p], lang) if p > pos else ""
+                chunk = normalize(plain[pos:p], lang, code_left if pos == 0 else "") if p > pos else ""
                 parts.append(chunk)
                 forced[sum(map(len, parts))] = forced_plain[p]
                 parts.append(plain[p])
                 pos = p + 1
-            parts.append(normalize(plain[pos:], lang))
+            parts.append(normalize(plain[pos:], lang, code_left if pos == 0 else ""))
             normalized = "".join(parts)
         else:
-            normalized = normalize(plain, lang)
-        words = self.g2p.words(normalized, self.dictionary, forced)
+            normalized = normalize(plain, lang, code_left)
+        words = self.g2p.words(normalized, self.dictionary, forced,
+                               context=(context_text(left, True), context_text(right, False)) if lang == "zh" else None)
         return Segment(index=index, text=text, normalized=normalized, span=(start, start + len(text)), words=words,
                        phonemes=join_phonemes(words), languages=language_spans(words))
 
@@ -215,6 +219,21 @@ class FrontendEngine:
 COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut never separates one from its object
 
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+CONTEXT_CHARS = 12     # characters of context on each side of a segment for its polyphones
+CODE_CONTEXT_CHARS = 8  # characters before a segment where a code keyword (验证码, 房间号 …) still applies
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]")
+
+
+def context_text(text: str, left: bool) -> str:
+    """The Chinese characters next to a segment within the same sentence (left: its end; right: its start)."""
+    if left:
+        parts = _SENTENCE_END.split(text)
+        text = parts[-1][-CONTEXT_CHARS:]
+        m = re.search(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff，、：]*$", text)
+        return m.group() if m else ""
+    text = _SENTENCE_END.split(text, maxsplit=1)[0][:CONTEXT_CHARS]
+    m = re.match(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff，、：]*", text)
+    return m.group() if m else ""
 
 
 class TextStream:
@@ -236,6 +255,7 @@ class TextStream:
         self.index = 0
         self.splitter = Splitter(max_segment_chars, phoneme_mode)
         self.zh_request = False   # Chinese characters seen in this request (or language "zh")
+        self.prev_text = ""       # the last segment's text (context for the next one)
 
     def push(self, piece: str) -> list[Segment]:
         if not isinstance(piece, str):
@@ -304,7 +324,8 @@ class TextStream:
             return
         lead = len(piece) - len(piece.lstrip())
         seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode,
-                                        self.zh_request)
+                                        self.zh_request, left=self.prev_text, right=self.buf)
+        self.prev_text = stripped
         self.index += 1
         self.last_audio_s = Schedule.audio_s(stripped)
         out.append(seg)

@@ -11,6 +11,7 @@ Sandhi rules (applied to model readings only; dictionary and inline readings are
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -62,6 +63,7 @@ def sync_jieba_words(words) -> None:
     """Make jieba keep every dictionary word together; undo words a previous dictionary added."""
     tk = jieba_tokenizer()
     with _jieba_lock:
+        _prepare_run.cache_clear()
         for w in list(_added_words):
             if w not in words:
                 old = _added_words.pop(w)
@@ -73,6 +75,7 @@ def sync_jieba_words(words) -> None:
             if w not in _added_words and len(w) > 1:
                 _added_words[w] = tk.FREQ.get(w) or None
                 tk.add_word(w, max(tk.FREQ.get(w) or 0, 200000))
+        _prepare_run.cache_clear()
 
 
 def _t3(items: list[str]) -> list[str]:
@@ -202,6 +205,19 @@ class ZhRun:
     in_phrase: list[bool]     # the reading came from a phrase of >= 2 characters in pypinyin's table
 
 
+@functools.lru_cache(maxsize=8192)
+def _prepare_run(run: str) -> ZhRun:
+    words = jieba_tokenizer().lcut(run, HMM=True) if len(run) > 1 else [run]
+    readings, flags = _lazy_pinyin(words)
+    syl, wid, in_phrase = [], [], []
+    for k, (w, r, f) in enumerate(zip(words, readings, flags)):
+        for s, fl in zip(r, f):
+            syl.append(normalize_syllable(s) if s and is_valid_syllable(s) else "")
+            wid.append(k)
+            in_phrase.append(fl)
+    return ZhRun(run, words, syl, wid, in_phrase)
+
+
 class G2P:
     def __init__(self, english: EnglishG2P | None = None, polyphones: Disambiguator | None | bool = True):
         self.english = english or EnglishG2P()
@@ -217,16 +233,9 @@ class G2P:
 
     @staticmethod
     def prepare_run(run: str) -> ZhRun:
-        """jieba words of one run of Chinese characters and their phrase-table (citation) readings."""
-        words = jieba_tokenizer().lcut(run, HMM=True) if len(run) > 1 else [run]
-        readings, flags = _lazy_pinyin(words)
-        syl, wid, in_phrase = [], [], []
-        for k, (w, r, f) in enumerate(zip(words, readings, flags)):
-            for s, fl in zip(r, f):
-                syl.append(normalize_syllable(s) if s and is_valid_syllable(s) else "")
-                wid.append(k)
-                in_phrase.append(fl)
-        return ZhRun(run, words, syl, wid, in_phrase)
+        """jieba words of one run of Chinese characters and their phrase-table (citation) readings (cached; the
+        cache is cleared when the replace dictionary changes jieba's words). The result is shared: never mutate it."""
+        return _prepare_run(run)
 
     def zh_run(self, run: str, offset: int, dictionary: ReplaceDictionary,
                forced: dict[int, str], prepared: ZhRun | None = None,
@@ -272,12 +281,19 @@ class G2P:
             k += len(w)
         return out
 
-    def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None) -> list[Word]:
+    def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None,
+              context: tuple[str, str] | None = None) -> list[Word]:
+        """``context``: (text before, text after) the segment, seen by the polyphone disambiguator only."""
         forced = forced or {}
         out: list[Word] = []
         tokens = list(_TOKEN_RE.finditer(text))
         runs = {m.start(): self.prepare_run(m.group()) for m in tokens if m.lastgroup == "zh"}
-        decided = self.polyphones.decide(text, runs) if self.polyphones is not None and runs else {}
+        decided = {}
+        if self.polyphones is not None and runs:
+            left, right = context or ("", "")
+            ctx = {a + len(left): r for a, r in runs.items()}
+            decided = {p - len(left): r for p, r in self.polyphones.decide(left + text + right, ctx).items()
+                       if len(left) <= p < len(left) + len(text)}
         for m in tokens:
             kind, tok, a, b = m.lastgroup, m.group(), m.start(), m.end()
             if kind == "zh":

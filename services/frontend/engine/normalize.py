@@ -129,15 +129,16 @@ def _post(text: str, lang: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def normalize(text: str, lang: str) -> str:
+def normalize(text: str, lang: str, left: str = "") -> str:
     """Normalize ``text`` read in ``lang`` ("zh" or "en") context. Never raises. A pure function of its arguments, so
-    the replies a bot repeats all day are cached."""
+    the replies a bot repeats all day are cached. ``left``: the end of the text before (zh: a code keyword there
+    still makes a code at the start be read digit by digit: 密码 | 是123456)."""
     lang = "en" if lang == "en" else "zh"
     if not text:
         return text
     try:
         if lang == "zh":
-            text = zh_rules.pre_zh_first(_FULLWIDTH_RE.sub(lambda m: FULLWIDTH_ALNUM[m.group()], text))
+            text = zh_rules.pre_zh_first(_FULLWIDTH_RE.sub(lambda m: FULLWIDTH_ALNUM[m.group()], text), left)
         pre = _pre_common(text, lang)
         pre = _pre_zh(pre) if lang == "zh" else _pre_en(pre)
     except Exception:  # noqa: BLE001 - a rule bug must not kill the request

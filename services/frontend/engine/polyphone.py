@@ -151,7 +151,7 @@ class Disambiguator:
     def __init__(self, net: PolyphoneModel | None = None, phrase_trust: float = PHRASE_TRUST):
         self._net = net
         self.phrase_trust = phrase_trust
-        self._cache: OrderedDict[str, dict[int, str]] = OrderedDict()
+        self._cache: OrderedDict[tuple, dict[int, str]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @property
@@ -166,10 +166,11 @@ class Disambiguator:
     def decide(self, text: str, runs) -> dict[int, str]:
         """``runs``: {offset in text: run} with the run's ``syl`` and ``in_phrase`` (see g2p.ZhRun).
         → {position in text: reading} for the polyphonic characters."""
+        key = (text, tuple((a, tuple(r.words)) for a, r in runs.items()))   # jieba's words change with the dictionary
         with self._cache_lock:
-            hit = self._cache.get(text)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(text)
+                self._cache.move_to_end(key)
                 return hit
         net = self.net
         positions, phrase, trusted = [], [], []
@@ -188,7 +189,7 @@ class Disambiguator:
                 out[pos] = reading
         out.update(context_readings(text, lambda pos: pos in phrase_pos))
         with self._cache_lock:
-            self._cache[text] = out
+            self._cache[key] = out
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return out

@@ -195,9 +195,13 @@ _WIDE_COLON_RE = re.compile(r"(?<=\d)：(?=\d)")
 _TO_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z])2([A-Z])(?![A-Za-z0-9])")     # B2B, O2O: "B to B"
 
 
-def pre_zh_first(text: str) -> str:
-    """Rules that must see the raw text (before separators are stripped and wetext runs)."""
+def pre_zh_first(text: str, left: str = "") -> str:
+    """Rules that must see the raw text (before separators are stripped and wetext runs). ``left``: the text just
+    before (the previous segment's end), so that a code keyword there still applies (密码 | 是123456)."""
     text = _WIDE_COLON_RE.sub(":", text)
+    if left:
+        both = _CODE_RE.sub(lambda m: _code(m) if m.start("code") >= len(left) else m.group(), left + text)
+        text = both[len(left):]       # the keyword and separator are kept verbatim, so ``left`` is unchanged
     text = _TO_RE.sub(r"\1 to \2", text)
     text = _EMAIL_RE.sub(lambda m: _spell_address(m.group()), text)
     text = _URL_RE.sub(lambda m: _spell_address(m.group()), text)

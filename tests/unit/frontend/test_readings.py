@@ -126,3 +126,18 @@ def test_context_polyphones(engine, text, char, nth, reading):
                 cit += w.citation
     idx = [i for i, c in enumerate(norm) if c == char][nth]
     assert cit[idx] == reading, (text, list(zip(norm, cit)))
+
+
+def test_context_across_a_segment_cut(engine):
+    """A short first segment may end right after a code keyword or a polyphone: the text around it still counts."""
+    seg = engine.build_segment(1, "是123456。", 4, "", False, True, left="初始密码")
+    assert seg.normalized == "是幺二三四五六。"
+    assert engine.build_segment(1, "是123456。", 4, "", False, True).normalized != seg.normalized
+    seg = engine.build_segment(1, "号是1208，", 4, "", False, True, left="您的房间")
+    assert seg.normalized == "号是幺二零八，"
+    with_right = engine.build_segment(0, "我们会为", 0, "", False, True, right="每位用户提供专属客服。")
+    assert [p for w in with_right.words for p in w.citation][3] == "wei4"
+    assert [p for w in engine.build_segment(0, "我们会为", 0, "", False, True).words for p in w.citation][3] == "wei2"
+    # context from another sentence does not count
+    seg = engine.build_segment(1, "是123456。", 4, "", False, True, left="请输入密码。")
+    assert seg.normalized.startswith("是十二万")
