@@ -1,13 +1,16 @@
 """Continuous batching of speech-token decoding: one scheduler thread per pod steps every active stream together.
 
-Each stream owns a :class:`~.lm.StreamKV` for its whole life. A pass of the scheduler:
+Each stream owns a :class:`~.kv_cache.StreamKV` (its block table in the pod's paged KV pool) for its whole life.
+A pass of the scheduler:
   1. picks the runnable streams: those starting a segment (a prefill of whatever the cache does not hold yet — the
      longest common prefix with what it holds is kept, so segment 2 reuses segment 1's context) and those in the
      middle of a segment (one token each); a stream whose reader is too far behind is skipped (back-pressure);
-  2. runs ONE packed forward over all of them (``SpeechLM.packed_forward``), or, for streams opened with
+  2. runs ONE packed forward over all of them (``SpeechLM.packed_forward``: one attention call per layer for all
+     of them), or, for streams opened with
      ``use_cache=False``, a full forward over their whole sequence;
   3. samples a token per stream and, every chunk boundary, hands the tokens so far to the acoustic worker.
-New streams join between passes; a finished, cancelled or expired stream leaves and its cache is freed at once.
+New streams join between passes; a finished, cancelled or expired stream leaves and its blocks go back to the pool
+at once.
 """
 from __future__ import annotations
 
