@@ -19,16 +19,23 @@ from .lm import SpeechLM, rope
 class ContiguousKV:
     BLOCK = 128
 
-    def __init__(self, lm: SpeechLM):
+    def __init__(self, lm: SpeechLM, max_tokens: int = 0):
         self.lm = lm
+        self.max_tokens = max_tokens
         self.length = self.capacity = 0
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def reserve(self, n: int) -> None:
         if n <= self.capacity:
             return
         cap = int(math.ceil(max(n, 2 * self.capacity, self.BLOCK) / self.BLOCK) * self.BLOCK)
+        if self.max_tokens:
+            cap = max(n, min(cap, self.max_tokens))
         shape = (self.lm.kv_heads, cap, self.lm.head_dim)
         new = [torch.empty(shape, dtype=self.lm.dtype, device=self.lm.device) for _ in range(2 * self.lm.n_layers)]
         for old, fresh in zip(self.k + self.v, new):
@@ -37,6 +44,25 @@ class ContiguousKV:
 
     def crop(self, n: int) -> None:
         self.length = min(self.length, max(0, n))
+
+    def free(self) -> None:
+        self.k, self.v, self.capacity, self.length = [], [], 0, 0
+
+
+class PerStreamLM:
+    """A :class:`SpeechLM` whose caches and step are the per-stream ones, for the scheduler in the benchmark."""
+
+    def __init__(self, lm: SpeechLM):
+        self._lm = lm
+
+    def __getattr__(self, name):
+        return getattr(self._lm, name)
+
+    def new_cache(self, max_tokens: int = 0) -> ContiguousKV:
+        return ContiguousKV(self._lm, max_tokens)
+
+    def packed_forward(self, items):
+        return per_stream_forward(self._lm, items)
 
 
 @torch.inference_mode()

@@ -214,20 +214,22 @@ def test_mixed_passes_equal_the_per_stream_path_and_transformers(lm):
         streams.pop(k)[0].free()
 
 
-def test_one_attention_call_per_layer_for_all_streams(lm, monkeypatch):
+def test_attention_calls_per_layer_do_not_grow_with_the_streams(lm, monkeypatch):
     calls = []
     sdpa = F.scaled_dot_product_attention
 
     def counting(*a, **kw):
-        calls.append(a[0].shape[0])
+        calls.append(a[0].shape[0])                 # streams in the call
         return sdpa(*a, **kw)
 
-    caches = [lm.new_cache() for _ in range(5)]
-    lm.packed_forward([(kv, [lm.ats + 1] * (i + 1)) for i, kv in enumerate(caches)])    # 5 prefills of 1..5
+    caches = [lm.new_cache() for _ in range(9)]
+    lm.packed_forward([(kv, [lm.ats + 1] * (i + 1)) for i, kv in enumerate(caches)])    # 9 prefills of 1..9
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
-    lm.packed_forward([(kv, [lm.ats + 2] * (1 if i % 2 else 4)) for i, kv in enumerate(caches)])   # mixed
-    lm.packed_forward([(kv, [lm.ats + 3]) for kv in caches])                                       # decode
+    lm.packed_forward([(kv, [lm.ats + 3]) for kv in caches])                                       # 9 steps
+    decode, calls[:] = list(calls), []
+    lm.packed_forward([(kv, [lm.ats + 2] * (1 if i % 3 else 4)) for i, kv in enumerate(caches)])   # mixed
     monkeypatch.undo()
     for kv in caches:
         kv.free()
-    assert calls == [5] * (2 * lm.n_layers)         # per pass and layer: one call with all five streams
+    assert decode == [9] * lm.n_layers              # one call per layer for all nine single-token steps
+    assert calls == [6, 3] * lm.n_layers            # mixed: one call for the 6 steps, one for the 3 prefills
