@@ -177,9 +177,27 @@ def _random_ids(lm, n, gen):
     return torch.randint(0, lm.model.lm_head.out_features, (n,), generator=gen).tolist()
 
 
-def test_mixed_passes_equal_the_per_stream_path_and_transformers(lm):
+@pytest.fixture(scope="module")
+def gqa_lm(glmtts_checkpoint):
+    """A small Llama with grouped-query attention (8 query heads on 2 KV heads), the published LM's kind."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layout = Layout.of(glmtts_checkpoint)
+    base = SpeechLM.load(layout.llm, layout.tokenizer)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=base.model.config.vocab_size, hidden_size=128, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, intermediate_size=256, initializer_range=0.1,
+                      max_position_embeddings=4096, attn_implementation="sdpa")
+    lm = SpeechLM(LlamaForCausalLM(cfg), base.tokenizer)
+    lm.allocate_cache(POOL_BLOCKS)
+    return lm
+
+
+@pytest.mark.parametrize("which", ["lm", "gqa_lm"])
+def test_mixed_passes_equal_the_per_stream_path_and_transformers(which, request):
     """Prefills and single-token steps in one pass, streams of different lengths, streams joining and leaving
-    between passes: the paged one-call step gives the logits of the per-stream loop and of transformers' forward."""
+    between passes: the paged step gives the logits of the per-stream loop and of transformers' forward."""
+    lm = request.getfixturevalue(which)
     gen = torch.Generator().manual_seed(1)
     bs = lm.block_size
     streams = {}                                    # name → (paged cache, reference cache, whole sequence)
@@ -212,6 +230,7 @@ def test_mixed_passes_equal_the_per_stream_path_and_transformers(lm):
               ("d", _random_ids(lm, 2, gen))])
     for k in list(streams):
         streams.pop(k)[0].free()
+    assert lm.pool.free_blocks == POOL_BLOCKS
 
 
 def test_attention_calls_per_layer_do_not_grow_with_the_streams(lm, monkeypatch):
