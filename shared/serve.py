@@ -2,6 +2,8 @@
 
 grpc.aio server + the error interceptor + grpc.health.v1 (SERVING only after warm-up) + reflection + Prometheus
 + JSON logs + graceful SIGTERM (NOT_SERVING → drain in-flight RPCs for ``grace_seconds`` → stop).
+A service whose engine dies (``watch``) turns NOT_SERVING at once and stays so: readiness drops the pod, liveness
+restarts it (like TGI, a dead engine takes the process out of service instead of leaving it half alive).
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ log = logging.getLogger("shared.serve")
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     size = settings.max_message_mb * 1024 * 1024
     return [
-        ("grpc.max_receive_message_length", size),
+        # grpc's own limit (RESOURCE_EXHAUSTED, from the length prefix) sits at twice ours: a message between the two
+        # is read and refused by the error interceptor as INVALID_ARGUMENT naming the limit
+        ("grpc.max_receive_message_length", 2 * size),
         ("grpc.max_send_message_length", size),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -49,16 +53,19 @@ async def serve(
     shutdown: Callable[[], Awaitable[None] | None] | None = None,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     ready: Callable[[int], None] | None = None,
+    watch: Callable[[Callable[[str], None]], None] | None = None,
 ) -> None:
     """Run a service until SIGTERM/SIGINT.
 
     ``register(server)`` adds the servicers and returns their full service names (for health and reflection).
     ``warmup()`` loads models; health reports SERVING only after it returns. ``ready(port)`` is called once the
-    server listens (tests use it with port 0).
+    server listens (tests use it with port 0). ``watch(out_of_service)`` is called before warm-up; the service
+    calls ``out_of_service(reason)`` (from any thread) when it can no longer serve: health turns NOT_SERVING for good.
     """
     setup_logging(name, settings.log_level)
     settings.log_once(logging.getLogger(name))
-    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors, ErrorInterceptor(name)],
+    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors,
+                                           ErrorInterceptor(name, settings.max_message_mb * 1024 * 1024)],
                              options=server_options(settings))
     services = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -66,6 +73,26 @@ async def serve(
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     for svc in ["", *services]:
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+    loop = asyncio.get_running_loop()
+    dead: list[str] = []
+
+    async def not_serving():
+        for svc in ["", *services]:
+            await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def out_of_service(reason: str) -> None:
+        def mark():
+            if not dead:
+                dead.append(reason)
+                log.critical("out of service", extra={"reason": reason})
+                loop.create_task(not_serving())
+        try:
+            loop.call_soon_threadsafe(mark)
+        except RuntimeError:          # the loop is closed: the process is stopping anyway
+            pass
+
+    if watch:
+        watch(out_of_service)
 
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
@@ -77,7 +104,6 @@ async def serve(
         ready(port)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -88,8 +114,13 @@ async def serve(
         if warmup:
             await _maybe_await(warmup())
         for svc in ["", *services]:
+            if dead:
+                break
             await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving")
+        if dead:                      # died during warm-up or while we were setting SERVING
+            await not_serving()
+        else:
+            log.info("serving")
         await stop.wait()
     finally:
         log.info("draining", extra={"grace_seconds": settings.grace_seconds})

@@ -73,11 +73,14 @@ class Proc:
 
 
 class RedisServer(Proc):
-    def __init__(self, port: int | None = None, log_dir: Path | None = None):
+    """``policy="noeviction"`` for the durable-store role, the default ``allkeys-lfu`` for the cache role."""
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None, policy: str = "allkeys-lfu",
+                 maxmemory: str = "64mb"):
         self.port = port or free_port()
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         super().__init__("redis", [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lfu"],
+                                   "--appendonly", "no", "--maxmemory", maxmemory, "--maxmemory-policy", policy],
                          log_dir=log_dir)
 
     @property

@@ -116,6 +116,9 @@ class AsyncTTSClient:
     async def cancel_batch(self, job_id: str, token: str | None = None):
         return await self._unary(self.stub.CancelBatch, tts_pb2.CancelBatchRequest(id=job_id), token)
 
+    async def delete_batch(self, job_id: str, token: str | None = None):
+        return await self._unary(self.stub.DeleteBatch, tts_pb2.DeleteBatchRequest(id=job_id), token)
+
     async def get_batch_result(self, job_id: str, uttid: str, token: str | None = None):
         """One finished line: ``.result`` (BatchLineResult) and ``.wav`` (a complete WAV file, empty if failed)."""
         return await self._unary(self.stub.GetBatchResult, tts_pb2.GetBatchResultRequest(id=job_id, uttid=uttid),

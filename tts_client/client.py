@@ -2,18 +2,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import grpc
 
-_GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gen")
-if os.path.isdir(_GEN) and _GEN not in sys.path:
-    sys.path.append(_GEN)
-
-from tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
+from tts.v1 import tts_pb2, tts_pb2_grpc
 
 ENCODINGS = {"linear16": tts_pb2.LINEAR16, "wav": tts_pb2.WAV, "mulaw": tts_pb2.MULAW}
 
@@ -149,6 +144,11 @@ class TTSClient:
 
     def cancel_batch(self, job_id: str) -> tts_pb2.BatchJob:
         return self.stub.CancelBatch(tts_pb2.CancelBatchRequest(id=job_id), metadata=self.metadata,
+                                     timeout=self.timeout)
+
+    def delete_batch(self, job_id: str) -> tts_pb2.DeleteBatchResponse:
+        """Removes a job's records and files (cancelling it first if unfinished); frees the tenant's quota."""
+        return self.stub.DeleteBatch(tts_pb2.DeleteBatchRequest(id=job_id), metadata=self.metadata,
                                      timeout=self.timeout)
 
     def list_batches(self, limit: int = 0) -> list:

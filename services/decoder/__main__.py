@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
@@ -32,6 +31,10 @@ def build_engines(settings: DecoderSettings) -> dict:
             if not schedule or min(schedule) <= 0:
                 raise SystemExit(f"TTS_DECODER_GLMTTS_CHUNK_SCHEDULE={settings.glmtts_chunk_schedule!r}: "
                                  "expected positive token counts such as 15,25,50")
+            from .engine.glmtts.engine import DTYPES
+
+            if settings.dtype not in ("auto", *DTYPES):
+                raise SystemExit(f"TTS_DECODER_DTYPE={settings.dtype!r}: use auto, {', '.join(DTYPES)}")
             if settings.glmtts_phonemes not in ("polyphones", "off"):
                 raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
             engines[name] = GLMTTSEngine(
@@ -43,7 +46,7 @@ def build_engines(settings: DecoderSettings) -> dict:
                 min_token_ratio=settings.glmtts_min_token_ratio, max_token_ratio=settings.glmtts_max_token_ratio,
                 max_ahead=settings.glmtts_max_ahead, trust_remote_code=settings.glmtts_trust_remote_code,
                 lookahead=settings.glmtts_lookahead, threads=settings.glmtts_threads,
-                phonemes=settings.glmtts_phonemes)
+                phonemes=settings.glmtts_phonemes, dtype=settings.dtype)
         else:
             raise SystemExit(f"TTS_DECODER_ENGINES: unknown engine {name!r} (known: embedded, glmtts)")
     if settings.default_engine not in engines:
@@ -51,9 +54,8 @@ def build_engines(settings: DecoderSettings) -> dict:
     return engines
 
 
-def main() -> None:
-    settings = DecoderSettings()
-    engines = build_engines(settings)
+def hooks(settings: DecoderSettings, engines: dict) -> dict:
+    """The keyword arguments of ``serve()`` for these engines (also used by tests that serve in process)."""
     servicer = DecoderServicer(engines, settings.default_engine, settings.stream_idle_timeout_s)
 
     def register(server):
@@ -64,11 +66,21 @@ def main() -> None:
         for engine in engines.values():
             await engine.warmup()
 
+    def watch(out_of_service):
+        for engine in engines.values():
+            if hasattr(engine, "watch"):     # engines with worker threads report when one dies
+                engine.watch(out_of_service)
+
     async def shutdown():
         for engine in engines.values():
             await engine.close()
 
-    asyncio.run(serve("decoder", settings, register, warmup=warmup, shutdown=shutdown))
+    return dict(register=register, warmup=warmup, shutdown=shutdown, watch=watch)
+
+
+def main() -> None:
+    settings = DecoderSettings()
+    asyncio.run(serve("decoder", settings, **hooks(settings, build_engines(settings))))
 
 
 if __name__ == "__main__":

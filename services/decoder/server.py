@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-import shared  # noqa: F401  (puts generated stubs on sys.path)
 from shared.aio import race
 from shared.audio import float32_bytes
 from shared.errors import InvalidArgument
@@ -110,7 +109,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 TOKENS_PER_SECOND.labels(engine.name).observe(tokens / elapsed)
             yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
-                engine=engine.name, voice=str(getattr(stream, "voice_name", ""))))
+                engine=engine.name, voice=str(getattr(stream, "voice_name", "")),
+                conditioning=str(getattr(stream, "conditioning", ""))))
         except asyncio.TimeoutError:
             raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
         finally:

@@ -10,6 +10,7 @@ class DecoderSettings(ServiceSettings):
     engines: str = "embedded"               # comma-separated: "embedded", "glmtts"
     default_engine: str = "embedded"
     device: str = "auto"                    # glmtts: "cpu", "cuda", "auto"
+    dtype: str = "auto"                     # glmtts LM + flow: "auto" (bf16 on a GPU, fp32 on CPU), "bfloat16", ...
     # embedded (Kokoro-82M)
     embedded_model_dir: str = "models/kokoro"
     embedded_voice: str = "jm_kumo"

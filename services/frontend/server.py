@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401  (puts gen/ on sys.path)
 from shared.errors import InvalidArgument
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
@@ -18,7 +17,8 @@ def segment_to_proto(seg: Segment) -> frontend_pb2.Segment:
         index=seg.index, text=seg.text, normalized=seg.normalized,
         span=frontend_pb2.Span(start=seg.span[0], end=seg.span[1]),
         words=[frontend_pb2.Word(text=w.text, lang=w.lang, pinyin=w.pinyin, phonemes=w.phonemes,
-                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1])) for w in seg.words],
+                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1]),
+                                 citation_pinyin=w.citation) for w in seg.words],
         phonemes=seg.phonemes,
         languages=[frontend_pb2.LanguageSpan(lang=lang, span=frontend_pb2.Span(start=a, end=b))
                    for lang, a, b in seg.languages],
@@ -32,11 +32,12 @@ async def _call(fn, *args, size: int = INLINE_CHARS + 1):
 
 
 class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
-    def __init__(self, engine: FrontendEngine):
+    def __init__(self, engine: FrontendEngine, shared=None):
         self.engine = engine
+        self.shared = shared        # dictstore.SharedDictionary when TTS_FRONTEND_REDIS_URL is set
 
     def _stream(self, cfg: frontend_pb2.NormalizeConfig):
-        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None)
+        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None, cfg.decoder_rtf)
 
     async def Normalize(self, request_iterator, context):
         stream = None
@@ -65,11 +66,16 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
     async def Analyze(self, request, context):
         cfg = request.config
         segments = await _call(self.engine.analyze, request.text, cfg.language, cfg.phoneme_mode,
-                               cfg.max_segment_chars or None, size=len(request.text))
+                               cfg.max_segment_chars or None, cfg.decoder_rtf, size=len(request.text))
         return frontend_pb2.AnalyzeResponse(segments=[segment_to_proto(s) for s in segments])
 
     async def ReloadDictionary(self, request, context):
-        if request.HasField("content"):
+        if self.shared is not None:         # every replica applies it (pub/sub), not only this one
+            if request.HasField("content"):
+                entries, errors = await self.shared.write(request.content)
+            else:
+                entries, errors = await self.shared.reload()
+        elif request.HasField("content"):
             entries, errors = await asyncio.to_thread(self.engine.write_dictionary, request.content)
         else:
             entries, errors = await asyncio.to_thread(self.engine.reload_dictionary)
@@ -84,9 +90,9 @@ def make_engine(settings) -> FrontendEngine:
                           max_text_chars=settings.max_text_chars)
 
 
-def register_with(engine: FrontendEngine):
+def register_with(engine: FrontendEngine, shared=None):
     def register(server):
-        frontend_pb2_grpc.add_FrontendServicer_to_server(FrontendServicer(engine), server)
+        frontend_pb2_grpc.add_FrontendServicer_to_server(FrontendServicer(engine, shared), server)
         return [frontend_pb2.DESCRIPTOR.services_by_name["Frontend"].full_name]
 
     return register

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
@@ -21,7 +20,8 @@ def main() -> None:
 
     async def run():
         stages = Stages(settings)
-        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms)
+        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms,
+                               max_connections=settings.redis_max_connections)
         pipeline = Pipeline(settings, stages, voices)
         batches = BatchManager(settings, pipeline)      # batch jobs: resumes unfinished ones once serving
         servicer = GatewayServicer(settings, pipeline, auth, batches=batches)

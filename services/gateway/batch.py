@@ -14,7 +14,12 @@ Redis, for job ``J`` of tenant ``T`` (``P`` = ``tts:job:v1:{T}:{J}``):
 
 ``tts:jobs:v1:active`` (hash job → tenant) lists unfinished jobs: every gateway scans it and takes over jobs whose
 lease has lapsed (after a crash, within ``batch_lease_s``). ``tts:jobs:v1:{T}`` (zset by creation time) lists a
-tenant's jobs. Finished jobs expire after ``batch_retention_hours``; their files stay on disk.
+tenant's jobs. A finished job goes into ``tts:jobs:v1:expiry`` (zset ``tenant\tjob`` by the time it is due); every
+gateway's scan deletes due jobs (records and files) after ``batch_retention_hours``, as ``DeleteBatch`` does at once.
+
+Quotas (``quotas.py``, one counter hash per tenant in the same store, so they hold across replicas): jobs kept,
+unfinished jobs, bytes of JSONL stored and bytes of output files on disk. Submit reserves the first three; each WAV
+reserves its size before it is written (over the quota, the line fails naming it); a delete gives everything back.
 
 Output: ``<batch_output_dir>/<tenant>/<job>/<uttid>.wav`` (written to a temp name, then renamed, before the line is
 recorded as done) and ``results.jsonl`` (every line, in line order) when the job ends.
@@ -29,6 +34,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +43,6 @@ import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-import shared  # noqa: F401
 from shared.audio import SUPPORTED_OUTPUT_RATES, wav_header
 from prometheus_client import Counter, Gauge
 
@@ -46,6 +51,9 @@ from shared.logging import tenant_var
 from tts.v1 import tts_pb2
 
 from .pipeline import Pipeline
+from .quotas import call as quota_call
+from .quotas import (GIVE_LUA, JOB_BYTES, JOBS, OUTPUT_BYTES, RESERVE_LUA, UNFINISHED_JOBS, QuotaSettings, Quotas,
+                     quota_key)
 from .settings import GatewaySettings
 from .validate import MAX_SEED, check_text, has_speakable, validate_config
 
@@ -64,10 +72,13 @@ UTTID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 JOB_ID_RE = re.compile(r"b_[0-9a-f]{32}")
 _TENANT_DIR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIVE = "tts:jobs:v1:active"
+EXPIRY = "tts:jobs:v1:expiry"
+PARTS = ("lines", "uttids", "results", "attempts", "events", "lease")
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 # one line finished: record it once; count it; append to the event list
 _FINISH_LINE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
   redis.call('HINCRBYFLOAT', KEYS[1], 'audio_s', ARGV[4])
@@ -98,6 +109,37 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# the job ended. KEYS: active, quota, expiry, job. ARGV: job id, expiry member, due time
+_RETIRE = "#!lua flags=allow-oom\n" + GIVE_LUA + """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then give(KEYS[2], 'unfinished_jobs', 1) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
+return 1
+"""
+# delete a job. KEYS: job, its parts (6), index, active, quota, expiry. ARGV: job id, expiry member.
+# Returns {1 if the job existed, output bytes it had}
+_DELETE = "#!lua flags=allow-oom\n" + GIVE_LUA + """
+local bytes = redis.call('HGET', KEYS[1], 'bytes')
+local out = redis.call('HGET', KEYS[1], 'out_bytes')
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('ZREM', KEYS[8], ARGV[1])
+redis.call('ZREM', KEYS[11], ARGV[2])
+if redis.call('HDEL', KEYS[9], ARGV[1]) == 1 then give(KEYS[10], 'unfinished_jobs', 1) end
+if n == 1 then
+  give(KEYS[10], 'jobs', 1)
+  give(KEYS[10], 'job_bytes', bytes)
+  give(KEYS[10], 'output_bytes', out)
+end
+return {n, tonumber(out or '0')}
+"""
+# reserve a WAV's bytes before writing it. KEYS: job, quota. ARGV: quota triples (output_bytes only)
+_RESERVE_OUTPUT = RESERVE_LUA + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local refused = reserve(KEYS[2], ARGV, 1)
+if refused then return refused end
+redis.call('HINCRBY', KEYS[1], 'out_bytes', ARGV[3])
+return false
+"""
 
 
 def _now() -> str:
@@ -111,19 +153,20 @@ def tenant_dir(tenant: str) -> str:
     return "t_" + hashlib.sha256(tenant.encode()).hexdigest()[:16]
 
 
-def resolve_inside(root: str, name: str, field: str) -> Path:
-    """``name`` (relative to ``root``, or absolute) as a file inside ``root``; anything outside is refused."""
+def resolve_inside(root: str, tenant: str, name: str, field: str) -> Path:
+    """``name`` (relative) as a file inside the tenant's own input folder ``<root>/<tenant_dir(tenant)>``.
+
+    Missing, outside (``..``, absolute, a symlink pointing out), not a regular file, unreadable: all get the same
+    answer, so the message never tells another tenant's (or the server's) files apart from absent ones."""
     if not root:
         raise InvalidArgument(field, "server paths are disabled on this gateway (TTS_GATEWAY_BATCH_INPUT_DIR is "
-                                     "not set)")
+                                     "not set); upload the content instead")
     if not name or "\x00" in name:
         raise InvalidArgument(field, "empty path")
-    base = Path(root).resolve()
+    base = (Path(root) / tenant_dir(tenant)).resolve()
     path = (base / name).resolve()          # symlinks resolved: a link pointing out is outside too
-    if base not in path.parents:
-        raise InvalidArgument(field, f"path {name!r} is outside the allowed folder (refused)")
-    if not path.is_file():
-        raise InvalidArgument(field, f"no such file {name!r} in the allowed folder")
+    if base not in path.parents or not os.access(path, os.R_OK) or not path.is_file():
+        raise InvalidArgument(field, f"no readable file {name[:200]!r} in this tenant's input folder")
     return path
 
 
@@ -239,7 +282,8 @@ class BatchManager:
         self.pipeline = pipeline
         timeout = max(settings.redis_timeout_ms / 1000, 1.0)
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=timeout * 5,
-                                       socket_connect_timeout=timeout)
+                                       socket_connect_timeout=timeout, max_connections=settings.redis_max_connections)
+        self.quotas = Quotas(self.redis, QuotaSettings(), unfinished_jobs=settings.batch_max_jobs_per_tenant)
         self.owner = secrets.token_hex(8)
         self.slots = asyncio.Semaphore(max(1, settings.batch_concurrency))
         self.output_root = Path(settings.batch_output_dir).resolve()
@@ -251,6 +295,9 @@ class BatchManager:
         self._set_state = self.redis.register_script(_SET_STATE)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
+        self._retire_script = self.redis.register_script(_RETIRE)
+        self._delete_script = self.redis.register_script(_DELETE)
+        self._reserve_output = self.redis.register_script(_RESERVE_OUTPUT)
 
     # ---- keys and Redis ---------------------------------------------------------------------------------------
     @staticmethod
@@ -262,10 +309,7 @@ class BatchManager:
         return f"tts:jobs:v1:{tenant}"
 
     async def _r(self, coro):
-        try:
-            return await coro
-        except (RedisError, OSError) as exc:
-            raise Unavailable("redis", f"batch job store unreachable ({type(exc).__name__})") from None
+        return await quota_call(coro, "batch job store")
 
     def _notify(self) -> None:
         self._tick.set()
@@ -282,10 +326,11 @@ class BatchManager:
     @staticmethod
     def _job_pb(meta: dict) -> tts_pb2.BatchJob:
         s = lambda k: meta.get(k, b"").decode()  # noqa: E731
+        out_dir = f"{tenant_dir(s('tenant'))}/{s('id')}"       # relative: no server path leaves the gateway
         return tts_pb2.BatchJob(
             id=s("id"), name=s("name"), state=STATE_PB.get(s("state"), 0), total=int(meta.get("total", 0)),
             done=int(meta.get("done", 0)), failed=int(meta.get("failed", 0)), created_at=s("created_at"),
-            updated_at=s("updated_at"), finished_at=s("finished_at"), output_dir=s("output_dir"),
+            updated_at=s("updated_at"), finished_at=s("finished_at"), output_dir=out_dir,
             audio_seconds=round(float(meta.get("audio_s", 0) or 0), 3))
 
     # ---- RPCs -------------------------------------------------------------------------------------------------
@@ -294,7 +339,7 @@ class BatchManager:
         source = request.WhichOneof("source")
         if source == "server_path":
             field = "server_path"
-            path = resolve_inside(st.batch_input_dir, request.server_path, field)
+            path = resolve_inside(st.batch_input_dir, tenant, request.server_path, field)
             size = path.stat().st_size
             if size > st.batch_max_bytes:
                 raise InvalidArgument(field, f"{size} bytes is over the {st.batch_max_bytes} byte limit "
@@ -316,12 +361,8 @@ class BatchManager:
         validate_config(cfg, st.default_sample_rate, st.max_reference_bytes)
         await self._check_voice(tenant, cfg.voice, "config.voice")
         lines = split_jsonl(data, field, st.batch_max_lines)
-        if st.batch_max_jobs_per_tenant:
-            unfinished = sum(t.decode() == tenant for t in await self._r(self.redis.hvals(ACTIVE)))
-            if unfinished >= st.batch_max_jobs_per_tenant:
-                raise ResourceExhausted(f"{unfinished} unfinished batch jobs; the limit is "
-                                        f"{st.batch_max_jobs_per_tenant} per tenant (wait for one to finish or "
-                                        "cancel one)", retry_after_s=10.0)
+        quota = {JOBS.field: 1, UNFINISHED_JOBS.field: 1, JOB_BYTES.field: len(data)}
+        await self.quotas.reserve(tenant, **quota)             # atomic across gateways; refused: nothing taken
 
         job_id = "b_" + secrets.token_hex(16)
         out_dir = self.output_root / tenant_dir(tenant) / job_id
@@ -331,7 +372,7 @@ class BatchManager:
         pipe.hset(key, mapping={
             "id": job_id, "tenant": tenant, "name": request.name, "state": QUEUED, "total": len(lines),
             "done": 0, "failed": 0, "audio_s": 0, "config": cfg.SerializeToString(), "output_dir": str(out_dir),
-            "created_at": now, "updated_at": now, "finished_at": ""})
+            "created_at": now, "updated_at": now, "finished_at": "", "bytes": len(data), "out_bytes": 0})
         for start in range(0, len(lines), 1000):
             pipe.rpush(self.key(tenant, job_id, "lines"),
                        *[f"{n}\t".encode() + raw for n, raw in lines[start:start + 1000]])
@@ -344,7 +385,11 @@ class BatchManager:
             pipe.hset(self.key(tenant, job_id, "uttids"), mapping=uttids)
         pipe.zadd(self.index_key(tenant), {job_id: time.time()})
         pipe.hset(ACTIVE, job_id, tenant)
-        await self._r(pipe.execute())
+        try:
+            await self._r(pipe.execute())
+        except TTSError:
+            await self.quotas.release(tenant, **quota)
+            raise
         log.info("batch submitted", extra={"job": job_id, "lines": len(lines), "bytes": len(data)})
         self._kick.set()
         return self._job_pb(await self._meta(tenant, job_id))
@@ -416,6 +461,45 @@ class BatchManager:
             await self._finalize(tenant, job_id, meta)
             self._notify()
         return await self.get(tenant, job_id)
+
+    async def delete(self, tenant: str, job_id: str) -> tts_pb2.DeleteBatchResponse:
+        """Cancel it if unfinished, then remove its records and files and give its quota back."""
+        meta = await self._meta(tenant, job_id)
+        if meta.get("state", b"").decode() not in TERMINAL:
+            await self._r(self._set_state(keys=[self.key(tenant, job_id)],
+                                          args=[CANCELLED, _now(), "1", QUEUED, RUNNING]))
+            task = self._running.get(job_id)
+            if task is not None:
+                task.cancel()           # another gateway's runner sees the lease gone within batch_lease_s / 3
+        freed = await self._delete_job(tenant, job_id)
+        log.info("batch deleted", extra={"job": job_id, "freed_bytes": freed})
+        self._notify()
+        return tts_pb2.DeleteBatchResponse(freed_bytes=freed)
+
+    async def _delete_job(self, tenant: str, job_id: str) -> int:
+        keys = [self.key(tenant, job_id), *(self.key(tenant, job_id, p) for p in PARTS), self.index_key(tenant),
+                ACTIVE, quota_key(tenant), EXPIRY]
+        existed, out_bytes = await self._r(self._delete_script(keys=keys, args=[job_id, f"{tenant}\t{job_id}"]))
+        folder = self.output_root / tenant_dir(tenant) / job_id
+
+        def remove() -> int:
+            size = sum(p.stat().st_size for p in folder.glob("*") if p.is_file()) if folder.is_dir() else 0
+            shutil.rmtree(folder, ignore_errors=True)
+            return size
+
+        on_disk = await asyncio.to_thread(remove)
+        return max(int(out_bytes or 0), on_disk) if existed else on_disk
+
+    async def _reap(self) -> None:
+        """Delete finished jobs whose retention has passed (any gateway may do it; deleting twice is harmless)."""
+        due = await self.redis.zrangebyscore(EXPIRY, "-inf", time.time(), start=0, num=50)
+        for member in due:
+            tenant, _, job_id = member.decode().rpartition("\t")
+            if JOB_ID_RE.fullmatch(job_id):
+                await self._delete_job(tenant, job_id)
+                log.info("batch expired", extra={"job": job_id})
+            else:
+                await self.redis.zrem(EXPIRY, member)
 
     async def watch(self, tenant: str, job_id: str):
         await self._meta(tenant, job_id)
@@ -518,6 +602,7 @@ class BatchManager:
     async def _scan(self) -> None:
         active = await self.redis.hgetall(ACTIVE)
         lease_ms = int(self.settings.batch_lease_s * 1000)
+        await self._reap()
         for job_b, tenant_b in active.items():
             job_id, tenant = job_b.decode(), tenant_b.decode()
             if job_id in self._running:
@@ -543,7 +628,7 @@ class BatchManager:
             if not meta or state in TERMINAL:     # e.g. finished, but its finalization was cut short
                 if meta:
                     await self._finalize(tenant, job_id, meta)
-                await self.redis.hdel(ACTIVE, job_id)
+                await self._retire(tenant, job_id)
                 return
             try:
                 cfg = tts_pb2.SynthesisConfig.FromString(meta["config"])
@@ -675,7 +760,7 @@ class BatchManager:
                 cfg.voice = ps
             else:
                 try:
-                    path = resolve_inside(st.batch_input_dir, ps, "prompt_speech")
+                    path = resolve_inside(st.batch_input_dir, tenant, ps, "prompt_speech")
                 except InvalidArgument as exc:
                     raise LineError(exc.message) from None
                 if path.stat().st_size > st.max_reference_bytes:
@@ -706,6 +791,15 @@ class BatchManager:
         samples = len(pcm) // 2
         path = out_dir / f"{spec.uttid}.wav"
         tmp = out_dir / f".{spec.uttid}.{secrets.token_hex(4)}.part"
+        size = 44 + len(pcm)
+        refused = await self._r(self._reserve_output(keys=[self.key(tenant, job_id), quota_key(tenant)],
+                                                     args=self.quotas.args(**{OUTPUT_BYTES.field: size})))
+        if refused == b"gone":
+            raise LineError("line: the job was deleted")
+        try:
+            self.quotas.refused(tenant, refused, {OUTPUT_BYTES.field: size})
+        except ResourceExhausted as exc:
+            raise LineError(f"output: {exc.message}") from None
 
         def write():
             tmp.write_bytes(wav_header(plan.sample_rate, samples) + pcm)
@@ -747,9 +841,10 @@ class BatchManager:
             os.replace(tmp, out_dir / "results.jsonl")
 
         await asyncio.to_thread(write)
-        ttl = int(self.settings.batch_retention_hours * 3600)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(ACTIVE, job_id)
-        for part in ("", "lines", "uttids", "results", "attempts", "events"):
-            pipe.expire(self.key(tenant, job_id, part), ttl)
-        await self._r(pipe.execute())
+        await self._retire(tenant, job_id)
+
+    async def _retire(self, tenant: str, job_id: str) -> None:
+        """Off the active list (the unfinished-jobs quota given back once); due for deletion after the retention."""
+        due = time.time() + self.settings.batch_retention_hours * 3600
+        await self._r(self._retire_script(keys=[ACTIVE, quota_key(tenant), EXPIRY, self.key(tenant, job_id)],
+                                          args=[job_id, f"{tenant}\t{job_id}", due]))

@@ -5,8 +5,11 @@ turns into a ``google.rpc.RetryInfo`` in ``grpc-status-details-bin`` and a ``ret
 
 - rate: every RPC takes one token from the tenant's bucket (``rate_per_tenant`` tokens/s, up to
   ``burst_per_tenant`` saved up). An empty bucket → retry after the time until the next token.
-- streams: ``StreamingSynthesize`` and ``Synthesize`` hold one slot for their whole life; the slot is released in
-  ``finally`` (normal end, error, client cancel, deadline).
+- streams: ``StreamingSynthesize``, ``Synthesize`` and ``WatchBatch`` hold one slot for their whole life; the slot
+  is released in ``finally`` (normal end, error, client cancel, deadline). The default (16) is well below one
+  decoder pod's capacity (64 embedded streams), so one tenant cannot take a pod's every slot; and a stream holds a
+  decoder slot only from its first segment on (the gateway opens the decoder call lazily), so idle streams that
+  never sent a complete sentence hold none.
 
 Limits are per gateway process: with N gateway replicas a tenant gets up to N times the numbers below. Size them
 as "per replica" (the HPA's minReplicas gives the floor).
@@ -30,7 +33,7 @@ class LimitSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TTS_GATEWAY_", extra="ignore")
 
-    max_streams_per_tenant: int = 64       # concurrent StreamingSynthesize + Synthesize calls
+    max_streams_per_tenant: int = 16       # concurrent StreamingSynthesize + Synthesize + WatchBatch calls
     rate_per_tenant: float = 50.0          # RPCs per second, sustained
     burst_per_tenant: float = 100.0        # RPCs allowed at once after an idle period (bucket size)
     stream_retry_after_s: float = 1.0      # retry hint when the concurrent-stream limit is hit

@@ -12,12 +12,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import grpc
 import numpy as np
 
-import shared  # noqa: F401
-from shared.aio import END, drain, race
+from shared.aio import END, abandon, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
@@ -26,7 +26,7 @@ from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
 from tts.v1 import tts_pb2
 
-from .metrics import FIRST_CHUNK, RTF
+from .metrics import FIRST_CHUNK, PROMPT_RESENDS, RTF
 from .settings import GatewaySettings
 from .validate import ENCODINGS
 from .voices import VoiceRegistry
@@ -49,6 +49,9 @@ class Plan:
     sample_rate: int
     encoding: str
     metadata: tuple = field(default_factory=tuple)
+    # a registered voice goes to the decoder by reference id only; if that decoder does not hold its prompt
+    # (NOT_FOUND), this gives the full conditioning (embedding + prompt audio) to resend with
+    full_speaker: Callable[[], Awaitable[decoder_pb2.SpeakerConditioning]] | None = None
 
 
 class Stages:
@@ -204,20 +207,32 @@ class Pipeline:
         engine = cfg.model or self.settings.default_model
         source = cfg.WhichOneof("voice_source")
         voice_label = ""
-        if source == "reference_audio" or (source == "voice" and cfg.voice.startswith("v_")):
-            if source == "voice":
-                emb, rec = await self.conditioning_for(tenant, cfg.voice, metadata, timeout)
-                prompt_text = cfg.prompt_text or rec.prompt_text
-                voice_label = cfg.voice
-            else:
-                try:
-                    emb = await self.embed(cfg.reference_audio, metadata, timeout)
-                except TTSError as exc:
-                    if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
-                        raise
-                    raise InvalidArgument("config.reference_audio", exc.message.removeprefix("audio: ")) from None
-                prompt_text = cfg.prompt_text
-                voice_label = "ref:" + emb.reference_id[:12]
+        full_speaker = None
+        if source == "voice" and cfg.voice.startswith("v_"):
+            # by reference: no speaker call, no prompt audio on the wire while the decoder holds the prompt
+            rec = await self.voices.get(tenant, cfg.voice, with_audio=False)
+            prompt_text = cfg.prompt_text or rec.prompt_text
+            voice_label = cfg.voice
+            dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
+                reference_id=rec.reference_id, encoder=rec.encoder, prompt_text=prompt_text))
+            engine = engine or self.settings.cloning_model
+            voice_id = cfg.voice
+
+            async def full_speaker():
+                left = max(deadline - time.time(), 0.001) if deadline else 30.0
+                emb, _ = await self.conditioning_for(tenant, voice_id, metadata, left)
+                return decoder_pb2.SpeakerConditioning(
+                    reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
+                    prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text)
+        elif source == "reference_audio":
+            try:
+                emb = await self.embed(cfg.reference_audio, metadata, timeout)
+            except TTSError as exc:
+                if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                raise InvalidArgument("config.reference_audio", exc.message.removeprefix("audio: ")) from None
+            prompt_text = cfg.prompt_text
+            voice_label = "ref:" + emb.reference_id
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
                 reference_id=emb.reference_id, embedding=emb.embedding, encoder=emb.encoder,
                 prompt_pcm16k=emb.prompt_pcm16k, prompt_text=prompt_text))
@@ -227,6 +242,7 @@ class Pipeline:
         dcfg.engine = engine
         return Plan(
             request_id=request_id, tenant=tenant, engine=engine, voice_label=voice_label, decode_config=dcfg,
+            full_speaker=full_speaker,
             normalize_config=frontend_pb2.NormalizeConfig(language=cfg.language, phoneme_mode=cfg.phoneme_mode,
                                                           request_id=request_id),
             sample_rate=cfg.sample_rate or self.settings.default_sample_rate,
@@ -243,9 +259,10 @@ class Pipeline:
         dec_feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), self.settings.stage_queue)
         await fe_q.put(frontend_pb2.NormalizeRequest(config=plan.normalize_config))
         fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
-        dec_stub = self.stages.decoder()
-        dec_tried = [dec_stub]
-        dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
+        # the Decode call (which takes a decoder slot) opens only once a segment is ready: a stream whose client
+        # is still typing, or never sends a complete sentence, holds no decoder capacity
+        dec_call = None
+        dec_ready = asyncio.Event()
         segments: dict[int, frontend_pb2.Segment] = {}
 
         async def feed_frontend():
@@ -267,10 +284,16 @@ class Pipeline:
                     if on_segment is not None:
                         on_segment(resp.segment)
                     await dec_feed.put(decoder_pb2.DecodeRequest(segment=resp.segment))
+                    dec_ready.set()
             except grpc.aio.AioRpcError as err:
                 raise from_rpc_error("frontend", err) from None
             finally:
                 await dec_feed.end()
+                dec_ready.set()
+
+        async def first_segment():
+            await dec_ready.wait()
+            yield None
 
         helpers = [asyncio.get_running_loop().create_task(feed_frontend()),
                    asyncio.get_running_loop().create_task(frontend_to_decoder())]
@@ -280,6 +303,17 @@ class Pipeline:
         summary = None
         last_segment = None
         try:
+            async for _ in race(first_segment(), *helpers):    # a failing helper (frontend, bad text) ends it here
+                pass
+            if not segments:
+                for task in helpers:
+                    await task
+                raise InvalidArgument("text", "nothing in it can be spoken: the voices read Chinese and English; "
+                                              "other scripts, emoji and symbols are skipped")
+            dec_stub = self.stages.decoder()
+            dec_tried = [dec_stub]
+            timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+            dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
             answered = False        # has the decoder sent anything? (until then the stream can move elsewhere)
             while True:
                 try:
@@ -304,6 +338,20 @@ class Pipeline:
                         out_samples += n
                     break
                 except grpc.aio.AioRpcError as err:
+                    if not answered and err.code() == grpc.StatusCode.NOT_FOUND and plan.full_speaker is not None:
+                        # that decoder does not hold the voice's prompt: resend the stream with its audio, once
+                        log.info("decoder lacks the voice prompt; resending with the reference audio",
+                                 extra={"reference_id": plan.decode_config.speaker.reference_id[:16]})
+                        PROMPT_RESENDS.inc()
+                        dec_call.cancel()
+                        cfg = decoder_pb2.DecodeConfig()
+                        cfg.CopyFrom(plan.decode_config)
+                        cfg.speaker.CopyFrom(await plan.full_speaker())
+                        plan.full_speaker = None
+                        dec_feed.items[0] = decoder_pb2.DecodeRequest(config=cfg)
+                        timeout = max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+                        dec_call = dec_stub.Decode(dec_feed.reader(), metadata=plan.metadata, timeout=timeout)
+                        continue
                     if (answered or err.code() != grpc.StatusCode.UNAVAILABLE
                             or len(dec_tried) >= len(self.stages.decoders)):
                         raise from_rpc_error("decoder", err) from None
@@ -335,12 +383,14 @@ class Pipeline:
                 audio_ms=audio_s * 1000, first_chunk_latency_ms=(first_latency or 0) * 1000,
                 tokens=summary.tokens if summary else 0, real_time_factor=rtf, segments=len(segments),
                 processing_ms=processing * 1000, engine=summary.engine if summary else plan.engine,
-                voice=plan.voice_label or (summary.voice if summary else ""), request_id=plan.request_id))
+                # what the decoder says it spoke, never what we asked for
+                voice=summary.voice if summary and summary.voice else plan.voice_label,
+                conditioning=summary.conditioning if summary else "", request_id=plan.request_id))
         finally:
-            for task in helpers:
-                task.cancel()
+            abandon(*helpers)       # their errors, if any, were raised above already (or the call was cancelled)
             fe_call.cancel()
-            dec_call.cancel()
+            if dec_call is not None:
+                dec_call.cancel()
 
     @staticmethod
     def _chunk(plan: Plan, data: bytes, offset: int, n: int, index: int, seg, segment_end: bool):

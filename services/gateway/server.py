@@ -6,7 +6,6 @@ import logging
 import time
 
 
-import shared  # noqa: F401
 from shared.audio import wav_header
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.logging import tenant_var
@@ -22,6 +21,10 @@ from .settings import GatewaySettings
 from .validate import SSML_TAIL, check_ssml, check_text, has_speakable, validate_config
 
 log = logging.getLogger("gateway")
+
+# a lower bound of speech per letter/digit/character (fast English at speed 1 is ~0.06 s a letter): the unary audio
+# of a text surely over the response size limit is refused before any work
+MIN_SECONDS_PER_CHAR = 0.04
 
 
 def _deadline(context) -> float | None:
@@ -130,16 +133,27 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 raise InvalidArgument("text", "is empty")
             if not has_speakable(request.text):
                 raise InvalidArgument("text", "has nothing to speak (only punctuation, symbols or spaces)")
+            limit = self.settings.max_message_mb * 1024 * 1024 - 64 * 1024     # room for the summary
+            bytes_per_s = (cfg.sample_rate or self.settings.default_sample_rate) * (
+                1 if cfg.encoding == tts_pb2.MULAW else 2)
+            speakable = sum(1 for c in request.text if c.isalnum())
+            if speakable * MIN_SECONDS_PER_CHAR / (cfg.speed or 1.0) * bytes_per_s > limit:
+                raise InvalidArgument("text", f"the audio of {speakable} characters would not fit in one response "
+                                      f"({self.settings.max_message_mb} MB); use StreamingSynthesize for long texts")
             deadline = _deadline(context)
             plan = await self.pipeline.plan(tenant, cfg, metadata, deadline)
 
             async def whole():
                 yield request.text
 
-            parts, summary = [], None
+            parts, summary, size = [], None, 0
             async for resp in self.pipeline.run(plan, whole(), deadline):
                 if resp.WhichOneof("response") == "audio":
                     parts.append(resp.audio.audio)
+                    size += len(resp.audio.audio)
+                    if size > limit:                # stop now, not after synthesizing all of it
+                        raise InvalidArgument("text", f"the audio is over the {self.settings.max_message_mb} MB "
+                                              "response limit; use StreamingSynthesize for long texts")
                 else:
                     summary = resp.summary
             audio = b"".join(parts)
@@ -238,8 +252,13 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def WatchBatch(self, request, context):
         tenant, batches = self._batches(context)
-        async for event in batches.watch(tenant, request.id):
-            yield event
+        async with self.limits.stream(tenant):      # a watch is a stream: it counts against the tenant's limit
+            async for event in batches.watch(tenant, request.id):
+                yield event
+
+    async def DeleteBatch(self, request, context):
+        tenant, batches = self._batches(context)
+        return await batches.delete(tenant, request.id)
 
     async def CancelBatch(self, request, context):
         tenant, batches = self._batches(context)

@@ -10,8 +10,11 @@ class GatewaySettings(ServiceSettings):
     frontend_addr: str = "127.0.0.1:50052"
     speaker_addr: str = "127.0.0.1:50053"
     decoder_addrs: str = "127.0.0.1:50054"       # comma-separated; requests are spread round-robin
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # the durable store (voices, batch jobs, quota counters): a noeviction Redis, never the embedding cache's
+    redis_url: str = "redis://127.0.0.1:6380/0"
     redis_timeout_ms: int = 200
+    redis_max_connections: int = 256             # per pool (voices, batch); a call waits for a free one
+
     # auth: a file of "tenant sha256(token)" lines; empty = auth off, every caller is tenant "default"
     tokens_file: str = ""
     admin_tenants: str = ""                      # comma-separated tenants allowed the admin RPCs (auth off: everyone)
@@ -23,8 +26,9 @@ class GatewaySettings(ServiceSettings):
     stream_idle_timeout_s: float = 60.0          # no message from the client this long → stream ended with an error
     max_stream_seconds: float = 600.0
     stage_queue: int = 16                        # bounded queues between stages (back-pressure)
-    # batch jobs (SubmitBatch …): server paths (JSONL files, prompt_speech audio) must lie inside batch_input_dir
-    batch_input_dir: str = ""                    # "" = server paths refused
+    # batch jobs (SubmitBatch …): server paths (JSONL files, prompt_speech audio) must lie inside the tenant's own
+    # folder <batch_input_dir>/<tenant>/
+    batch_input_dir: str = ""                    # "" = server paths refused (upload only)
     batch_output_dir: str = "outputs/batch"      # <dir>/<tenant>/<job>/<uttid>.wav + results.jsonl
     batch_concurrency: int = 2                   # lines synthesized at once, all jobs of this gateway together
     batch_max_lines: int = 10000
@@ -33,5 +37,5 @@ class GatewaySettings(ServiceSettings):
     batch_line_timeout_s: float = 120.0
     batch_line_retries: int = 3                  # a line failing with UNAVAILABLE/DEADLINE_EXCEEDED is retried
     batch_lease_s: float = 10.0                  # a crashed gateway's jobs are resumed by a gateway after this
-    batch_retention_hours: float = 168.0         # finished jobs' records in Redis (files stay)
+    batch_retention_hours: float = 168.0         # then a finished job's records and files are deleted
     batch_watch_poll_s: float = 0.5

@@ -7,7 +7,6 @@ import unicodedata
 from shared.audio import SUPPORTED_OUTPUT_RATES
 from shared.errors import InvalidArgument
 
-import shared  # noqa: F401
 from tts.v1 import tts_pb2
 
 ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16", tts_pb2.LINEAR16: "LINEAR16",

@@ -4,6 +4,9 @@
 ``tts:voices:v1:{tenant}`` → set of ids. Ids are random (``v_`` + 128 bits), so they cannot be guessed; a tenant
 never sees another tenant's ids (lookups are scoped by tenant, so a foreign id is simply NOT_FOUND).
 The canonical prompt audio is kept with the record so an evicted embedding can be recomputed.
+
+Each tenant's count of voices and their bytes are quota counters (``quotas.py``), checked and incremented in the
+script that writes the record, and given back in the script that deletes it: atomic across gateway replicas.
 """
 from __future__ import annotations
 
@@ -13,9 +16,31 @@ import secrets
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
-from shared.errors import NotFound, Unavailable
+from shared.errors import NotFound, ResourceExhausted, Unavailable
+
+from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, QuotaSettings, Quotas, quota_key
+
+# KEYS: record, index, quota. ARGV[1] = id, ARGV[2..] = quota triples, then the record's field/value pairs.
+_ADD = RESERVE_LUA + """
+local refused = reserve(KEYS[3], ARGV, 2)
+if refused then return refused end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3 + 3 * tonumber(ARGV[2])))
+redis.call('SADD', KEYS[2], ARGV[1])
+return false
+"""
+# KEYS: record, index, quota. ARGV[1] = id. Returns 1 if the record existed.
+_DELETE = "#!lua flags=allow-oom\n" + GIVE_LUA + """
+local bytes = redis.call('HGET', KEYS[1], 'bytes')
+local n = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if n == 1 then
+  give(KEYS[3], 'voices', 1)
+  give(KEYS[3], 'voice_bytes', bytes)
+end
+return n
+"""
 
 
 @dataclass
@@ -31,9 +56,14 @@ class VoiceRecord:
 
 
 class VoiceRegistry:
-    def __init__(self, url: str, timeout_ms: int = 200):
-        self.redis = aioredis.from_url(url, socket_timeout=timeout_ms / 1000, socket_connect_timeout=timeout_ms / 1000)
+    def __init__(self, url: str, timeout_ms: int = 200, quotas: QuotaSettings | None = None,
+                 max_connections: int = 64):
+        self.redis = aioredis.from_url(url, socket_timeout=timeout_ms / 1000, socket_connect_timeout=timeout_ms / 1000,
+                                       max_connections=max_connections)
         self.timeout = timeout_ms / 1000
+        self.quotas = Quotas(self.redis, quotas)
+        self._add = self.redis.register_script(_ADD)
+        self._delete = self.redis.register_script(_DELETE)
 
     @staticmethod
     def _key(tenant: str, voice_id: str) -> str:
@@ -46,6 +76,9 @@ class VoiceRegistry:
     async def _call(self, coro):
         try:
             return await asyncio.wait_for(coro, self.timeout * 5)
+        except OutOfMemoryError:
+            raise ResourceExhausted("the voice store is full (Redis maxmemory); this write was refused, nothing was "
+                                    "evicted", retry_after_s=30.0) from None
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise Unavailable("redis", f"voice registry unreachable ({type(exc).__name__})") from None
 
@@ -54,12 +87,15 @@ class VoiceRegistry:
         rec = VoiceRecord(id="v_" + secrets.token_hex(16), name=name, reference_id=reference_id, encoder=encoder,
                           prompt_text=prompt_text, seconds=seconds,
                           created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), audio=audio)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self._key(tenant, rec.id), mapping={
-            "name": name, "reference_id": reference_id, "encoder": encoder, "prompt_text": prompt_text,
-            "seconds": str(seconds), "created_at": rec.created_at, "audio": audio})
-        pipe.sadd(self._index(tenant), rec.id)
-        await self._call(pipe.execute())
+        fields = {"name": name, "reference_id": reference_id, "encoder": encoder, "prompt_text": prompt_text,
+                  "seconds": str(seconds), "created_at": rec.created_at, "audio": audio}
+        size = sum(len(k) + len(v if isinstance(v, bytes) else str(v).encode()) for k, v in fields.items()) + 64
+        fields["bytes"] = str(size)
+        deltas = {VOICES.field: 1, VOICE_BYTES.field: size}
+        flat = [x for kv in fields.items() for x in kv]
+        refused = await self._call(self._add(keys=[self._key(tenant, rec.id), self._index(tenant), quota_key(tenant)],
+                                             args=[rec.id, *self.quotas.args(**deltas), *flat]))
+        self.quotas.refused(tenant, refused, deltas)
         return rec
 
     async def get(self, tenant: str, voice_id: str, with_audio: bool = True) -> VoiceRecord:
@@ -83,10 +119,8 @@ class VoiceRegistry:
         return out
 
     async def delete(self, tenant: str, voice_id: str) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._key(tenant, voice_id))
-        pipe.srem(self._index(tenant), voice_id)
-        deleted, _ = await self._call(pipe.execute())
+        deleted = await self._call(self._delete(keys=[self._key(tenant, voice_id), self._index(tenant),
+                                                      quota_key(tenant)], args=[voice_id]))
         if not deleted:
             raise NotFound(f"voice {voice_id!r} not found")
 

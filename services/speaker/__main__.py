@@ -5,7 +5,6 @@ import asyncio
 
 import torch
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import shared  # noqa: F401
 from shared.errors import InvalidArgument
 from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
 

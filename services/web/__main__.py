@@ -5,7 +5,6 @@ import logging
 
 from aiohttp import web
 
-import shared  # noqa: F401
 from shared.logging import setup_logging
 
 from .server import create_app

@@ -1,6 +1,8 @@
-"""Synthesized results kept on disk for download: ``<results_dir>/<32 hex>.wav``, the newest ``max_results`` only.
+"""Synthesized results kept on disk for download: ``<results_dir>/<owner>/<32 hex>.wav``, the newest
+``max_results`` only (all owners together).
 
-Ids are random (128 bits), so a result is reachable only by whoever got its id back.
+Ids are random (128 bits), and a result is served only to its owner (a hash of the caller's token, see
+``server.owner_of``): another tenant with the id still gets 404.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from shared.audio import wav_header
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+_OWNER = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ResultWriter:
@@ -59,18 +62,20 @@ class ResultStore:
         self.folder = Path(folder)
         self.max_results = max_results
 
-    def writer(self) -> ResultWriter:
-        return ResultWriter(self.folder, self.prune)
+    def writer(self, owner: str) -> ResultWriter:
+        if not _OWNER.match(owner):
+            raise ValueError("owner must be 32 hex digits")
+        return ResultWriter(self.folder / owner, self.prune)
 
-    def path(self, rid: str) -> Path | None:
-        if not _ID.match(rid):
+    def path(self, rid: str, owner: str) -> Path | None:
+        if not _ID.match(rid) or not _OWNER.match(owner):
             return None
-        p = self.folder / f"{rid}.wav"
+        p = self.folder / owner / f"{rid}.wav"
         return p if p.is_file() else None
 
     def prune(self) -> None:
         try:
-            files = sorted(self.folder.glob("*.wav"), key=lambda p: p.stat().st_mtime)
+            files = sorted(self.folder.glob("*/*.wav"), key=lambda p: p.stat().st_mtime)
         except OSError:
             return
         for p in files[:max(0, len(files) - self.max_results)]:

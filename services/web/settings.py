@@ -15,3 +15,11 @@ class WebSettings(ServiceSettings):
     max_results: int = 200
     max_upload_mb: int = 16                      # reference audio (the gateway's own limit is 10 MB) and batch JSONL
     gateway_timeout_s: float = 300.0
+    # before a caller's token is checked (with the gateway), at most this much of a body or WebSocket frame is read
+    preauth_kb: int = 64
+    max_json_kb: int = 1024                      # JSON bodies and the WebSocket start message (reference audio: binary)
+    # Host header: comma-separated names (any port), "*" = any. Origin (browsers): same origin as Host, or listed here
+    allowed_hosts: str = "localhost,127.0.0.1,[::1]"
+    allowed_origins: str = ""
+    ws_send_timeout_s: float = 15.0              # a WebSocket reader this slow is dropped (its synthesis cancelled)
+    ws_heartbeat_s: float = 30.0                 # WebSocket pings; no pong in half of it closes the socket

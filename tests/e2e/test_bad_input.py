@@ -289,8 +289,9 @@ CASES = [
          "request: empty message: set config, text or flush"),
     Case("message_that_is_not_protobuf", raw("StreamingSynthesize", CONFIG, b"\xff\xff\xff\xff"), INVALID,
          "request: cannot be parsed as a protobuf message"),
+    # too big is a bad request, not a capacity limit (RESOURCE_EXHAUSTED would make clients retry it)
     Case("message_over_16_mb", raw("StreamingSynthesize", CONFIG, ser(text="x" * (17 << 20))),
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+         INVALID, "request: the message is 17825797 bytes; the limit is 16777216"),
     Case("unknown_fields_are_ignored", raw("StreamingSynthesize", CONFIG + field(15, 2, b"future"),
                                            ser(text="好") + field(99, 0, b"\x01")), None,
          check=lambda responses: len(responses) >= 2),

@@ -35,8 +35,8 @@ class BatchStack:
         self.tmp = tmp
         self.inputs = tmp / "inputs"
         self.outputs = tmp / "outputs"
-        self.inputs.mkdir()
-        (self.inputs / "broken.wav").write_bytes(b"RIFF not really a wav file" * 50)
+        (self.inputs / "a").mkdir(parents=True)                 # each tenant has its own input folder
+        (self.inputs / "a" / "broken.wav").write_bytes(b"RIFF not really a wav file" * 50)
         self.redis = RedisServer(log_dir=tmp).start()
         self.frontend = Service("frontend", log_dir=tmp)
         self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
@@ -156,10 +156,10 @@ def test_200_lines_with_5_bad_ones(bs, ca, tmp_path):
     assert errors["no-voice"][1].endswith("not found")
     assert errors["bad-audio"][0] == 131 and errors["bad-audio"][1].startswith(
         "prompt_speech: 'broken.wav': cannot decode audio"), errors
-    assert errors["traversal"] == (171, "prompt_speech: path '../../etc/passwd' is outside the allowed folder "
-                                        "(refused)")
+    assert errors["traversal"] == (171, "prompt_speech: no readable file '../../etc/passwd' in this tenant's "
+                                        "input folder")
 
-    out = Path(got.output_dir)
+    out = bs.outputs / got.output_dir
     assert out == bs.outputs / "a" / job.id
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 195
@@ -209,7 +209,7 @@ def test_killed_gateway_resumes_without_redoing_finished_lines(bs, tmp_path):
         wait_until(lambda: c.get_batch(job.id).done >= 8, 120, "8 lines done", interval=0.05)
         before = c.get_batch(job.id, include_lines=True)
     finished = {ln.uttid for ln in before.lines if ln.state == tts_pb2.BATCH_LINE_DONE}
-    out = Path(before.output_dir)
+    out = bs.outputs / before.output_dir
     stats = {u: (out / f"{u}.wav").stat() for u in finished}
     bs.gateway.stop(signal.SIGKILL)
     r = redis.Redis.from_url(bs.redis.url)
@@ -251,7 +251,7 @@ def test_tenants_cannot_see_each_others_jobs(bs, ca, cb):
     assert job.id not in {j.id for j in cb.list_batches()}
     job_b = cb.submit_batch(jsonl=jsonl(good_lines(2, "t")), config=FAST)
     assert follow(cb, job_b.id)[0].state == tts_pb2.BATCH_DONE
-    assert Path(cb.get_batch(job_b.id).output_dir) == bs.outputs / "b" / job_b.id
+    assert cb.get_batch(job_b.id).output_dir == f"b/{job_b.id}"          # relative: no server path
     assert sorted(p.name for p in (bs.outputs / "b" / job_b.id).glob("*.wav")) == ["t0000.wav", "t0001.wav"]
     # unknown and malformed ids are NOT_FOUND too
     assert rpc_error(ca.get_batch, "b_" + "f" * 32).code() == grpc.StatusCode.NOT_FOUND
@@ -259,9 +259,9 @@ def test_tenants_cannot_see_each_others_jobs(bs, ca, cb):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"server_path": "../../etc/passwd"}, "server_path: path '../../etc/passwd' is outside the allowed folder"),
-    ({"server_path": "/etc/passwd"}, "server_path: path '/etc/passwd' is outside the allowed folder"),
-    ({"server_path": "missing.jsonl"}, "server_path: no such file 'missing.jsonl'"),
+    ({"server_path": "../../etc/passwd"}, "server_path: no readable file '../../etc/passwd' in this tenant's"),
+    ({"server_path": "/etc/passwd"}, "server_path: no readable file '/etc/passwd' in this tenant's"),
+    ({"server_path": "missing.jsonl"}, "server_path: no readable file 'missing.jsonl' in this tenant's"),
     ({"jsonl": b""}, "the job is empty"),
     ({"jsonl": b"\n  \n\n"}, "jsonl: the job is empty"),
     ({"jsonl": jsonl(good_lines(3, "d") + [json.dumps({"uttid": "d0001", "syn_text": "好"})])},
@@ -276,8 +276,8 @@ def test_bad_jobs_are_rejected_up_front(ca, kwargs, needle):
 
 
 def test_a_job_from_a_server_path(bs, ca):
-    (bs.inputs / "jobs").mkdir(exist_ok=True)
-    (bs.inputs / "jobs" / "small.jsonl").write_bytes(jsonl(good_lines(2, "s")))
+    (bs.inputs / "a" / "jobs").mkdir(exist_ok=True)
+    (bs.inputs / "a" / "jobs" / "small.jsonl").write_bytes(jsonl(good_lines(2, "s")))
     job = ca.submit_batch(server_path="jobs/small.jsonl", config=FAST)
     assert follow(ca, job.id)[0].done == 2
 
@@ -290,7 +290,7 @@ def test_cancel(bs, ca):
     final, _, _ = follow(ca, job.id)                       # ends at once: the job is finished
     assert final.state == tts_pb2.BATCH_CANCELLED and final.done + final.failed < 150
     assert ca.cancel_batch(job.id).state == tts_pb2.BATCH_CANCELLED      # again: a no-op
-    results = [json.loads(x) for x in (Path(final.output_dir) / "results.jsonl").read_text().splitlines()]
+    results = [json.loads(x) for x in (bs.outputs / final.output_dir / "results.jsonl").read_text().splitlines()]
     assert len(results) == 150 and results[-1]["status"] == "cancelled"
     done_job = ca.submit_batch(jsonl=jsonl(good_lines(1, "c1")), config=FAST)
     follow(ca, done_job.id)

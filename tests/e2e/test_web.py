@@ -123,7 +123,8 @@ def test_admin_rpcs_are_403_for_other_tenants(webstack):
     import urllib.request
 
     for method, path, body in (("PUT", "/api/dictionary", b'{"content": ""}'), ("POST", "/api/cache/clear", b"")):
-        req = urllib.request.Request(webstack.url + path, data=body, method=method, headers=auth("alice"))
+        req = urllib.request.Request(webstack.url + path, data=body, method=method,
+                                     headers={**auth("alice"), "Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, timeout=10)
         assert exc.value.code == 403

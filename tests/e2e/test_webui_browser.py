@@ -54,8 +54,8 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
             assert state["summary"]["segments"] >= 2
             assert await page.locator("#segments .segment").count() == state["summary"]["segments"]
             assert "yin2" in await page.inner_text("#segments")
-            # the saved result downloads as a WAV file
-            href = await page.get_attribute("#result-link", "href")
+            # the saved result downloads as a WAV file (for the caller that made it: here the server's token)
+            href = await page.get_attribute("#result-link", "data-url")
             resp = await page.request.get(webstack.url + href)
             assert resp.ok and (await resp.body())[:4] == b"RIFF"
             shot = tmp_path / "webui.png"

@@ -11,18 +11,21 @@ import time
 from shared.errors import InvalidArgument
 
 from . import markup
-from .dictionary import ReplaceDictionary, file_stamp, load_dictionary
+from .dictionary import ReplaceDictionary, file_stamp, load_dictionary, parse_dictionary
 from .english import EnglishG2P
 from .g2p import G2P, jieba_tokenizer, join_phonemes, language_spans, sync_jieba_words
 from .normalize import normalize
 from .normalize import warmup as normalize_warmup
-from .segmenter import Splitter
+from .segmenter import Schedule, Splitter
 from .textutil import clean, is_cjk, is_latin_letter, is_speakable
 from .types import Segment
+from .zh_rules import latin_is_zh_context
 
 log = logging.getLogger("frontend.engine")
 
 LANGUAGES = ("", "auto", "zh", "en")
+# a segment without Chinese characters in a request that has some is read in Chinese up to this many Latin words
+ZH_REQUEST_LATIN_WORDS = 2
 
 
 class FrontendEngine:
@@ -37,6 +40,7 @@ class FrontendEngine:
         self.dictionary = ReplaceDictionary()
         self._stamp = None
         self._last_check = 0.0
+        self._shared_text: str | None = None    # set when the dictionary comes from the shared store, not the file
         if self.replace_dict_path:
             self.reload_dictionary()
 
@@ -88,7 +92,40 @@ class FrontendEngine:
                 os.unlink(tmp)
         return self.reload_dictionary()
 
+    def check_dictionary_text(self, content: str) -> None:
+        """InvalidArgument naming the first bad line (and the size limit); nothing is changed."""
+        data = content.encode("utf-8")
+        if len(data) > self.MAX_DICTIONARY_BYTES:
+            raise InvalidArgument("content", f"{len(data)} bytes is over the limit of {self.MAX_DICTIONARY_BYTES}")
+        errors = parse_dictionary(content).errors
+        if errors:
+            line, msg = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise InvalidArgument("content", f"line {line}: {msg}{more}")
+
+    def use_dictionary_text(self, content: str) -> tuple[int, list[tuple[int, str]]]:
+        """Serve the dictionary given as text (the shared copy); from then on the file is no longer watched."""
+        d = parse_dictionary(content)
+        with self._dict_lock:
+            sync_jieba_words(d.words)
+            self.dictionary, self._shared_text = d, content
+        log.info("replace dictionary loaded from the shared store", extra={"entries": d.entries,
+                                                                           "errors": len(d.errors)})
+        return d.entries, list(d.errors)
+
+    def file_dictionary_text(self) -> str | None:
+        """The file's content (the seed of the shared copy); None when there is no readable file."""
+        if not self.replace_dict_path:
+            return None
+        try:
+            with open(self.replace_dict_path, encoding="utf-8", errors="replace") as f:
+                return f.read(self.MAX_DICTIONARY_BYTES)
+        except OSError:
+            return None
+
     def dictionary_text(self) -> str:
+        if self._shared_text is not None:
+            return self._shared_text
         if not self.replace_dict_path:
             return ""
         try:
@@ -98,7 +135,7 @@ class FrontendEngine:
             return ""
 
     def maybe_reload(self) -> None:
-        if not self.replace_dict_path:
+        if not self.replace_dict_path or self._shared_text is not None:
             return
         now = time.monotonic()
         if now - self._last_check < self.dict_check_interval_s:
@@ -114,35 +151,49 @@ class FrontendEngine:
         self.analyze("你好，我用iPhone 15打了110。Dr. Smith paid $3.50 on 2026-01-13.")
 
     def analyze(self, text: str, language: str = "", phoneme_mode: bool = False,
-                max_segment_chars: int | None = None) -> list[Segment]:
+                max_segment_chars: int | None = None, decoder_rtf: float = 0.0) -> list[Segment]:
         if len(text) > self.max_text_chars:
             raise InvalidArgument("text", f"{len(text)} characters is over the limit of {self.max_text_chars}")
-        s = self.stream(language, phoneme_mode, max_segment_chars)
+        s = self.stream(language, phoneme_mode, max_segment_chars, decoder_rtf)
         return s.push(text) + s.flush()
 
     def stream(self, language: str = "", phoneme_mode: bool = False,
-               max_segment_chars: int | None = None) -> "TextStream":
+               max_segment_chars: int | None = None, decoder_rtf: float = 0.0) -> "TextStream":
+        """``decoder_rtf``: the decoder's compute seconds per second of audio for this stream (0 = unknown); it sizes
+        the segments (see segmenter.Schedule)."""
         if language not in LANGUAGES:
             raise InvalidArgument("config.language", f"{language!r} is not one of {', '.join(repr(x) for x in LANGUAGES)}")
         if max_segment_chars is not None and max_segment_chars < 0:
             raise InvalidArgument("config.max_segment_chars", "must be >= 0")
-        return TextStream(self, language, phoneme_mode, max_segment_chars or self.max_segment_chars)
+        if decoder_rtf != decoder_rtf or decoder_rtf < 0:
+            raise InvalidArgument("config.decoder_rtf", "must be a number >= 0")
+        max_units = max_segment_chars or self.max_segment_chars
+        return TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
 
     # -- one segment -------------------------------------------------------------------------------------------
-    def context_language(self, text: str, language: str) -> str:
+    def context_language(self, text: str, language: str, zh_request: bool = False) -> str:
+        """zh when the segment has Chinese characters; en for English words (unless only a few of them stand in
+        a Chinese request); a piece of units, codes and numbers (25kg, CNY 1.25, 10:04am) is read in Chinese."""
         if any(is_cjk(c) for c in text):
             return "zh"
-        if any(is_latin_letter(c) for c in text):
+        if language == "en":
             return "en"
-        return "en" if language == "en" else "zh"
+        if any(is_latin_letter(c) for c in text):
+            if latin_is_zh_context(text):
+                return "zh"
+            if zh_request and len(re.findall(r"[A-Za-z]+", text)) <= ZH_REQUEST_LATIN_WORDS:
+                return "zh"
+            return "en"
+        return "zh"
 
-    def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool) -> Segment:
+    def build_segment(self, index: int, text: str, start: int, language: str, phoneme_mode: bool,
+                      zh_request: bool = False) -> Segment:
         self.maybe_reload()
         forced_plain: dict[int, str] = {}
         plain = text
         if phoneme_mode:
             plain, forced_plain = markup.parse(text, start)
-        lang = self.context_language(plain, language)
+        lang = self.context_language(plain, language, zh_request)
         forced: dict[int, str] = {}
         if forced_plain:
             parts, pos = [], 0
@@ -167,8 +218,13 @@ _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 class TextStream:
     """Incremental segmentation for a stream of text pieces (e.g. LLM tokens)."""
 
-    def __init__(self, engine: FrontendEngine, language: str, phoneme_mode: bool, max_segment_chars: int):
+    REFINE_LOOKAHEAD = 4   # characters of a CJK run past a size cut that jieba sees (the same in streamed and whole text)
+
+    def __init__(self, engine: FrontendEngine, language: str, phoneme_mode: bool, max_segment_chars: int,
+                 schedule: Schedule | None = None):
         self.engine = engine
+        self.schedule = schedule or Schedule(max_units=max_segment_chars)
+        self.audio_s = 0.0     # estimated audio of the segments emitted so far
         self.language = language
         self.phoneme_mode = phoneme_mode
         self.max_segment_chars = max_segment_chars
@@ -177,6 +233,7 @@ class TextStream:
         self.total = 0
         self.index = 0
         self.splitter = Splitter(max_segment_chars, phoneme_mode)
+        self.zh_request = False   # Chinese characters seen in this request (or language "zh")
 
     def push(self, piece: str) -> list[Segment]:
         if not isinstance(piece, str):
@@ -185,14 +242,18 @@ class TextStream:
         if self.total > self.engine.max_text_chars:
             raise InvalidArgument("text", f"{self.total} characters in this request is over the limit of "
                                           f"{self.engine.max_text_chars}")
-        self.buf += clean(piece)
+        piece = clean(piece)
+        self.buf += piece
+        if not self.zh_request and (self.language == "zh" or any(is_cjk(c) for c in piece)):
+            self.zh_request = True
         return self._drain(final=False)
 
     def flush(self) -> list[Segment]:
         return self._drain(final=True)
 
-    def _refine(self, cut: int) -> int:
-        """Move a size cut that falls between two CJK characters back to a jieba word boundary."""
+    def _refine(self, cut: int, final: bool) -> int | None:
+        """Move a size cut that falls between two CJK characters back to a jieba word boundary. jieba sees the run
+        up to REFINE_LOOKAHEAD characters past the cut, so streamed and whole text cut alike; None = wait for them."""
         buf = self.buf
         if not (0 < cut < len(buf) and is_cjk(buf[cut - 1]) and is_cjk(buf[cut])):
             return cut
@@ -200,8 +261,11 @@ class TextStream:
         while a > 0 and is_cjk(buf[a - 1]):
             a -= 1
         b = cut
-        while b < len(buf) and is_cjk(buf[b]):
+        stop = cut + self.REFINE_LOOKAHEAD
+        while b < len(buf) and b < stop and is_cjk(buf[b]):
             b += 1
+        if b == len(buf) and b < stop and not final:
+            return None
         best, k = None, a
         for w in jieba_tokenizer().lcut(buf[a:b]):
             k += len(w)
@@ -212,11 +276,14 @@ class TextStream:
     def _drain(self, final: bool) -> list[Segment]:
         out: list[Segment] = []
         while self.buf:
-            cut = self.splitter.next_cut(self.buf, final, first=self.index == 0)
+            limit = self.schedule.limit(self.index, self.audio_s)
+            cut = self.splitter.next_cut(self.buf, final, first=self.index == 0, limit=limit)
             if cut is None:
                 break
             if cut < len(self.buf) and not self.splitter.overflow:
-                cut = self._refine(cut)
+                cut = self._refine(cut, final)
+                if cut is None:
+                    break
             self._emit(self.buf[:cut], out)
         if final and self.buf:
             self._emit(self.buf, out)
@@ -231,6 +298,8 @@ class TextStream:
         if not stripped or not is_speakable(stripped):
             return
         lead = len(piece) - len(piece.lstrip())
-        seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode)
+        seg = self.engine.build_segment(self.index, stripped, start + lead, self.language, self.phoneme_mode,
+                                        self.zh_request)
         self.index += 1
+        self.audio_s += Schedule.audio_s(stripped)
         out.append(seg)

@@ -76,18 +76,26 @@ def _check_pinyin(value, n_chars: int | None) -> list[str]:
 
 
 def load_dictionary(path: str | None) -> ReplaceDictionary:
-    d = ReplaceDictionary()
     if not path:
-        return d
+        return ReplaceDictionary()
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except FileNotFoundError:
-        d.errors.append((0, f"file not found: {path}"))
+        d = ReplaceDictionary()
+        d.errors.append((0, f"file not found: {os.path.basename(path)}"))
         return d
     except OSError as exc:
-        d.errors.append((0, f"cannot read {path}: {exc}"))
+        d = ReplaceDictionary()
+        d.errors.append((0, f"cannot read {os.path.basename(path)}: {exc.strerror or type(exc).__name__}"))
         return d
+    return parse_dictionary(text)
+
+
+def parse_dictionary(text: str) -> ReplaceDictionary:
+    """The dictionary from its JSONL text (a file's content, or the copy shared in Redis)."""
+    d = ReplaceDictionary()
+    lines = text.splitlines()
     word_lines: dict[str, int] = {}
     char_keys: dict[tuple[str, str], int] = {}
     for lineno, raw in enumerate(lines, 1):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from dataclasses import dataclass
 
 from .dictionary import ReplaceDictionary
 from .english import EnglishG2P
-from .pinyin import is_valid_syllable, normalize_syllable, pinyin_syllable_to_kokoro
+from .polyphone import Disambiguator
+from .pinyin import is_valid_syllable, normalize_syllable, pinyin_syllable_to_kokoro, valid_bases
 from .textutil import is_cjk
 from .types import Word
 from .vocab import only_vocab
@@ -73,20 +75,47 @@ def sync_jieba_words(words) -> None:
                 tk.add_word(w, max(tk.FREQ.get(w) or 0, 200000))
 
 
-def _lazy_pinyin(words: list[str]) -> list[list[str]]:
+def _t3(items: list[str]) -> list[str]:
     from pypinyin import Style, lazy_pinyin
 
-    flat = lazy_pinyin(words, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: [""] * len(s))
-    out, k = [], 0
-    if len(flat) == sum(len(w) for w in words):
-        for w in words:
-            out.append(flat[k:k + len(w)])
-            k += len(w)
-        return out
-    for w in words:  # alignment lost (should not happen): per character
-        out.append([(lazy_pinyin(c, style=Style.TONE3, neutral_tone_with_five=True,
-                                 errors=lambda s: [""] * len(s)) or [""])[0] for c in w])
-    return out
+    return lazy_pinyin(items, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: [""] * len(s))
+
+
+def _phrases() -> dict:
+    from pypinyin.constants import PHRASES_DICT
+
+    return PHRASES_DICT
+
+
+def _subwords(word: str) -> list[str]:
+    """A jieba word pypinyin's phrase table lacks → its longest known sub-words (变得 → 变 得, 适应性 → 适应 性)."""
+    from pypinyin.seg.mmseg import seg
+
+    return list(seg.cut(word))
+
+
+def _lazy_pinyin(words: list[str]) -> tuple[list[list[str]], list[list[bool]]]:
+    """Phrase-table readings per word, and per character whether a phrase of ≥ 2 characters gave it.
+
+    A word missing from the phrase table is read by its known sub-words, not character by character.
+    """
+    table = _phrases()
+    pieces: list[str] = []
+    for w in words:
+        if len(w) > 1 and w not in table:
+            pieces.extend(_subwords(w))
+        else:
+            pieces.append(w)
+    flat = _t3(pieces)
+    if len(flat) != sum(len(w) for w in pieces):   # alignment lost (should not happen): per character
+        flat = [(_t3([c]) or [""])[0] for w in pieces for c in w]
+    in_phrase = [len(p) > 1 and p in table for p in pieces for _ in p]
+    out, flags, k = [], [], 0
+    for w in words:
+        out.append(flat[k:k + len(w)])
+        flags.append(in_phrase[k:k + len(w)])
+        k += len(w)
+    return out, flags
 
 
 def _tone(s: str) -> int:
@@ -164,28 +193,53 @@ def _kokoro(syllables: list[str]) -> str:
     return "".join(out)
 
 
+@dataclass
+class ZhRun:
+    text: str
+    words: list[str]          # jieba words
+    syl: list[str]            # phrase-table reading per character ("" = none)
+    wid: list[int]            # word index per character
+    in_phrase: list[bool]     # the reading came from a phrase of >= 2 characters in pypinyin's table
+
+
 class G2P:
-    def __init__(self, english: EnglishG2P | None = None):
+    def __init__(self, english: EnglishG2P | None = None, polyphones: Disambiguator | None | bool = True):
         self.english = english or EnglishG2P()
+        self.polyphones = Disambiguator() if polyphones is True else (polyphones or None)
 
     def warmup(self) -> None:
         jieba_tokenizer()
+        valid_bases()
         _lazy_pinyin(["你好", "世界"])
         self.english.load()
+        if self.polyphones is not None:
+            self.polyphones.warmup()
+
+    @staticmethod
+    def prepare_run(run: str) -> ZhRun:
+        """jieba words of one run of Chinese characters and their phrase-table (citation) readings."""
+        words = jieba_tokenizer().lcut(run, HMM=True) if len(run) > 1 else [run]
+        readings, flags = _lazy_pinyin(words)
+        syl, wid, in_phrase = [], [], []
+        for k, (w, r, f) in enumerate(zip(words, readings, flags)):
+            for s, fl in zip(r, f):
+                syl.append(normalize_syllable(s) if s and is_valid_syllable(s) else "")
+                wid.append(k)
+                in_phrase.append(fl)
+        return ZhRun(run, words, syl, wid, in_phrase)
 
     def zh_run(self, run: str, offset: int, dictionary: ReplaceDictionary,
-               forced: dict[int, str]) -> list[Word]:
-        tk = jieba_tokenizer()
-        words = tk.lcut(run, HMM=True) if len(run) > 1 else [run]
-        readings = _lazy_pinyin(words)
-        chars, syl, fixed, wid = [], [], [], []
-        for k, (w, r) in enumerate(zip(words, readings)):
-            for c, s in zip(w, r):
-                chars.append(c)
-                syl.append(normalize_syllable(s) if s and is_valid_syllable(s) else "")
-                fixed.append(False)
-                wid.append(k)
-        text = "".join(chars)
+               forced: dict[int, str], prepared: ZhRun | None = None,
+               decided: dict[int, str] | None = None) -> list[Word]:
+        """One run of Chinese characters at ``offset`` of the segment. ``decided``: readings chosen in context
+        (segment position → syllable) by the polyphone disambiguator; dictionary and inline readings win over them."""
+        prepared = prepared or self.prepare_run(run)
+        words, syl, wid = prepared.words, list(prepared.syl), prepared.wid
+        fixed = [False] * len(syl)
+        text = run
+        for pos, p in (decided or {}).items():
+            if 0 <= pos - offset < len(text) and syl[pos - offset]:
+                syl[pos - offset] = p
         # dictionary: char rules, then whole words (longest match), then inline readings
         for pos, (p, _spec) in dictionary.char_overrides(text).items():
             syl[pos], fixed[pos] = p, True
@@ -204,21 +258,30 @@ class G2P:
         for pos, p in forced.items():
             if 0 <= pos - offset < len(text):
                 syl[pos - offset], fixed[pos - offset] = p, True
+        for i, c in enumerate(text):   # 一 and 不 have one citation tone (the phrase data is not consistent)
+            if not fixed[i] and syl[i][:-1] == {"一": "yi", "不": "bu"}.get(c):
+                syl[i] = "yi1" if c == "一" else "bu4"
+        citation = list(syl)
         syl = apply_sandhi(text, syl, fixed, wid)
         out, k = [], 0
         for w in words:
             ps = [s for s in syl[k:k + len(w)] if s]
-            out.append(Word(text=w, lang="zh", pinyin=ps, phonemes=_kokoro(ps), span=(offset + k, offset + k + len(w))))
+            cs = [s for s in citation[k:k + len(w)] if s]
+            out.append(Word(text=w, lang="zh", pinyin=ps, phonemes=_kokoro(ps), span=(offset + k, offset + k + len(w)),
+                            citation=cs))
             k += len(w)
         return out
 
     def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None) -> list[Word]:
         forced = forced or {}
         out: list[Word] = []
-        for m in _TOKEN_RE.finditer(text):
+        tokens = list(_TOKEN_RE.finditer(text))
+        runs = {m.start(): self.prepare_run(m.group()) for m in tokens if m.lastgroup == "zh"}
+        decided = self.polyphones.decide(text, runs) if self.polyphones is not None and runs else {}
+        for m in tokens:
             kind, tok, a, b = m.lastgroup, m.group(), m.start(), m.end()
             if kind == "zh":
-                out.extend(self.zh_run(tok, a, dictionary, forced))
+                out.extend(self.zh_run(tok, a, dictionary, forced, runs[a], decided))
             elif kind == "en":
                 out.append(Word(text=tok, lang="en", pinyin=[], phonemes=self.english.word(tok), span=(a, b)))
             elif kind == "ws":

@@ -6,10 +6,12 @@ abbreviations it leaves alone) and read any digit it leaves behind, so no digit 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 
+from . import zh_rules
 from .textutil import FULLWIDTH_ALNUM
 
 log = logging.getLogger("frontend.normalize")
@@ -52,13 +54,12 @@ _THOUSANDS_RE = re.compile(r"(?<![\d,.])\d{1,3}(?:,\d{3})+(?![\d,])")
 _LONG_RE = re.compile(r"\d{%d,}" % LONG_DIGITS)
 _HYPHEN_WORD_RE = re.compile(r"(?<=[A-Za-z])-(?=\d)|(?<=\d)-(?=[A-Za-z])")
 
-_ZH_CURRENCY = {"¥": "元", "￥": "元", "$": "美元", "€": "欧元", "£": "英镑"}
-_ZH_MONEY_RE = re.compile(r"([¥￥$€£])\s*(\d+(?:\.\d+)?)(\s*(?:元|块钱|块|美元|欧元|英镑))?")
 _ZH_BELOW_ZERO_RE = re.compile(r"(?<![\d.])[-−－](\d+(?:\.\d+)?)\s*(℃|°C|°c|度)")
 _ZH_DEG_RE = re.compile(r"(\d)\s*°\s*[Cc]\b|(\d)\s*°\s*C")
 _ZH_FAHRENHEIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:°\s*F|℉)")
 _ZH_SYMBOLS = {"&": "和", "@": "艾特", "#": "井号", "~": "到", "～": "到", "%": "百分号", "‰": "千分号",
-               "+": "加", "=": "等于", "×": "乘", "÷": "除以", "<": "小于", ">": "大于"}
+               "+": "加", "=": "等于", "×": "乘", "÷": "除以", "<": "小于", ">": "大于", "≥": "大于等于",
+               "≤": "小于等于", "±": "正负"}
 
 _EN_DOLLARS_RE = re.compile(r"\$\s*(\d+)\.(\d\d)\b")
 _EN_DECADE_RE = re.compile(r"\b(1[0-9]|20)([0-9]0)s\b")
@@ -94,14 +95,7 @@ def _pre_common(text: str, lang: str) -> str:
 
 
 def _pre_zh(text: str) -> str:
-    def money(m):
-        unit = _ZH_CURRENCY[m.group(1)]
-        suffix = (m.group(3) or "").strip()
-        if suffix and suffix != "元" and unit == "元":
-            unit = suffix
-        return f"{m.group(2)}{unit}"
-
-    text = _ZH_MONEY_RE.sub(money, text)
+    text = zh_rules.pre_zh(text)
     text = _ZH_FAHRENHEIT_RE.sub(lambda m: f"华氏{m.group(1)}度", text)
     text = _ZH_BELOW_ZERO_RE.sub(lambda m: f"零下{m.group(1)}{'℃' if m.group(2) != '度' else '度'}", text)
     return text
@@ -121,8 +115,12 @@ def _pre_en(text: str) -> str:
 _LEFT_DIGITS_RE = re.compile(r"\d+")
 
 
+_ZH_TWO_RE = re.compile(r"(?<![零一二三四五六七八九十百千万亿两])两(?=百)|两(?=分之)")   # 二百 (not 两百), 二分之一
+
+
 def _post(text: str, lang: str) -> str:
     if lang == "zh":
+        text = _ZH_TWO_RE.sub("二", text)
         text = _LEFT_DIGITS_RE.sub(lambda m: _digits(m.group(), "zh"), text)
         return "".join(_ZH_SYMBOLS.get(c, c) for c in text)
     text = _LEFT_DIGITS_RE.sub(lambda m: " " + _digits(m.group(), "en") + " ", text)
@@ -130,12 +128,16 @@ def _post(text: str, lang: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", text)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(text: str, lang: str) -> str:
-    """Normalize ``text`` read in ``lang`` ("zh" or "en") context. Never raises."""
+    """Normalize ``text`` read in ``lang`` ("zh" or "en") context. Never raises. A pure function of its arguments, so
+    the replies a bot repeats all day are cached."""
     lang = "en" if lang == "en" else "zh"
     if not text:
         return text
     try:
+        if lang == "zh":
+            text = zh_rules.pre_zh_first(_FULLWIDTH_RE.sub(lambda m: FULLWIDTH_ALNUM[m.group()], text))
         pre = _pre_common(text, lang)
         pre = _pre_zh(pre) if lang == "zh" else _pre_en(pre)
     except Exception:  # noqa: BLE001 - a rule bug must not kill the request
@@ -144,7 +146,9 @@ def normalize(text: str, lang: str) -> str:
     out = pre
     if any(c.isdigit() or c in "%$€£¥￥℃°/:+=-~" for c in pre):
         try:
-            out = _run_wetext(pre, lang)
+            # clause by clause: wetext must never join numbers across a pause (验证码482913，5分钟 is not 4829135)
+            out = "".join(_run_wetext(c, lang) if any(ch.isdigit() for ch in c) else c
+                          for c in _DIGIT_PAUSE_RE.split(pre)) if lang == "zh" else _run_wetext(pre, lang)
         except Exception:  # noqa: BLE001 - retry chunk by chunk so one bad chunk does not lose the rest
             log.warning("wetext failed on %r; normalizing chunk by chunk", pre[:80])
             parts = []
@@ -158,6 +162,8 @@ def normalize(text: str, lang: str) -> str:
 
 
 _CHUNK_RE = re.compile(r"(\s+|[，。！？；、,!?;])")
+# a pause between two digits: wetext is run on each side separately there (one call per text otherwise)
+_DIGIT_PAUSE_RE = re.compile(r"(?<=\d)(\s*[，。！？；、,!?;\n]\s*)(?=\d)")
 
 
 def _run_wetext(text: str, lang: str) -> str:

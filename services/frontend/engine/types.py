@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 class Word:
     text: str
     lang: str                      # "zh" | "en" | "punct" | "other"
-    pinyin: list[str] = field(default_factory=list)   # surface (after sandhi), tone digits, neutral = 5
+    pinyin: list[str] = field(default_factory=list)   # spoken (after tone sandhi), tone digits, neutral = 5
     phonemes: str = ""             # Kokoro v1.0 symbols only
     span: tuple[int, int] = (0, 0)  # code points in Segment.normalized
+    citation: list[str] = field(default_factory=list)  # the same syllables before tone sandhi (dictionary tones)
 
 
 @dataclass

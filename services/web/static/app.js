@@ -152,13 +152,6 @@ async function analyze() {
 $("analyze").addEventListener("click", () => analyze().catch((e) => { $("message").textContent = "analyze: " + e.message; }));
 
 // ---- synthesis --------------------------------------------------------------------------------------------------
-function b64(buf) {
-  const bytes = new Uint8Array(buf);
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  return btoa(s);
-}
-
 function playChunk(buf, rate) {
   const pcm = new Int16Array(buf);
   if (!pcm.length) return;
@@ -192,7 +185,8 @@ function collectConfig() {
     use_cache: $("use-cache").checked, phoneme_mode: $("phoneme-mode").checked, model: $("model").value,
   };
   if (seed !== "") cfg.seed = parseInt(seed, 10);
-  if (refAudio) cfg.reference_audio_b64 = b64(refAudio);
+  // the audio itself follows the start message in binary frames (read by the server once the token is checked)
+  if (refAudio) cfg.reference_audio_bytes = refAudio.byteLength;
   if (token()) cfg.token = token();
   return cfg;
 }
@@ -221,7 +215,13 @@ async function start() {
   t0 = performance.now();
   $("start").disabled = true;
   $("stop").disabled = false;
-  ws.onopen = () => { ws.send(JSON.stringify(cfg)); setState("streaming"); };
+  ws.onopen = () => {
+    ws.send(JSON.stringify(cfg));
+    if (refAudio) {
+      for (let i = 0; i < refAudio.byteLength; i += 512 * 1024) ws.send(refAudio.slice(i, i + 512 * 1024));
+    }
+    setState("streaming");
+  };
   ws.onmessage = (ev) => {
     if (typeof ev.data !== "string") {              // PCM16 of the chunk announced just before
       if (S.firstChunkMs === null) S.firstChunkMs = performance.now() - t0;
@@ -242,7 +242,12 @@ async function start() {
       S.segments = msg.summary.segments || S.segments;
       totalSegments = totalSegments || S.segments;
       $("st-rtf").textContent = Number(msg.summary.real_time_factor || 0).toFixed(2);
-      $("result-link").href = msg.result.url;
+      // results are served only to the caller that made them: fetch with the token, offer the blob
+      $("result-link").href = "#";
+      $("result-link").dataset.url = msg.result.url;
+      fetch(msg.result.url, { headers: authHeaders() }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
+        if (blob) $("result-link").href = URL.createObjectURL(blob);
+      });
       $("result-info").textContent = `${(msg.result.bytes / 1024).toFixed(0)} KiB · server first chunk ` +
         `${Math.round(msg.summary.first_chunk_latency_ms)} ms · ${msg.summary.engine} / ${msg.summary.voice}`;
       $("result").hidden = false;

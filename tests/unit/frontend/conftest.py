@@ -1,6 +1,5 @@
 import pytest
 
-import shared  # noqa: F401
 from services.frontend.engine import FrontendEngine
 
 

@@ -114,3 +114,43 @@ def test_segment_phonemes_format(engine):
     s = engine.analyze("你好，世界！")[0:]
     joined = " ".join(x.phonemes for x in s)
     assert "ni↗xau↓," in joined and joined.rstrip().endswith("!")
+
+
+@pytest.mark.parametrize("text,citation,spoken", [
+    ("你好", ["ni3", "hao3"], ["ni2", "hao3"]),
+    ("展览馆", ["zhan3", "lan3", "guan3"], ["zhan2", "lan2", "guan3"]),
+    ("不对", ["bu4", "dui4"], ["bu2", "dui4"]),
+    ("一起", ["yi1", "qi3"], ["yi4", "qi3"]),
+    ("看一看", ["kan4", "yi1", "kan4"], ["kan4", "yi5", "kan4"]),
+])
+def test_citation_and_spoken_tones(engine, text, citation, spoken):
+    words = [w for s in engine.analyze(text) for w in s.words if w.lang == "zh"]
+    assert [p for w in words for p in w.citation] == citation
+    assert [p for w in words for p in w.pinyin] == spoken
+
+
+def test_embedded_phonemes_carry_spoken_tones(engine):
+    from services.frontend.engine.pinyin import pinyin_syllable_to_kokoro
+
+    w = [w for w in engine.analyze("你好")[0].words if w.text == "你好"][0]
+    assert w.phonemes == "".join(pinyin_syllable_to_kokoro(p) for p in w.pinyin)
+    assert w.phonemes != "".join(pinyin_syllable_to_kokoro(p) for p in w.citation)
+
+
+def test_dictionary_and_inline_readings_win_over_the_disambiguator(tmp_path):
+    import json
+
+    from services.frontend.engine import FrontendEngine
+
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps({"word": "还款", "pinyin": "hai2 kuan3"}, ensure_ascii=False) + "\n"
+                 + json.dumps({"char": "为", "pinyin": "wei2", "context": "为您"}, ensure_ascii=False) + "\n",
+                 encoding="utf-8")
+    eng = FrontendEngine(str(p))
+    cit = [x for s in eng.analyze("请为您的贷款按时还款") for w in s.words for x in w.citation]
+    assert cit[1] == "wei2" and cit[-2] == "hai2"
+    plain = FrontendEngine(None)
+    cit = [x for s in plain.analyze("请为您的贷款按时还款") for w in s.words for x in w.citation]
+    assert cit[1] == "wei4" and cit[-2] == "huan2"
+    cit = [x for s in plain.analyze("请为[wei2]您按时还[hai2]款", phoneme_mode=True) for w in s.words for x in w.citation]
+    assert cit[1] == "wei2" and cit[-2] == "hai2"

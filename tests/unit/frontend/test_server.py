@@ -6,7 +6,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import shared  # noqa: F401
 from shared.serve import serve
 from tts.frontend.v1 import frontend_pb2 as pb
 from tts.frontend.v1 import frontend_pb2_grpc as pbg
@@ -72,6 +71,12 @@ def test_grpc_roundtrip(dict_path):
 
         resp = await stub.Analyze(pb.AnalyzeRequest(text="我用iPhone 15打了110", config=pb.NormalizeConfig()))
         assert [l.lang for l in resp.segments[0].languages] == ["zh", "en", "zh"]
+
+        # citation tones (before sandhi) and spoken tones travel separately
+        resp = await stub.Analyze(pb.AnalyzeRequest(text="你好，一起来吧", config=pb.NormalizeConfig()))
+        words = [w for s in resp.segments for w in s.words]
+        assert [p for w in words for p in w.pinyin] == ["ni2", "hao3", "yi4", "qi3", "lai2", "ba5"]
+        assert [p for w in words for p in w.citation_pinyin] == ["ni3", "hao3", "yi1", "qi3", "lai2", "ba5"]
 
         rel = await stub.ReloadDictionary(pb.ReloadDictionaryRequest())
         assert rel.entries == 1 and [e.line for e in rel.errors] == [2]

@@ -51,7 +51,8 @@ def test_number_split_across_pieces(engine):
 def test_english_period_and_abbreviations(engine):
     text = "Dr. Smith arrived at 3.5 p.m. yesterday. It was late."
     segs, _ = run(engine, [text[i:i + 3] for i in range(0, len(text), 3)])
-    assert [s.text for s in segs] == ["Dr. Smith arrived at 3.5 p.m. yesterday.", "It was late."]
+    # the first segment is short (the schedule), but never ends at an abbreviation or inside "3.5"
+    assert [s.text for s in segs] == ["Dr. Smith arrived at", "3.5 p.m. yesterday.", "It was late."]
     check_spans(text, segs)
 
 
@@ -92,7 +93,8 @@ def test_size_limit_split_never_inside_number_or_word(engine):
 def test_size_limit_chinese_prefers_clause_punct(engine):
     text = "这是第一部分的内容，这是第二部分的内容，这是第三部分的内容，这是第四部分"
     segs = engine.analyze(text, max_segment_chars=12)
-    assert all(s.text.endswith("，") for s in segs[:-1])
+    # after the (deliberately short) first segment, size cuts fall on clause punctuation
+    assert all(s.text.endswith("，") for s in segs[1:-1]) and len(segs) >= 4
     check_spans(text, segs)
 
 

@@ -2,7 +2,6 @@
 status (not grpc's INTERNAL "Internal error from Core"): a real grpc.aio server and client on loopback."""
 import grpc
 
-import shared  # noqa: F401
 from shared.errors import InvalidArgument
 from shared.interceptors import ErrorInterceptor
 from tts.v1 import tts_pb2, tts_pb2_grpc

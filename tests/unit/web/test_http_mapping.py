@@ -85,17 +85,19 @@ def test_get_field_types():
 
 def test_result_store_writes_a_complete_wav_and_prunes(tmp_path):
     store = ResultStore(str(tmp_path), max_results=2)
+    alice, bob = "a" * 32, "b" * 32
     ids = []
     for n in range(3):
-        w = store.writer()
+        w = store.writer(alice)
         w.write(b"\x01\x00" * 100, 16000)
         w.write(b"\x02\x00" * 50, 16000)
         ids.append(w.finish())
-    assert store.path(ids[0]) is None and store.path(ids[2]) is not None     # the oldest went
-    data = store.path(ids[2]).read_bytes()
+    assert store.path(ids[0], alice) is None and store.path(ids[2], alice) is not None     # the oldest went
+    assert store.path(ids[2], bob) is None                     # bound to its owner: another caller gets nothing
+    data = store.path(ids[2], alice).read_bytes()
     assert struct.unpack("<I", data[40:44])[0] == 300 == len(data) - 44
-    assert store.path("../../etc/passwd") is None
-    w = store.writer()
+    assert store.path("../../etc/passwd", alice) is None
+    w = store.writer(alice)
     w.write(b"\x00\x00", 16000)
     w.discard()
-    assert not list(tmp_path.glob(".*.part"))
+    assert not list(tmp_path.glob("*/.*.part"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -22,7 +23,8 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument
 
 from .checkpoint import Layout
-from .scheduler import Prompt, block_sizes
+from .prompt import Prompt, conditioning_digest
+from .scheduler import block_sizes
 
 log = logging.getLogger("decoder.glmtts")
 
@@ -47,6 +49,7 @@ class Acoustic:
         self.voices: dict[str, dict] = {}
         self._prompts: OrderedDict[str, Prompt] = OrderedDict()
         self._prompt_cache = prompt_cache
+        self._prompts_lock = threading.Lock()     # the prompt thread fills the cache; the event loop looks it up
 
     def load(self) -> None:
         from .flow import load_flow
@@ -71,23 +74,44 @@ class Acoustic:
 
     # -- prompts ------------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def prompt_key(voice) -> str:
+        """The prompt cache key of a voice ("" = not cacheable). A cloned voice is known by its reference id, so a
+        request may name it without sending its audio again."""
+        if voice.reference_id:
+            return voice.reference_id
+        if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
+            return ""
+        return f"voice:{voice.name or 'default'}"
+
+    def cached_prompt(self, voice) -> Prompt | None:
+        key = self.prompt_key(voice)
+        with self._prompts_lock:
+            prompt = self._prompts.get(key) if key else None
+            if prompt is not None:
+                self._prompts.move_to_end(key)
+            return prompt
+
     def prompt(self, voice, encode_text) -> Prompt:
         """The LM prefix and acoustic conditioning of a voice; cached by voice identity (bounded LRU)."""
-        cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
-        key = (voice.reference_id if cloned else f"voice:{voice.name or 'default'}") or ""
-        if key and key in self._prompts:
-            self._prompts.move_to_end(key)
-            return self._prompts[key]
+        prompt = self.cached_prompt(voice)
+        if prompt is not None:
+            return prompt
+        key = self.prompt_key(voice)
         prompt = self._build_prompt(voice, encode_text)
         if key:
-            self._prompts[key] = prompt
-            while len(self._prompts) > self._prompt_cache:
-                self._prompts.popitem(last=False)
+            with self._prompts_lock:
+                self._prompts[key] = prompt
+                while len(self._prompts) > self._prompt_cache:
+                    self._prompts.popitem(last=False)
         return prompt
 
     def _build_prompt(self, voice, encode_text) -> Prompt:
         from .mel import mel_spectrogram
 
+        if voice.reference_id and (voice.prompt_pcm16k is None or not len(voice.prompt_pcm16k)):
+            raise FailedPrecondition(f"config.speaker.prompt_pcm16k: the prompt of reference "
+                                     f"{voice.reference_id[:16]!r} is not cached here and no audio came with it")
         if voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k):
             if self.tokenizer is None:
                 raise FailedPrecondition(
@@ -157,7 +181,9 @@ class SegmentRenderer:
         g = torch.Generator().manual_seed(_seed("flow", seed, index))
         self.noise = torch.randn(1, n_frames, flow.mel_dim, generator=g)
         self.vocoder_seed = _seed("vocoder", seed, index)
-        self.stream = flow.stream(self.prompt_token, prompt.feat, prompt.embedding, n_timesteps=acoustic.n_timesteps,
+        feat, embedding = prompt.feat, prompt.embedding
+        self.conditioning = conditioning_digest(self.prompt_token, feat, embedding)   # exactly what the flow gets
+        self.stream = flow.stream(self.prompt_token, feat, embedding, n_timesteps=acoustic.n_timesteps,
                                   block_pattern=block_sizes(schedule, max(1, max_tokens)),
                                   lookahead=acoustic.lookahead, noise=self.noise)
         self.fed = 0

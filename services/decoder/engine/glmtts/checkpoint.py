@@ -78,14 +78,51 @@ def write_tokenizer(out: Path) -> int:
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    from .phonemes import all_tokens
-
-    specials = (["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
-                + all_tokens())                 # pinyin initials and toned finals, as in the published tokenizer
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in _specials()])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(str(out))
     return len(fast)
+
+
+TIKTOKEN_CLASS = "tokenization_glmtts.TiktokenGLMTokenizer"
+
+
+def _specials() -> list[str]:
+    from .phonemes import all_tokens
+
+    # pinyin initials and toned finals, as in the published tokenizer
+    return (["<|endoftext|>", "<|user|>", "<|begin_of_audio|>"] + [f"<|audio_{i}|>" for i in range(32768)]
+            + all_tokens())
+
+
+def write_tiktoken_tokenizer(out: Path, merged_text: str = "你好世界欢迎使用我们的") -> int:
+    """A tokenizer in the published ``vq32k-phoneme-tokenizer`` format: tiktoken BPE ranks in ``tokenizer.model``
+    (the 256 bytes, then merges that make each character of ``merged_text`` one token), our tokenizer class as
+    custom code (``tokenization_glmtts.py``, named by ``auto_map``: loading needs ``trust_remote_code``), and the
+    special, speech and phoneme tokens as added tokens. Returns its vocabulary size."""
+    import base64
+    import shutil
+
+    from . import tiktoken_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    ranks: dict[bytes, int] = {bytes([b]): b for b in range(256)}
+    for ch in dict.fromkeys(merged_text):
+        data = ch.encode("utf-8")
+        for n in range(2, len(data) + 1):
+            ranks.setdefault(data[:n], len(ranks))
+    with open(out / "tokenizer.model", "wb") as f:
+        for token, rank in ranks.items():
+            f.write(base64.b64encode(token) + b" " + str(rank).encode() + b"\n")
+    shutil.copyfile(tiktoken_tokenizer.__file__, out / (TIKTOKEN_CLASS.split(".")[0] + ".py"))
+    n = len(ranks)
+    added = {str(n + i): {"content": s, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+                          "single_word": False} for i, s in enumerate(_specials())}
+    config = {"tokenizer_class": TIKTOKEN_CLASS.split(".")[1], "auto_map": {"AutoTokenizer": [TIKTOKEN_CLASS, None]},
+              "added_tokens_decoder": added, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+              "clean_up_tokenization_spaces": False, "model_max_length": 131072}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
+    return n + len(added)
 
 
 def write_llm(out: Path, vocab_size: int, size: str, seed: int = 0) -> int:
@@ -131,11 +168,63 @@ def write_tiny_checkpoint(out: str | Path, size: str = "10m", seed: int = 0) -> 
     vocab = write_tokenizer(out / TOKENIZER_DIRS[0])
     n_params = write_llm(out / "llm", vocab, size, seed)
     spec = SIZES[size]
-    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, **spec["flow"])
+    # the published flag choices (flow/config.yaml of the released checkpoint): speaker embedding in every layer's
+    # adaLN, no speaker concat in the condition, no token CFG (the unconditional pass keeps the tokens)
+    write_tiny_flow(out / "flow", vocab_size=32768, seed=seed, spkr_emb_adaLN=True, remove_spkr_concat_condition=True,
+                    speech_token_cfg=False, **spec["flow"])
     write_tiny_hift(out / "hift" / "hift.pt", seed=seed, **spec["hift"])
     write_tiny_speech_tokenizer(out / "speech_tokenizer", seed=seed)
     write_voice(out / "voices", "default", seed=seed)
     info = {"size": size, "llm_parameters": n_params, "vocab_size": vocab, "seed": seed}
+    (out / "TINY_CHECKPOINT.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+PUBLISHED_CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "glmtts-published"
+
+
+def write_published_size_checkpoint(out: str | Path, device: str = "cpu", seed: int = 0) -> dict:
+    """A random checkpoint at the published sizes (1.5B LLM from ``configs/glmtts-published``), for benchmarks on a
+    GPU: the LLM is initialised on ``device`` and saved in bf16 (~3 GB); the flow and vocoder at their published
+    sizes; the speech tokenizer at the published width/depth below its quantizer (d_model 1280, 16 layers)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .flow import Flow, read_flow_config
+    from .hift import HiFTConfig, write_tiny_hift
+    from .speech_tokenizer import write_tiny_speech_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(out / TOKENIZER_DIRS[0])
+    cfg = LlamaConfig.from_json_file(str(PUBLISHED_CONFIGS / "llm" / "config.json"))
+    if vocab > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {vocab} ids, the published LLM {cfg.vocab_size}")
+    cfg.bos_token_id = cfg.eos_token_id = None
+    cfg.initializer_range = 0.1            # as the tiny ones: random logits that vary enough to sample from
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(out / "llm"), safe_serialization=True)
+    del model
+    (out / "flow").mkdir(exist_ok=True)
+    shutil.copy(PUBLISHED_CONFIGS / "flow" / "config.yaml", out / "flow" / "config.yaml")
+    gen = torch.Generator().manual_seed(seed)
+    flow = Flow(**read_flow_config(out / "flow" / "config.yaml"))
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if name.endswith("text_embed.weight") else 0.02))
+    torch.save(flow.state_dict(), out / "flow" / "flow.pt")
+    hift = HiFTConfig()
+    write_tiny_hift(out / "hift" / "hift.pt", base_channels=hift.base_channels,
+                    f0_cond_channels=hift.f0_cond_channels, seed=seed)
+    write_tiny_speech_tokenizer(out / "speech_tokenizer", d_model=1280, layers=16, heads=20, seed=seed)
+    write_voice(out / "voices", "default", seed=seed)
+    info = {"size": "full", "llm_parameters": n_params, "vocab_size": vocab, "seed": seed,
+            "flow_parameters": sum(p.numel() for p in flow.parameters())}
     (out / "TINY_CHECKPOINT.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 

@@ -1,7 +1,9 @@
 """The ``glmtts`` engine: owns the models, the scheduler (LM stepping, continuous batching) and the acoustic worker.
 
-Threads: the scheduler thread runs the LM; one acoustic thread turns token chunks into audio in order; the event
-loop only moves messages. A stream's chunks reach its reader through an asyncio queue; the scheduler stops decoding
+Threads: the scheduler thread runs the LM; a prompt thread builds new voices' prompts (speech tokens + prompt mel),
+so a new cloned voice never stalls the streams being decoded; one acoustic thread turns token chunks into audio in
+order; the event loop only moves messages. If any of these threads dies, the engine is dead: every stream fails at
+once with UNAVAILABLE, new streams are refused, and the watchers (the service's health) hear of it. A stream's chunks reach its reader through an asyncio queue; the scheduler stops decoding
 a stream that is ``max_ahead`` chunks ahead of its reader, so a reader that does not read holds a bounded amount of
 audio and KV cache.
 """
@@ -18,38 +20,57 @@ import time
 import numpy as np
 import torch
 
-from shared.errors import InvalidArgument, ResourceExhausted
+from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from ..base import Chunk, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
 from .phonemes import all_tokens, lm_text
+from .prompt import GLMTTSLayout
 from .scheduler import Scheduler, Segment, StreamState
 
 log = logging.getLogger("decoder.glmtts")
 
 _END = object()
+PROMPT_UNKNOWN = "prompt unknown:"
+PROMPT_THREAD_NICE = 10         # the prompt thread's CPU priority below the LM and acoustic threads
 
 
-def pick_device(setting: str) -> tuple[torch.device, torch.dtype]:
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def pick_device(setting: str, dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device, and the LM/flow dtype: bf16 (fp16 without bf16 support) on a GPU, fp32 on the CPU, unless
+    ``dtype`` names one (bf16 on the CPU runs the GPU's dtype logic on a machine without one)."""
     if setting in ("", "auto"):
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(setting)
+    if dtype not in ("", "auto"):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+        return device, DTYPES[dtype]
     if device.type == "cuda":
         return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return device, torch.float32
+
+
+def _cloned(voice: Voice) -> bool:
+    return voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
 
 
 class GLMTTSStream:
     def __init__(self, engine: "GLMTTSEngine", state: StreamState, voice: Voice, loop):
         self.engine = engine
         self.state = state
-        self.voice_name = voice.reference_id or voice.name or "default"
+        # the voice this stream speaks, as the summary reports it: a reference id for a cloned voice
+        self.voice_name = f"ref:{voice.reference_id}" if voice.reference_id else (voice.name or "default")
+        self.conditioning = ""                         # digest of what conditioned the flow (set by the acoustic side)
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
         self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
         self._closed = False
+        self._error: BaseException | None = None
 
     def feed(self, segment: SegmentInput) -> None:
         text = segment.normalized or segment.text
@@ -66,7 +87,11 @@ class GLMTTSStream:
 
     async def chunks(self):
         while True:
+            if self._error is not None:
+                raise self._error
             item = await self.queue.get()
+            if self._error is not None:          # a dead engine overtakes whatever was queued
+                raise self._error
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -92,6 +117,17 @@ class GLMTTSStream:
             except RuntimeError:          # loop closed: the stream is gone
                 pass
 
+    def fail_now(self, exc: BaseException) -> None:
+        """Fail the stream ahead of any audio still queued (the engine died)."""
+        def fail():
+            self._error = exc
+            self.queue.put_nowait(exc)
+        if not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(fail)
+            except RuntimeError:
+                pass
+
 
 class GLMTTSEngine:
     name = "glmtts"
@@ -102,9 +138,9 @@ class GLMTTSEngine:
                  cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones"):
+                 lookahead: int = 0, threads: int = 0, phonemes: str = "polyphones", dtype: str = "auto"):
         self.path = path
-        self.device, self.dtype = pick_device(device)
+        self.device, self.dtype = pick_device(device, dtype)
         self.max_streams = max_streams
         self.blocks_per_stream = 0        # set at load: KV blocks reserved by one admitted stream
         self.max_tokens_per_stream = max_tokens_per_stream
@@ -127,6 +163,13 @@ class GLMTTSEngine:
         self._streams: dict[int, GLMTTSStream] = {}
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._prompt_jobs: queue.Queue = queue.Queue()
+        self._prompt_worker: threading.Thread | None = None
+        self._prompt_lock = threading.Lock()
+        self._building: dict[str, list[StreamState]] = {}   # prompt key → streams waiting for it
+        self.dead: str | None = None                         # why the engine can no longer serve
+        self.dead_at = 0.0                                   # time.monotonic() when it died
+        self._watchers: list = []
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -146,12 +189,13 @@ class GLMTTSEngine:
                                  lookahead=self.lookahead)
         self.acoustic.load()
         self._size_budget()
-        self.scheduler = Scheduler(self.lm, max_tokens_per_stream=self.max_tokens_per_stream,
-                                   min_ratio=self.min_token_ratio, max_ratio=self.max_token_ratio,
-                                   idle_ttl_s=self.idle_ttl_s)
+        layout = GLMTTSLayout(self.lm.boa, self.lm.ats, min_ratio=self.min_token_ratio,
+                              max_ratio=self.max_token_ratio)
+        self.scheduler = Scheduler(self.lm, layout, max_tokens_per_stream=self.max_tokens_per_stream,
+                                   idle_ttl_s=self.idle_ttl_s, on_dead=self._thread_died)
         self.scheduler.start()
-        self._worker = threading.Thread(target=self._acoustic_loop, name="glmtts-acoustic", daemon=True)
-        self._worker.start()
+        self._worker = self._guarded("acoustic", self._acoustic_loop)
+        self._prompt_worker = self._guarded("prompt", self._prompt_loop)
         log.info("glmtts engine loaded", extra={
             "path": self.path, "device": str(self.device), "dtype": str(self.dtype),
             "seconds": round(time.perf_counter() - t0, 2), "cache_budget_bytes": self.cache_budget_bytes,
@@ -196,9 +240,45 @@ class GLMTTSEngine:
             await s.close()
         if self.scheduler:
             await asyncio.to_thread(self.scheduler.stop)
-        if self._worker:
-            self._jobs.put(None)
-            await asyncio.to_thread(self._worker.join, 10)
+        for worker, jobs in ((self._worker, self._jobs), (self._prompt_worker, self._prompt_jobs)):
+            if worker:
+                jobs.put(None)
+                await asyncio.to_thread(worker.join, 10)
+
+    # -- thread health ----------------------------------------------------------------------------------------------
+
+    def _guarded(self, name: str, loop) -> threading.Thread:
+        def run():
+            try:
+                loop()
+            except BaseException as exc:  # noqa: BLE001 - whatever killed the thread, the engine is dead
+                self._thread_died(name, exc)
+        t = threading.Thread(target=run, name=f"glmtts-{name}", daemon=True)
+        t.start()
+        return t
+
+    def _thread_died(self, name: str, exc: BaseException) -> None:
+        """Any engine thread died: fail every stream now, refuse new ones, tell the watchers (health)."""
+        if self.dead is not None:
+            return
+        self.dead_at = time.monotonic()
+        self.dead = f"the glmtts {name} thread died ({type(exc).__name__}: {exc}); this decoder is out of service"
+        err = Unavailable("decoder", self.dead)
+        for stream in list(self._streams.values()):
+            stream.fail_now(err)
+        for watcher in list(self._watchers):
+            watcher(self.dead)
+        log.critical("glmtts engine dead", exc_info=exc, extra={"engine_thread": name})
+
+    def watch(self, callback) -> None:
+        """``callback(reason)`` is called (from any thread) once, when the engine can no longer serve."""
+        self._watchers.append(callback)
+        if self.dead is not None:
+            callback(self.dead)
+
+    def alive(self) -> bool:
+        return self.dead is None and all(t is not None and t.is_alive() for t in (self._worker, self._prompt_worker)) \
+            and self.scheduler is not None and self.scheduler.alive()
 
     # -- streams --------------------------------------------------------------------------------------------------
 
@@ -206,6 +286,8 @@ class GLMTTSEngine:
         return list(self.acoustic.voices) if self.acoustic else []
 
     def open_stream(self, voice: Voice, options: StreamOptions) -> GLMTTSStream:
+        if self.dead is not None:
+            raise Unavailable("decoder", self.dead)
         if self.scheduler is None:
             raise ResourceExhausted("the glmtts engine is still loading", retry_after_s=5.0)
         if abs(options.speed - 1.0) > 1e-6:
@@ -216,21 +298,75 @@ class GLMTTSEngine:
                 f"{self.blocks_per_stream} reserved per stream of {self.max_tokens_per_stream} tokens); "
                 f"retry shortly",
                 retry_after_s=1.0)
-        cloned = voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
-        if not cloned and (voice.name or "default") not in self.acoustic.voices:
-            raise InvalidArgument("config.voice", f"unknown glmtts voice {voice.name or 'default'!r}; available: "
-                                  f"{', '.join(self.acoustic.voices) or 'none (send reference audio to clone one)'}")
+        cloned = _cloned(voice)
+        by_reference = not cloned and bool(voice.reference_id)
+        if not cloned and not by_reference:
+            if voice.embedding is not None:      # conditioning that would be dropped silently: refuse it
+                raise InvalidArgument("config.speaker", "a speaker embedding came without its reference audio or "
+                                      "reference id; glmtts needs the prompt audio to clone a voice")
+            if (voice.name or "default") not in self.acoustic.voices:
+                raise InvalidArgument("config.voice", f"unknown glmtts voice {voice.name or 'default'!r}; available: "
+                                      f"{', '.join(self.acoustic.voices) or 'none (send reference audio to clone one)'}")
+        prompt = self.acoustic.cached_prompt(voice)
+        if prompt is None and by_reference:
+            raise NotFound(f"config.speaker.reference_id: {PROMPT_UNKNOWN} {voice.reference_id[:16]!r} on this "
+                           "decoder; send the reference audio (prompt_pcm16k) with it")
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         schedule = [options.chunk_size] if options.chunk_size > 0 else self.schedule
         sid = next(self._ids)
-        state = StreamState(sid, None, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
-                            self.max_ahead)
+        state = StreamState(sid, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
+                            self.max_ahead, prompt=prompt)
         stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
-        state.prompt_source = lambda: self.acoustic.prompt(voice, self.lm.encode_text)
         state.stream = stream
         self._streams[sid] = stream
         self.scheduler.add(state)
+        if prompt is None:
+            self._request_prompt(state, voice)
         return stream
+
+    # -- prompts, built on the prompt thread ---------------------------------------------------------------------------
+
+    def _request_prompt(self, state: StreamState, voice: Voice) -> None:
+        """Build the voice's prompt off the LM thread; streams asking for the same voice meanwhile share the build."""
+        key = self.acoustic.prompt_key(voice)
+        with self._prompt_lock:
+            waiting = self._building.get(key) if key else None
+            if waiting is not None:
+                waiting.append(state)
+                return
+            waiting = [state]
+            if key:
+                self._building[key] = waiting
+        self._prompt_jobs.put((key, voice, waiting))
+
+    def _next_prompt_job(self):
+        return self._prompt_jobs.get()
+
+    def _prompt_loop(self) -> None:
+        torch.set_grad_enabled(False)
+        try:   # background work: on a busy CPU the decoding streams' threads go first (Linux: per-thread nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PROMPT_THREAD_NICE)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            job = self._next_prompt_job()
+            if job is None:
+                return
+            key, voice, waiting = job
+            prompt = error = None
+            try:
+                prompt = self.acoustic.prompt(voice, self.lm.encode_text)
+            except Exception as exc:  # this voice is unusable: fail the streams that wanted it, keep the thread
+                error = exc
+            with self._prompt_lock:
+                if key:
+                    self._building.pop(key, None)
+                states = list(waiting)
+            for st in states:
+                if error is not None:
+                    self.scheduler.fail(st, error)
+                else:
+                    self.scheduler.set_prompt(st, prompt)
 
     def _release(self, stream: GLMTTSStream) -> None:
         self._streams.pop(stream.state.id, None)
@@ -261,10 +397,13 @@ class GLMTTSEngine:
     def acoustic_drop(self, stream: GLMTTSStream) -> None:
         self._jobs.put(("drop", stream.state))
 
+    def _next_job(self):
+        return self._jobs.get()
+
     def _acoustic_loop(self) -> None:
         torch.set_grad_enabled(False)
         while True:
-            job = self._jobs.get()
+            job = self._next_job()
             if job is None:
                 return
             kind, st = job[0], job[1]
@@ -283,6 +422,7 @@ class GLMTTSEngine:
                     if r is None:
                         r = stream.renderers[seg_index] = self.acoustic.segment(
                             st.prompt, st.seed, seg_index, max_len, st.schedule)
+                        stream.conditioning = r.conditioning
                     audio = r.push(tokens, final)
                     if final:
                         del stream.renderers[seg_index]

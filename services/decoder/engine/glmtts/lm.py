@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .kv_cache import KVPool, StreamKV, blocks_for  # noqa: F401  (StreamKV: the scheduler takes it from here)
+from .kv_cache import KVPool, StreamKV, blocks_for
 
 SPECIAL_TOKENS = {
     "ats": "<|audio_0|>",          # first speech token
@@ -72,13 +72,15 @@ class SpeechLM:
     @classmethod
     def load(cls, llm_dir: str | Path, tokenizer_dir: str | Path, device="cpu", dtype=torch.float32,
              trust_remote_code: bool = False) -> "SpeechLM":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from .text_tokenizer import load_tokenizer
 
         llm_dir, tokenizer_dir = Path(llm_dir), Path(tokenizer_dir)
         for d, what in ((llm_dir, "LLM"), (tokenizer_dir, "tokenizer")):
             if not d.is_dir():
                 raise FileNotFoundError(f"glmtts checkpoint: {what} directory {d} is missing")
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=dtype, attn_implementation="sdpa")
         if getattr(model.config, "model_type", "") != "llama":
             raise ValueError(f"{llm_dir}: model_type {model.config.model_type!r}; the glmtts engine runs Llama")

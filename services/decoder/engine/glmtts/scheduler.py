@@ -1,16 +1,21 @@
 """Continuous batching of speech-token decoding: one scheduler thread per pod steps every active stream together.
 
-Each stream owns a :class:`~.kv_cache.StreamKV` (its block table in the pod's paged KV pool) for its whole life.
-A pass of the scheduler:
+The scheduler is bookkeeping only. It talks to the model through a narrow interface (:class:`StepModel`: make a
+cache, one packed forward over many streams, a full forward without cache, sample a token) and gets the model's
+input layout from the engine (:class:`PromptLayout`: the ids a segment is decoded from, the id fed after a sampled
+token, a segment's length bounds). It never looks inside a voice's prompt; a stream becomes runnable once the engine
+hands it its prompt (:meth:`Scheduler.set_prompt`, built on another thread so a new voice never stalls this one).
+
+Each stream owns one cache for its whole life. A pass of the scheduler:
   1. picks the runnable streams: those starting a segment (a prefill of whatever the cache does not hold yet — the
      longest common prefix with what it holds is kept, so segment 2 reuses segment 1's context) and those in the
      middle of a segment (one token each); a stream whose reader is too far behind is skipped (back-pressure);
-  2. runs ONE packed forward over all of them (``SpeechLM.packed_forward``: one attention call per layer for all
-     of them), or, for streams opened with
-     ``use_cache=False``, a full forward over their whole sequence;
-  3. samples a token per stream and, every chunk boundary, hands the tokens so far to the acoustic worker.
-New streams join between passes; a finished, cancelled or expired stream leaves and its blocks go back to the pool
-at once.
+  2. runs ONE packed forward over all of them, or, for streams opened with ``use_cache=False``, a full forward over
+     their whole sequence;
+  3. samples a token per stream and, every chunk boundary, hands the tokens so far to the sink (the acoustic side).
+New streams join between passes; a finished, cancelled or expired stream leaves and its cache is freed at once.
+If the thread itself dies (an exception outside a pass), ``on_dead`` is called so the engine can fail every stream
+and take the process out of service instead of leaving streams to hang.
 """
 from __future__ import annotations
 
@@ -19,26 +24,52 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import torch
 
 from shared.errors import InvalidArgument
 
-from .lm import SamplingParams, SpeechLM, StreamKV
+from .lm import SamplingParams
 
 log = logging.getLogger("decoder.glmtts")
 
 TOKEN_RATE = 25          # speech tokens per second of audio
 
 
-@dataclass
-class Prompt:
-    """What a voice contributes: LM prefix (prompt text ids + prompt speech tokens) and acoustic conditioning."""
+class StepCache(Protocol):
+    nbytes: int
 
-    text_ids: list[int]
-    speech_tokens: list[int]                 # 0..32767
-    feat: torch.Tensor | None                # [1, frames, 80] prompt mel (24 kHz), or None
-    embedding: torch.Tensor                  # [1, 192]
+    def crop(self, n: int) -> None: ...
+
+    def free(self) -> None: ...
+
+
+class StepModel(Protocol):
+    """What the scheduler needs from the LM, and nothing more."""
+
+    def new_cache(self, max_tokens: int) -> StepCache: ...
+
+    def packed_forward(self, items: list[tuple[StepCache, list[int]]]) -> torch.Tensor:
+        """Append each item's ids to its cache; next-token logits ``[len(items), vocab]``."""
+
+    def full_forward(self, ids: list[int]) -> torch.Tensor:
+        """No cache: next-token logits ``[vocab]`` after ``ids``."""
+
+    def sample(self, logits: torch.Tensor, history: list[int], params: SamplingParams,
+               generator: torch.Generator | None, allow_end: bool) -> int:
+        """A speech token number, or -1 for end of audio."""
+
+
+class PromptLayout(Protocol):
+    """The model's input layout, supplied by the engine (``prompt.GLMTTSLayout`` for GLM-TTS)."""
+
+    def length_bounds(self, text_ids: list[int]) -> tuple[int, int]: ...
+
+    def segment_input(self, prompt: Any, history: list, text_ids: list[int]) -> list[int]:
+        """The ids a segment is decoded from; may prune ``history`` (oldest first) in place."""
+
+    def token_input(self, token: int) -> int: ...
 
 
 @dataclass
@@ -55,11 +86,10 @@ class Segment:
 class StreamState:
     """Everything the scheduler keeps for one stream. Mutated only under the scheduler's lock or by its thread."""
 
-    def __init__(self, sid: int, prompt_source, schedule: list[int], params: SamplingParams, seed: int,
-                 use_cache: bool, sink, max_ahead: int):
+    def __init__(self, sid: int, schedule: list[int], params: SamplingParams, seed: int,
+                 use_cache: bool, sink, max_ahead: int, prompt: Any = None):
         self.id = sid
-        self.prompt_source = prompt_source       # callable → Prompt, run lazily on the scheduler thread
-        self.prompt: Prompt | None = None
+        self.prompt = prompt                     # opaque to the scheduler; None until the engine has built it
         self.schedule = schedule
         self.params = params
         self.seed = seed
@@ -71,7 +101,7 @@ class StreamState:
         self.current: Segment | None = None
         self.history: list[Segment] = []         # finished segments (context for the next ones)
         self.reused_tokens = 0                   # context ids found in the cache instead of recomputed
-        self.kv: StreamKV | None = None
+        self.kv: StepCache | None = None
         self.cached_ids: list[int] = []          # the ids whose K/V ``kv`` holds (or, without cache, the sequence)
         self.next_ids: list[int] = []            # ids to feed on the next pass
         self.ended = False
@@ -83,21 +113,22 @@ class StreamState:
         self.stream = None                       # the engine's stream object (for the acoustic side)
 
     def runnable(self) -> bool:
-        if self.closed or self.done or self.ahead >= self.max_ahead:
+        if self.closed or self.done or self.prompt is None or self.ahead >= self.max_ahead:
             return False
         return self.current is not None or bool(self.pending)
 
 
 class Scheduler:
-    def __init__(self, lm: SpeechLM, *, max_prefill_tokens: int = 1024, max_history_tokens: int = 750,
-                 max_tokens_per_stream: int = 4096, min_ratio: float = 2.0, max_ratio: float = 20.0,
-                 idle_ttl_s: float = 60.0):
+    def __init__(self, lm: StepModel, layout: PromptLayout, *, max_prefill_tokens: int = 1024,
+                 max_tokens_per_stream: int = 4096, idle_ttl_s: float = 60.0,
+                 on_dead: Callable[[str, BaseException], None] | None = None):
         self.lm = lm
+        self.layout = layout
         self.max_prefill_tokens = max_prefill_tokens
-        self.max_history_tokens = max_history_tokens
         self.max_tokens_per_stream = max_tokens_per_stream
-        self.min_ratio, self.max_ratio = min_ratio, max_ratio
         self.idle_ttl_s = idle_ttl_s
+        self.on_dead = on_dead
+        self.dead: BaseException | None = None
         self._cv = threading.Condition()
         self._streams: dict[int, StreamState] = {}
         self._busy: set[int] = set()             # streams inside the pass running now
@@ -128,6 +159,20 @@ class Scheduler:
         with self._cv:
             self._streams[st.id] = st
             self._cv.notify_all()
+
+    def set_prompt(self, st: StreamState, prompt: Any) -> None:
+        """The stream's prompt is ready (built off this thread): it may start decoding."""
+        with self._cv:
+            st.prompt = prompt
+            self._cv.notify_all()
+
+    def fail(self, st: StreamState, exc: BaseException) -> None:
+        """The stream cannot go on (e.g. its voice could not be built): fail it alone."""
+        with self._cv:
+            if st.done or st.closed:
+                return
+            st.done = True
+        st.sink.fail(st, exc)
 
     def feed(self, st: StreamState, seg: Segment) -> None:
         with self._cv:
@@ -193,35 +238,66 @@ class Scheduler:
                 log.info("stream state expired", extra={"stream": st.id, "freed_bytes": st.kv.nbytes})
                 self._free(st)
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.dead is None
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - whatever killed the thread, the engine must hear of it
+            self.dead = exc
+            if self.on_dead is not None:
+                self.on_dead("scheduler", exc)
+            log.critical("glmtts scheduler thread died", exc_info=exc)
+
+    def _next_batch(self) -> list[StreamState] | None:
+        """Wait for runnable streams (under the lock); None when stopping."""
+        while not self._stop:
+            batch = [st for st in self._streams.values() if st.runnable()]
+            if batch:
+                return batch
+            self._expire_idle()
+            self._cv.wait(timeout=min(1.0, self.idle_ttl_s))
+        return None
+
+    def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while True:
             with self._cv:
-                while not self._stop:
-                    batch = [st for st in self._streams.values() if st.runnable()]
-                    if batch:
-                        break
-                    self._expire_idle()
-                    self._cv.wait(timeout=min(1.0, self.idle_ttl_s))
-                if self._stop:
+                batch = self._next_batch()
+                if batch is None:
                     return
-                self._busy = {st.id for st in batch}
-            try:
-                self._pass(batch)
-            except Exception as exc:  # a bug or a device error: fail these streams, keep serving the others
-                log.exception("decoding pass failed")
-                for st in batch:
-                    st.done = True
-                    st.sink.fail(st, exc)
-            finally:
-                with self._cv:
-                    self._busy = set()
-                    for st in batch:
-                        if st.closed:
-                            self._free(st)
-                    self._cv.notify_all()
+                self._busy = {st.id for st in batch}     # under the same lock: remove() now defers the free
+            self._run_batch(batch)
+
+    def step(self) -> int:
+        """One pass now, on the calling thread, over the streams runnable now; returns how many it served. The
+        scheduler thread does this in a loop; tests drive it directly (without starting the thread)."""
+        with self._cv:
+            batch = [st for st in self._streams.values() if st.runnable()]
+            self._busy = {st.id for st in batch}
+        if batch:
+            self._run_batch(batch)
+        return len(batch)
+
+    def _run_batch(self, batch: list[StreamState]) -> None:
+        """One pass over ``batch``, whose ids the caller put in ``_busy`` under the lock."""
+        try:
+            self._pass(batch)
+        except Exception as exc:  # a bug or a device error: fail these streams, keep serving the others
+            log.exception("decoding pass failed")
             for st in batch:
-                self._maybe_finish(st)
+                st.done = True
+                st.sink.fail(st, exc)
+        finally:
+            with self._cv:
+                self._busy = set()
+                for st in batch:
+                    if st.closed:
+                        self._free(st)
+                self._cv.notify_all()
+        for st in batch:
+            self._maybe_finish(st)
 
     def _maybe_finish(self, st: StreamState) -> None:
         with self._cv:
@@ -241,7 +317,7 @@ class Scheduler:
                     continue                       # start it on a later pass; keep this pass short for the others
                 try:
                     self._start_segment(st)
-                except Exception as exc:  # this stream's voice or text is unusable: fail it alone
+                except Exception as exc:  # this stream's text is unusable: fail it alone
                     st.done = True
                     st.sink.fail(st, exc)
                     continue
@@ -260,15 +336,11 @@ class Scheduler:
             self._advance(st, row)
 
     def _start_segment(self, st: StreamState) -> None:
-        if st.prompt is None:
-            st.prompt = st.prompt_source()
         with self._cv:
             seg = st.pending.popleft()
         st.current = seg
-        n_text = max(1, len(seg.text_ids))
-        seg.min_len = int(n_text * self.min_ratio)
-        seg.max_len = int(n_text * self.max_ratio)
-        ids = self._segment_input(st, seg)
+        seg.min_len, seg.max_len = self.layout.length_bounds(seg.text_ids)
+        ids = self.layout.segment_input(st.prompt, st.history, seg.text_ids)
         room = self.max_tokens_per_stream - len(ids)
         if room < max(seg.min_len, 1):
             raise InvalidArgument("segment", f"segment {seg.index} needs {len(ids) + seg.min_len} tokens of context; "
@@ -289,25 +361,6 @@ class Scheduler:
             st.cached_ids = []
             st.next_ids = ids
 
-    def _segment_input(self, st: StreamState, seg: Segment) -> list[int]:
-        """[prompt text, history texts, this text, begin-of-audio, prompt speech, history speech].
-
-        History (earlier segments of this stream) is dropped oldest first to stay within ``max_history_tokens``
-        of speech context, as the published inference does.
-        """
-        p = st.prompt
-        est = int(len(seg.text_ids) * (len(p.speech_tokens) + sum(len(h.tokens) for h in st.history) + 1)
-                  / max(1, len(p.text_ids) + sum(len(h.text_ids) for h in st.history)))
-        while st.history and (len(p.speech_tokens) + sum(len(h.tokens) for h in st.history) + est
-                              > self.max_history_tokens):
-            st.history.pop(0)
-        text = list(p.text_ids)
-        speech = list(p.speech_tokens)
-        for h in st.history:
-            text += h.text_ids
-            speech += h.tokens
-        return text + seg.text_ids + [self.lm.boa] + self.lm.speech_ids(speech)
-
     def _advance(self, st: StreamState, logits: torch.Tensor) -> None:
         seg = st.current
         tok = self.lm.sample(logits, seg.tokens, st.params, st.generator, allow_end=len(seg.tokens) >= seg.min_len)
@@ -315,7 +368,7 @@ class Scheduler:
         if tok >= 0:
             seg.tokens.append(tok)
             st.tokens_total += 1
-            st.next_ids = [self.lm.ats + tok]
+            st.next_ids = [self.layout.token_input(tok)]
         if finished:
             st.history.append(seg)
             st.current = None

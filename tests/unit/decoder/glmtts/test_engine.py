@@ -22,8 +22,9 @@ def make_engine(path, **kw):
 
 def shutdown(e):
     e.scheduler.stop()
-    e._jobs.put(None)
-    e._worker.join(10)
+    for jobs, worker in ((e._jobs, e._worker), (e._prompt_jobs, e._prompt_worker)):
+        jobs.put(None)
+        worker.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +276,74 @@ async def test_the_frontends_reading_reaches_the_lm_as_phoneme_tokens(engine):
         await stream.close()
     assert stream.state.history[0].text_ids == engine.lm.encode_text("银<|H|><|ANG2|>")
     assert engine.lm.has_tokens(["<|H|>", "<|ANG2|>"])
+
+
+def _cloned_voice(ref, emb_seed, pcm_seed=0):
+    rng = np.random.default_rng(pcm_seed)
+    t = np.arange(32000) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    emb = np.random.default_rng(100 + emb_seed).standard_normal(192).astype(np.float32)
+    return Voice(reference_id=ref, embedding=emb, prompt_pcm16k=pcm, prompt_text="参考音频")
+
+
+async def test_the_speaker_embedding_conditions_the_flow(engine):
+    """Same prompt audio, same text, same seed; only the speaker embedding differs: the LM tokens are the same (the
+    embedding does not enter the LM) but the audio differs, and so does the digest of what entered the flow."""
+    a = engine.open_stream(_cloned_voice("emb-a", 1), StreamOptions(seed=4))
+    b = engine.open_stream(_cloned_voice("emb-b", 2), StreamOptions(seed=4))
+    a2 = engine.open_stream(_cloned_voice("emb-a", 1), StreamOptions(seed=4))
+    out = []
+    for s in (a, b, a2):
+        s.feed(seg(0, "你好"))
+        s.end()
+        try:
+            out.append(audio_of([c async for c in s.chunks()]))
+        finally:
+            await s.close()
+    assert a.state.history[0].tokens == b.state.history[0].tokens
+    assert not np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2])
+    assert a.conditioning and a.conditioning != b.conditioning and a.conditioning == a2.conditioning
+    assert a.voice_name == "ref:emb-a"
+
+
+async def test_a_voice_known_by_reference_needs_no_audio_and_an_unknown_one_is_not_found(engine):
+    from shared.errors import NotFound
+
+    full = _cloned_voice("by-ref", 3)
+    chunks, _ = await run(engine, ["你好"], voice=full, seed=2)
+    bare = Voice(reference_id="by-ref", prompt_text="参考音频")
+    again, _ = await run(engine, ["你好"], voice=bare, seed=2)
+    assert np.array_equal(audio_of(chunks), audio_of(again))
+    with pytest.raises(NotFound, match="prompt unknown"):
+        engine.open_stream(Voice(reference_id="never-sent"), StreamOptions())
+    with pytest.raises(InvalidArgument, match="config.speaker"):
+        engine.open_stream(Voice(embedding=np.ones(192, np.float32)), StreamOptions())
+
+
+async def test_a_new_voice_is_built_off_the_lm_thread(engine, monkeypatch):
+    """While a new cloned voice's prompt is being built (held here until released), another stream decodes to
+    its end; then the held stream goes on."""
+    import asyncio
+    import threading
+
+    release, building = threading.Event(), threading.Event()
+    real = engine.acoustic._build_prompt
+
+    def slow_build(voice, encode_text):
+        if voice.reference_id == "slow-voice":
+            building.set()
+            release.wait(120)
+        return real(voice, encode_text)
+
+    await run(engine, ["你"], seed=1)        # the default voice's prompt is built (one prompt thread: builds queue)
+    monkeypatch.setattr(engine.acoustic, "_build_prompt", slow_build)
+    slow = asyncio.ensure_future(run(engine, ["你好"], voice=_cloned_voice("slow-voice", 5), seed=1))
+    try:
+        await asyncio.to_thread(building.wait, 120)
+        assert building.is_set()
+        other, _ = await run(engine, ["世界"], seed=1)        # not stalled behind the build
+        assert other[-1].segment_end and not slow.done()
+    finally:
+        release.set()
+    chunks, state = await slow
+    assert chunks[-1].segment_end and len(state.prompt.speech_tokens) == 50

@@ -1,0 +1,142 @@
+"""Per-tenant quotas kept in the durable Redis store, so they hold across every gateway replica.
+
+One hash per tenant, ``tts:quota:v1:{tenant}``, holds the tenant's usage counters (fields below). Every write that
+grows a tenant's usage checks and increments its counters in the same Lua script that writes the data (or, for a
+batch job's lines, right before the MULTI that writes them, released again if that fails), so two replicas can never
+both take the last unit. Deletes give the units back in their own script (flagged ``allow-oom`` so that a tenant can
+always free space, even in a full store).
+
+A tenant over a quota gets RESOURCE_EXHAUSTED naming the quota and its setting; the store itself never fills up as
+long as its ``maxmemory`` covers the tenants' quotas (docs/deploying.md, "Redis roles"), so one tenant can never make
+another tenant's writes fail. 0 turns a quota off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from shared.errors import ResourceExhausted, Unavailable
+
+
+class QuotaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TTS_GATEWAY_", extra="ignore")
+
+    max_voices_per_tenant: int = 50                         # registered voices
+    max_voice_bytes_per_tenant: int = 64 * 1024 * 1024      # their stored prompt audio + records
+    max_jobs_per_tenant: int = 100                          # batch jobs kept (finished ones until deleted or expired)
+    max_job_bytes_per_tenant: int = 64 * 1024 * 1024        # JSONL of those jobs, stored in Redis
+    max_output_bytes_per_tenant: int = 2 * 1024 * 1024 * 1024   # batch WAV files on the gateway's disk
+    quota_retry_after_s: float = 30.0                       # retry hint (a quota frees only when something is deleted)
+
+
+@dataclass(frozen=True)
+class Quota:
+    field: str          # counter in the tenant's hash
+    setting: str        # the env var that sets its limit
+    unit: str
+
+
+VOICES = Quota("voices", "TTS_GATEWAY_MAX_VOICES_PER_TENANT", "voices")
+VOICE_BYTES = Quota("voice_bytes", "TTS_GATEWAY_MAX_VOICE_BYTES_PER_TENANT", "bytes")
+JOBS = Quota("jobs", "TTS_GATEWAY_MAX_JOBS_PER_TENANT", "jobs")
+UNFINISHED_JOBS = Quota("unfinished_jobs", "TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT", "unfinished jobs")
+JOB_BYTES = Quota("job_bytes", "TTS_GATEWAY_MAX_JOB_BYTES_PER_TENANT", "bytes")
+OUTPUT_BYTES = Quota("output_bytes", "TTS_GATEWAY_MAX_OUTPUT_BYTES_PER_TENANT", "bytes")
+BY_FIELD = {q.field: q for q in (VOICES, VOICE_BYTES, JOBS, UNFINISHED_JOBS, JOB_BYTES, OUTPUT_BYTES)}
+
+# reserve(key, ARGV, at): ARGV[at] = n, then n (field, delta, limit) triples. Returns "field current" for the first
+# counter that would pass its limit (nothing changed), or false after incrementing them all.
+RESERVE_LUA = """
+local function reserve(qkey, argv, at)
+  local n = tonumber(argv[at])
+  for i = 0, n - 1 do
+    local f, d, lim = argv[at + 1 + 3 * i], tonumber(argv[at + 2 + 3 * i]), tonumber(argv[at + 3 + 3 * i])
+    if lim > 0 and d > 0 then
+      local cur = tonumber(redis.call('HGET', qkey, f) or '0')
+      if cur + d > lim then return f .. ' ' .. cur end
+    end
+  end
+  for i = 0, n - 1 do
+    redis.call('HINCRBY', qkey, argv[at + 1 + 3 * i], argv[at + 2 + 3 * i])
+  end
+  return false
+end
+"""
+# give(key, field, amount): decrement, never below 0
+GIVE_LUA = """
+local function give(qkey, f, d)
+  d = tonumber(d or '0') or 0
+  if d <= 0 then return end
+  local left = tonumber(redis.call('HINCRBY', qkey, f, -d))
+  if left < 0 then redis.call('HSET', qkey, f, 0) end
+end
+"""
+_RELEASE = "#!lua flags=allow-oom\n" + GIVE_LUA + """
+for i = 1, #ARGV, 2 do give(KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+_RESERVE = RESERVE_LUA + """
+return reserve(KEYS[1], ARGV, 1)
+"""
+
+
+def quota_key(tenant: str) -> str:
+    return f"tts:quota:v1:{tenant}"
+
+
+class Quotas:
+    """Builds the quota part of the scripts' arguments and turns a refusal into RESOURCE_EXHAUSTED."""
+
+    def __init__(self, redis, settings: QuotaSettings | None = None, unfinished_jobs: int = 0):
+        self.redis = redis
+        self.settings = settings or QuotaSettings()
+        s = self.settings
+        self.limits = {VOICES.field: s.max_voices_per_tenant, VOICE_BYTES.field: s.max_voice_bytes_per_tenant,
+                       JOBS.field: s.max_jobs_per_tenant, UNFINISHED_JOBS.field: unfinished_jobs,
+                       JOB_BYTES.field: s.max_job_bytes_per_tenant, OUTPUT_BYTES.field: s.max_output_bytes_per_tenant}
+        self._reserve = redis.register_script(_RESERVE)
+        self._release = redis.register_script(_RELEASE)
+
+    def args(self, **deltas: int) -> list:
+        """``[n, field, delta, limit, ...]`` for RESERVE_LUA."""
+        out: list = [len(deltas)]
+        for f, d in deltas.items():
+            out += [f, int(d), self.limits[f]]
+        return out
+
+    def refused(self, tenant: str, result, deltas: dict) -> None:
+        """Raise ResourceExhausted if a script answered with a refusal (``b"field current"``)."""
+        if not result:
+            return
+        f, _, cur = (result.decode() if isinstance(result, bytes) else str(result)).partition(" ")
+        q = BY_FIELD[f]
+        limit = self.limits[f]
+        raise ResourceExhausted(
+            f"tenant {tenant!r} is over its quota of {limit} {q.unit} ({q.field}: {cur} used, {deltas.get(f, 0)} "
+            f"more asked; the limit is {limit} per tenant, {q.setting}); delete some first",
+            retry_after_s=self.settings.quota_retry_after_s)
+
+    async def reserve(self, tenant: str, **deltas: int) -> None:
+        result = await call(self._reserve(keys=[quota_key(tenant)], args=self.args(**deltas)))
+        self.refused(tenant, result, deltas)
+
+    async def release(self, tenant: str, **amounts: int) -> None:
+        flat = [x for f, d in amounts.items() for x in (f, int(d))]
+        await call(self._release(keys=[quota_key(tenant)], args=flat))
+
+    async def usage(self, tenant: str) -> dict[str, int]:
+        raw = await call(self.redis.hgetall(quota_key(tenant)))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def call(coro, what: str = "durable store"):
+    """Redis errors → UNAVAILABLE naming the store; a full store (noeviction) → RESOURCE_EXHAUSTED for the writer."""
+    try:
+        return await coro
+    except OutOfMemoryError:
+        raise ResourceExhausted(f"the {what} is full (Redis maxmemory); this write was refused, nothing was evicted",
+                                retry_after_s=30.0) from None
+    except (RedisError, OSError) as exc:
+        raise Unavailable("redis", f"{what} unreachable ({type(exc).__name__})") from None
