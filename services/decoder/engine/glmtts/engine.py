@@ -146,6 +146,7 @@ class GLMTTSEngine:
         self.path = path
         self.device, self.dtype = pick_device(device, dtype)
         self.max_streams = max_streams
+        self.blocks_per_stream = 0        # set at load: KV blocks reserved by one admitted stream
         self.max_tokens_per_stream = max_tokens_per_stream
         self.cache_budget_bytes = cache_budget_bytes
         self.idle_ttl_s = idle_ttl_s
@@ -215,19 +216,24 @@ class GLMTTSEngine:
             "max_streams": self.max_streams, "voices": list(self.acoustic.voices)})
 
     def _size_budget(self) -> None:
-        """Each admitted stream reserves room for ``max_tokens_per_stream`` tokens of KV cache. The budget is the
-        setting, or what ``max_streams`` streams need, capped on a GPU by 80 % of its free memory."""
-        per_stream = self.max_tokens_per_stream * self.lm.bytes_per_token
-        budget = self.cache_budget_bytes or per_stream * self.max_streams
+        """The KV pool, in blocks, allocated here once: the setting, or room for ``max_streams`` streams of
+        ``max_tokens_per_stream`` tokens, capped on a GPU by 80 % of its free memory. Each admitted stream
+        reserves the blocks of its token limit, so a stream never finds the pool empty mid-segment."""
+        per_stream = self.lm.blocks_for(self.max_tokens_per_stream)
+        n_blocks = (self.cache_budget_bytes // self.lm.block_bytes if self.cache_budget_bytes
+                    else per_stream * self.max_streams)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
-            budget = min(budget, int(free * 0.8))
-        if budget < per_stream:
-            raise SystemExit(f"glmtts: cache budget {budget} bytes holds no stream of {self.max_tokens_per_stream} "
-                             f"tokens ({per_stream} bytes); raise TTS_DECODER_CACHE_BUDGET_BYTES or lower "
+            n_blocks = min(n_blocks, int(free * 0.8) // self.lm.block_bytes)
+        if n_blocks < per_stream:
+            raise SystemExit(f"glmtts: cache budget {n_blocks} KV blocks ({n_blocks * self.lm.block_bytes} bytes) "
+                             f"holds no stream of {self.max_tokens_per_stream} tokens ({per_stream} blocks of "
+                             f"{self.lm.block_size} tokens); raise TTS_DECODER_CACHE_BUDGET_BYTES or lower "
                              f"TTS_DECODER_MAX_TOKENS_PER_STREAM")
-        self.cache_budget_bytes = budget
-        self.max_streams = min(self.max_streams, budget // per_stream)
+        self.lm.allocate_cache(n_blocks)
+        self.cache_budget_bytes = n_blocks * self.lm.block_bytes
+        self.blocks_per_stream = per_stream
+        self.max_streams = min(self.max_streams, n_blocks // per_stream)
 
     async def warmup(self) -> None:
         await asyncio.to_thread(self.load)
@@ -302,8 +308,9 @@ class GLMTTSEngine:
             raise InvalidArgument("config.speed", "the glmtts engine speaks at the voice's own rate; speed must be 1.0")
         if len(self._streams) >= self.max_streams:
             raise ResourceExhausted(
-                f"glmtts: {len(self._streams)} streams use the KV cache budget ({self.cache_budget_bytes} bytes, "
-                f"{self.max_streams} streams of {self.max_tokens_per_stream} tokens); retry shortly",
+                f"glmtts: {len(self._streams)} streams hold the KV cache budget ({self.lm.pool.n_blocks} blocks, "
+                f"{self.blocks_per_stream} reserved per stream of {self.max_tokens_per_stream} tokens); "
+                f"retry shortly",
                 retry_after_s=1.0)
         cloned = _cloned(voice)
         by_reference = not cloned and bool(voice.reference_id)

@@ -1,24 +1,37 @@
-"""The speech LM on a tiny random checkpoint: the packed, cached forward against transformers' own no-cache forward."""
+"""The speech LM on a tiny random checkpoint: the packed step over the paged KV cache against transformers' own
+no-cache forward and against the per-stream attention loop it replaced."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from services.decoder.engine.glmtts.checkpoint import Layout
 from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
+from services.decoder.engine.glmtts.reference import ContiguousKV, per_stream_forward
+from shared.errors import ResourceExhausted
 
 GREEDY = SamplingParams(greedy=True)
+POOL_BLOCKS = 512
 
 
 @pytest.fixture(scope="module")
 def lm(glmtts_checkpoint):
     layout = Layout.of(glmtts_checkpoint)
-    return SpeechLM.load(layout.llm, layout.tokenizer)
+    lm = SpeechLM.load(layout.llm, layout.tokenizer)
+    lm.allocate_cache(POOL_BLOCKS)
+    return lm
+
+
+@pytest.fixture(autouse=True)
+def _pool_is_left_empty(lm):
+    yield
+    assert lm.pool.free_blocks == POOL_BLOCKS        # every test frees what it took
 
 
 def _prompt(lm, text="你好，世界。"):
     return lm.encode_text(text) + [lm.boa] + lm.speech_ids([5, 17, 300, 4000])
 
 
-def _decode_cached(lm, ids, n, params=GREEDY, seed=0, kv=None):
+def _decode_cached(lm, ids, n, params=GREEDY, seed=0, kv=None, free=True):
     kv = kv or lm.new_cache()
     gen = torch.Generator().manual_seed(seed)
     out, feed = [], ids
@@ -27,6 +40,8 @@ def _decode_cached(lm, ids, n, params=GREEDY, seed=0, kv=None):
         tok = lm.sample(logits, out, params, gen, allow_end=False)
         out.append(tok)
         feed = [lm.ats + tok]
+    if free:
+        kv.free()
     return out, kv
 
 
@@ -51,6 +66,7 @@ def test_packed_forward_matches_transformers_logits(lm):
     kv = lm.new_cache()
     cached = lm.packed_forward([(kv, ids)])[0]
     assert kv.length == len(ids)
+    kv.free()
     torch.testing.assert_close(cached, lm.full_forward(ids), rtol=1e-4, atol=1e-4)
 
 
@@ -80,26 +96,33 @@ def test_batched_steps_of_four_streams_equal_each_stream_alone(lm):
             tok = lm.sample(row, outs[i], GREEDY, None, allow_end=False)
             outs[i].append(tok)
             feeds[i] = [lm.ats + tok]
+    for kv in caches:
+        kv.free()
     assert outs == alone
 
 
 def test_cache_crop_reuses_a_common_prefix(lm):
     ids = _prompt(lm)
-    _, kv = _decode_cached(lm, ids, 5)
+    _, kv = _decode_cached(lm, ids, 5, free=False)
     keep = len(lm.encode_text("你好，世界。"))
     kv.crop(keep)
+    assert len(kv.blocks) == lm.blocks_for(keep)          # the blocks past the prefix went back to the pool
     other = lm.encode_text("再见") + [lm.boa]
     logits = lm.packed_forward([(kv, other)])[0]
+    kv.free()
     full = lm.full_forward(lm.encode_text("你好，世界。") + other)
     torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)
 
 
-def test_cache_grows_in_blocks_and_frees(lm):
+def test_cache_takes_blocks_from_the_pool_and_gives_them_back(lm):
     kv = lm.new_cache()
-    lm.packed_forward([(kv, _prompt(lm))])
-    assert kv.nbytes == kv.capacity * lm.bytes_per_token
+    ids = _prompt(lm)
+    lm.packed_forward([(kv, ids)])
+    assert len(kv.blocks) == lm.blocks_for(len(ids))
+    assert kv.nbytes == len(kv.blocks) * lm.block_bytes
+    assert lm.pool.free_blocks == POOL_BLOCKS - len(kv.blocks)
     kv.free()
-    assert kv.nbytes == 0 and kv.length == 0
+    assert kv.nbytes == 0 and kv.length == 0 and lm.pool.free_blocks == POOL_BLOCKS
 
 
 def test_end_of_audio_is_masked_until_allowed(lm):
@@ -124,10 +147,108 @@ def test_repetition_aware_sampling_escapes_a_loop(lm):
     assert picks - {42}
 
 
-def test_cache_capacity_stops_at_the_streams_token_limit(lm):
+def test_growing_a_stream_adds_blocks_and_moves_nothing(lm):
+    bs = lm.block_size
+    kv = lm.new_cache()
+    lm.packed_forward([(kv, _prompt(lm)[: bs - 1])])
+    first = list(kv.blocks)
+    keys = lm.pool.k[:, first].clone()
+    for t in range(bs + 2):                     # crosses two block boundaries
+        lm.packed_forward([(kv, [lm.ats + t])])
+    assert kv.blocks[: len(first)] == first and len(kv.blocks) == len(first) + 2
+    assert torch.equal(lm.pool.k[:, first][:, :, : bs - 1], keys[:, :, : bs - 1])   # old tokens stay where they were
+    kv.free()
+
+
+def test_a_stream_stops_at_its_token_limit_and_the_pool_at_its_size(lm):
     kv = lm.new_cache(max_tokens=300)
-    kv.reserve(129)
-    assert kv.capacity == 256                 # grows in blocks...
-    kv.reserve(257)
-    assert kv.capacity == 300                 # ...but never past what the pod budgeted for one stream
-    assert kv.nbytes == 300 * lm.bytes_per_token
+    kv.reserve(300)
+    assert len(kv.blocks) == lm.blocks_for(300)
+    with pytest.raises(ResourceExhausted):
+        kv.reserve(301)                          # the pod reserved 300 tokens for this stream, no more
+    kv.free()
+    big = lm.new_cache()
+    with pytest.raises(ResourceExhausted):
+        big.reserve((POOL_BLOCKS + 1) * lm.block_size)
+    assert big.blocks == [] and lm.pool.free_blocks == POOL_BLOCKS     # a refused request takes nothing
+
+
+def _random_ids(lm, n, gen):
+    return torch.randint(0, lm.model.lm_head.out_features, (n,), generator=gen).tolist()
+
+
+@pytest.fixture(scope="module")
+def gqa_lm(glmtts_checkpoint):
+    """A small Llama with grouped-query attention (8 query heads on 2 KV heads), the published LM's kind."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layout = Layout.of(glmtts_checkpoint)
+    base = SpeechLM.load(layout.llm, layout.tokenizer)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=base.model.config.vocab_size, hidden_size=128, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, intermediate_size=256, initializer_range=0.1,
+                      max_position_embeddings=4096, attn_implementation="sdpa")
+    lm = SpeechLM(LlamaForCausalLM(cfg), base.tokenizer)
+    lm.allocate_cache(POOL_BLOCKS)
+    return lm
+
+
+@pytest.mark.parametrize("which", ["lm", "gqa_lm"])
+def test_mixed_passes_equal_the_per_stream_path_and_transformers(which, request):
+    """Prefills and single-token steps in one pass, streams of different lengths, streams joining and leaving
+    between passes: the paged step gives the logits of the per-stream loop and of transformers' forward."""
+    lm = request.getfixturevalue(which)
+    gen = torch.Generator().manual_seed(1)
+    bs = lm.block_size
+    streams = {}                                    # name → (paged cache, reference cache, whole sequence)
+
+    def join(name, n):
+        streams[name] = (lm.new_cache(), ContiguousKV(lm), [])
+        return name, _random_ids(lm, n, gen)
+
+    def run_pass(feeds):
+        paged = lm.packed_forward([(streams[k][0], ids) for k, ids in feeds])
+        ref = per_stream_forward(lm, [(streams[k][1], ids) for k, ids in feeds])
+        torch.testing.assert_close(paged, ref, rtol=1e-4, atol=1e-4)
+        for (k, ids), row in zip(feeds, paged):
+            streams[k][2].extend(ids)
+            torch.testing.assert_close(row, lm.full_forward(streams[k][2]), rtol=1e-4, atol=1e-4)
+        return paged
+
+    run_pass([join("a", 3), join("b", 2 * bs + 5), join("c", 1)])
+    for step in range(3):                           # decode steps, with a long prefill joining on step 1
+        feeds = [(k, _random_ids(lm, 1, gen)) for k in streams]
+        if step == 1:
+            feeds.append(join("d", 3 * bs))
+        run_pass(feeds)
+    streams.pop("b")[0].free()                       # a stream leaves mid-batch...
+    kv = streams["a"][0]
+    kv.crop(2)                                       # ...another starts its next segment on a kept prefix
+    streams["a"][1].crop(2)
+    del streams["a"][2][2:]
+    run_pass([("a", _random_ids(lm, bs + 3, gen)), ("c", _random_ids(lm, 1, gen)), join("e", 7),
+              ("d", _random_ids(lm, 2, gen))])
+    for k in list(streams):
+        streams.pop(k)[0].free()
+    assert lm.pool.free_blocks == POOL_BLOCKS
+
+
+def test_attention_calls_per_layer_do_not_grow_with_the_streams(lm, monkeypatch):
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*a, **kw):
+        calls.append(a[0].shape[0])                 # streams in the call
+        return sdpa(*a, **kw)
+
+    caches = [lm.new_cache() for _ in range(9)]
+    lm.packed_forward([(kv, [lm.ats + 1] * (i + 1)) for i, kv in enumerate(caches)])    # 9 prefills of 1..9
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    lm.packed_forward([(kv, [lm.ats + 3]) for kv in caches])                                       # 9 steps
+    decode, calls[:] = list(calls), []
+    lm.packed_forward([(kv, [lm.ats + 2] * (1 if i % 3 else 4)) for i, kv in enumerate(caches)])   # mixed
+    monkeypatch.undo()
+    for kv in caches:
+        kv.free()
+    assert decode == [9] * lm.n_layers              # one call per layer for all nine single-token steps
+    assert calls == [6, 3] * lm.n_layers            # mixed: one call for the 6 steps, one for the 3 prefills
