@@ -96,13 +96,13 @@ class AudioEncoder:
     in shared/encodings.py). ``encode(chunk, last=True)`` also returns what the encoder still held (trailing frames,
     the last Ogg page)."""
 
-    def __init__(self, src_rate: int, dst_rate: int, encoding: str, streaming_wav_header: bool = True):
+    def __init__(self, src_rate: int, dst_rate: int, encoding: str):
         from .encodings import ENCODINGS
 
         self.rate = dst_rate
         self.encoding = encoding
         self._resampler = StreamResampler(src_rate, dst_rate)
-        self._codec = ENCODINGS["LINEAR16" if encoding == "WAV" and not streaming_wav_header else encoding].make(dst_rate)
+        self._codec = ENCODINGS[encoding].make(dst_rate)
         self.samples_out = 0
 
     def encode(self, chunk: np.ndarray, last: bool = False) -> tuple[bytes, int]:

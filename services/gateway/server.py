@@ -49,7 +49,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.pipeline = pipeline
         self.auth = auth
         self.limits = limits or TenantLimits()      # per-tenant rate + concurrent streams (TTS_GATEWAY_*_PER_TENANT)
-        self.batches = batches                      # batch.BatchManager (None: the batch RPCs are UNIMPLEMENTED)
+        self.batches = batches                      # batch.BatchManager (None: the batch RPCs raise FAILED_PRECONDITION)
 
     def _tenant(self, context) -> tuple[str, tuple]:
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str))

@@ -37,19 +37,6 @@ class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
             raise InvalidArgument("audio", "is empty")
         return await self._embed(request.audio, request.encoder)
 
-    async def EmbedStream(self, request_iterator, context):
-        parts, size, encoder = [], 0, ""
-        async for req in request_iterator:
-            self._check_encoder(req.encoder)
-            encoder = encoder or req.encoder
-            size += len(req.audio)
-            if size > self.engine.max_audio_bytes:
-                raise InvalidArgument("audio", f"over the {self.engine.max_audio_bytes} byte limit")
-            parts.append(req.audio)
-        if not size:
-            raise InvalidArgument("audio", "is empty")
-        return await self._embed(b"".join(parts), encoder)
-
     async def GetEmbedding(self, request, context):
         return to_proto(await self.engine.get(request.reference_id, request.encoder))
 

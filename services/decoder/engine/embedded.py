@@ -199,7 +199,6 @@ class EmbeddedStream:
         self._pump: asyncio.Task | None = None
         self._closed = False
         self.tokens = 0
-        self.last_used = time.monotonic()
 
     def feed(self, segment: SegmentInput) -> None:
         if self._closed:
@@ -274,7 +273,6 @@ class EmbeddedStream:
                 return
             if isinstance(item, Exception):
                 raise item
-            self.last_used = time.monotonic()
             yield item
 
     async def close(self) -> None:

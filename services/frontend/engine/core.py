@@ -218,7 +218,6 @@ class FrontendEngine:
 
 COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut never separates one from its object
 
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 CONTEXT_CHARS = 12     # characters of context on each side of a segment for its polyphones
 CODE_CONTEXT_CHARS = 8  # characters before a segment where a code keyword (验证码, 房间号 …) still applies
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]")

@@ -21,7 +21,6 @@ from .dictionary import ReplaceDictionary
 from .english import EnglishG2P
 from .polyphone import Disambiguator
 from .pinyin import is_valid_syllable, normalize_syllable, pinyin_syllable_to_kokoro, valid_bases
-from .textutil import is_cjk
 from .types import Word
 from .vocab import only_vocab
 
@@ -341,6 +340,3 @@ def language_spans(words: list[Word]) -> list[tuple[str, int, int]]:
             spans.append([w.lang, w.span[0], w.span[1]])
     return [tuple(s) for s in spans]
 
-
-def is_cjk_text(text: str) -> bool:
-    return any(is_cjk(c) for c in text)

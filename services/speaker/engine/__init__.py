@@ -31,12 +31,12 @@ class Embedding:
 
 class SpeakerEngine:
     def __init__(self, encoder, cache: EmbeddingCache, max_audio_bytes: int = 10 * 1024 * 1024,
-                 compute_concurrency: int = 1, extra_encoders=()):
+                 extra_encoders=()):
         self.encoder = encoder                        # the default
         self.encoders = [encoder, *[e for e in extra_encoders if e is not encoder]]
         self.cache = cache
         self.max_audio_bytes = max_audio_bytes
-        self._gate = asyncio.Semaphore(compute_concurrency)
+        self._gate = asyncio.Semaphore(1)             # one embedding computed at a time
         self._inflight: dict[str, asyncio.Future] = {}
         self.hits = self.misses = self.computations = 0
 

@@ -111,13 +111,6 @@ def test_service_runs_the_ecapa_encoder_when_configured(tmp_path):
         svc.stop()
 
 
-def test_streamed_upload_gives_the_same_result(stub):
-    data = (DATA / "BAC009S0764W0121.wav").read_bytes()
-    pieces = [speaker_pb2.EmbedRequest(audio=data[i:i + 16384]) for i in range(0, len(data), 16384)]
-    streamed = stub.EmbedStream(iter(pieces))
-    assert streamed.reference_id == embed(stub).reference_id and len(streamed.embedding) == 192
-
-
 def test_garbage_in_redis_is_a_miss_not_an_error(stub, redis):
     import socket
 
