@@ -26,13 +26,15 @@ class TTSError(Exception):
 
 
 class InvalidArgument(TTSError):
-    """Bad input. The message names the field, e.g. ``config.sample_rate: 12345 is not supported``."""
+    """Bad input. The message names the field, e.g. ``config.sample_rate: 12345 is not supported``; the field and
+    the description also travel as a google.rpc.BadRequest field violation in the status details."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.description = message
 
 
 class NotFound(TTSError):
@@ -83,6 +85,23 @@ class StageError(TTSError):
         self.code = code
 
 
+def field_violation(trailing_metadata) -> tuple[str, str] | None:
+    """(field, description) of the first google.rpc.BadRequest field violation in a call's status details."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in trailing_metadata or ():
+        if key != "grpc-status-details-bin":
+            continue
+        try:
+            for detail in status_pb2.Status.FromString(value).details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad) and bad.field_violations:
+                    return bad.field_violations[0].field, bad.field_violations[0].description
+        except Exception:  # noqa: BLE001 - malformed details are just no field
+            return None
+    return None
+
+
 def from_rpc_error(stage: str, err: grpc.aio.AioRpcError) -> TTSError:
     """Map a failed call to a stage into the error our own caller sees."""
     code = err.code()
@@ -99,4 +118,8 @@ def from_rpc_error(stage: str, err: grpc.aio.AioRpcError) -> TTSError:
         return ResourceExhausted(f"{stage}: {details}", retry_after_s=retry)
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
         return StageError(grpc.StatusCode.INTERNAL, f"{stage}: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        violation = field_violation(err.trailing_metadata())
+        if violation:                               # the stage's field travels on to our caller
+            return InvalidArgument(violation[0], scrub_addresses(violation[1]))
     return StageError(code, details)

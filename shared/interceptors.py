@@ -13,7 +13,7 @@ import time
 
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from .errors import InvalidArgument, ResourceExhausted, TTSError
 from .logging import request_id_var, tenant_var
@@ -24,21 +24,26 @@ log = logging.getLogger("shared.rpc")
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-def _trailers(exc: TTSError) -> tuple:
-    if not isinstance(exc, ResourceExhausted):
-        return ()
-    seconds = max(exc.retry_after_s, 0.0)
-    retry = error_details_pb2.RetryInfo(
-        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9)))
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=exc.message)
-    status.details.add().Pack(retry)
-    return (("grpc-status-details-bin", status.SerializeToString()),
-            ("retry-after-ms", str(int(seconds * 1000))))
+def status_trailers(exc: TTSError) -> tuple:
+    """RESOURCE_EXHAUSTED: a google.rpc.RetryInfo (and a plain retry-after-ms); INVALID_ARGUMENT naming a field:
+    a google.rpc.BadRequest field violation. Both in grpc-status-details-bin, the message as in the status."""
+    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    if isinstance(exc, ResourceExhausted):
+        seconds = max(exc.retry_after_s, 0.0)
+        status.details.add().Pack(error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))))
+        return (("grpc-status-details-bin", status.SerializeToString()),
+                ("retry-after-ms", str(int(seconds * 1000))))
+    if isinstance(exc, InvalidArgument) and exc.field:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)]))
+        return (("grpc-status-details-bin", status.SerializeToString()),)
+    return ()
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service: str, method: str):
     if isinstance(exc, TTSError):
-        code, message, trailers = exc.code, exc.message, _trailers(exc)
+        code, message, trailers = exc.code, exc.message, status_trailers(exc)
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
             log.warning("rpc failed", extra={"method": method, "code": code.name, "error": message})
     else:

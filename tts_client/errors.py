@@ -4,11 +4,9 @@ Callers that do not want to know gRPC (the web process) catch :class:`TTSError` 
 """
 from __future__ import annotations
 
-import re
-
 import grpc
-
-_FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 
 class TTSError(Exception):
@@ -16,40 +14,45 @@ class TTSError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code                  # a grpc.StatusCode name: INVALID_ARGUMENT, UNAUTHENTICATED, ...
         self.message = message
-        self.field = field                # INVALID_ARGUMENT: the field the message starts with ("config.speed")
+        self.field = field                # INVALID_ARGUMENT: the field of its google.rpc.BadRequest ("config.speed")
         self.retry_after_s = retry_after_s  # RESOURCE_EXHAUSTED: when to retry
 
 
-def _retry_after(metadata) -> float | None:
-    for key, value in metadata or ():
+def _details(err: grpc.RpcError) -> list:
+    """The google.rpc.Status details of a failed call (RetryInfo, BadRequest, ...); [] when it carries none."""
+    try:
+        status = rpc_status.from_call(err)
+    except Exception:  # noqa: BLE001 - malformed or mismatched details are just no details
+        return []
+    return list(status.details) if status else []
+
+
+def _unpack(details: list, kind):
+    for detail in details:
+        message = kind()
+        if detail.Unpack(message):
+            return message
+    return None
+
+
+def _retry_after(err: grpc.RpcError) -> float | None:
+    for key, value in err.trailing_metadata() or ():
         if key == "retry-after-ms":
             try:
                 return int(value) / 1000
             except (TypeError, ValueError):
                 pass
-    for key, value in metadata or ():
-        if key == "grpc-status-details-bin":
-            try:
-                from google.rpc import error_details_pb2, status_pb2
-
-                status = status_pb2.Status.FromString(value)
-                for detail in status.details:
-                    info = error_details_pb2.RetryInfo()
-                    if detail.Unpack(info):
-                        return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            except Exception:  # noqa: BLE001 - a malformed detail is just no hint
-                pass
-    return None
+    info = _unpack(_details(err), error_details_pb2.RetryInfo)
+    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9 if info else None
 
 
 def from_rpc_error(err: grpc.RpcError) -> TTSError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else "") or code.name
-    field = ""
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        m = _FIELD.match(message)
-        field = m.group(1) if m else ""
-    retry = None
+    field, retry = "", None
+    if code == grpc.StatusCode.INVALID_ARGUMENT and hasattr(err, "trailing_metadata"):
+        bad = _unpack(_details(err), error_details_pb2.BadRequest)     # the field, from the status details
+        field = bad.field_violations[0].field if bad and bad.field_violations else ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hasattr(err, "trailing_metadata"):
-        retry = _retry_after(err.trailing_metadata())
+        retry = _retry_after(err)
     return TTSError(code.name, message, field, retry)

@@ -33,6 +33,7 @@ import soxr
 from tests.procs import Service
 from tts.v1 import tts_pb2
 from tts_client.client import make_config
+from tts_client.errors import from_rpc_error
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -323,6 +324,9 @@ def test_bad_input(stack, client, case: Case):
             case.call(client, stack)
         assert err.value.code() == case.code, err.value.details()
         assert case.needle in (err.value.details() or ""), err.value.details()
+        named = case.needle.split(": ")[0] if ": " in case.needle else ""
+        if case.code == INVALID and named and " " not in named:     # the field also travels as a BadRequest
+            assert from_rpc_error(err.value).field == named, err.value.trailing_metadata()
     still_serves(client, case.kind)
 
 

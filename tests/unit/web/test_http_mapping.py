@@ -9,6 +9,8 @@ import pytest
 
 from services.web.results import ResultStore
 from services.web.server import HTTPError, error_response, get_field, OPENAI_PARAMS
+from shared.errors import InvalidArgument
+from shared.interceptors import status_trailers
 from tts_client.errors import TTSError, from_rpc_error
 
 
@@ -39,13 +41,24 @@ def test_status_codes(code, status):
     assert resp.status == status and body(resp)["code"] == code
 
 
+def invalid_argument(field: str, message: str) -> FakeRpcError:
+    """A call failed as a service of ours fails it: the message, and the field as a BadRequest in the details."""
+    exc = InvalidArgument(field, message)
+    return FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, exc.message, status_trailers(exc))
+
+
 def test_invalid_argument_names_the_openai_field():
-    err = from_rpc_error(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "config.speed: 5 is outside 0.5..2.0"))
-    assert err.field == "config.speed"
+    err = from_rpc_error(invalid_argument("config.speed", "5 is outside 0.5..2.0"))
+    assert err.field == "config.speed" and err.message == "config.speed: 5 is outside 0.5..2.0"
     resp = error_response(err, OPENAI_PARAMS)
     assert resp.status == 400
     assert body(resp)["param"] == "speed" and body(resp)["message"] == "speed: 5 is outside 0.5..2.0"
     assert body(error_response(err))["param"] == "config.speed"        # the page's API keeps the gateway's name
+
+
+def test_the_field_comes_from_the_details_not_the_message():
+    err = from_rpc_error(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "config.speed: 5 is outside 0.5..2.0"))
+    assert err.field == "" and error_response(err).status == 400
 
 
 def test_retry_after_from_trailer_rounds_up():
