@@ -56,6 +56,7 @@ from .quotas import (GIVE_LUA, JOB_BYTES, JOBS, OUTPUT_BYTES, RESERVE_LUA, UNFIN
                      quota_key)
 from .settings import GatewaySettings
 from .validate import MAX_SEED, check_text, has_speakable, validate_config
+from .voices import is_registered
 
 log = logging.getLogger("gateway.batch")
 
@@ -397,7 +398,7 @@ class BatchManager:
     async def _check_voice(self, tenant: str, voice: str, field: str) -> None:
         if not voice:
             return
-        if voice.startswith("v_"):
+        if is_registered(voice, field):
             try:
                 await self.pipeline.voices.get(tenant, voice, with_audio=False)
             except NotFound:
@@ -753,10 +754,14 @@ class BatchManager:
             raise LineError("syn_text: has nothing to speak (only punctuation, symbols or spaces)")
         ps = spec.prompt_speech
         if ps:
+            try:
+                registered = is_registered(ps, "prompt_speech")
+            except InvalidArgument as exc:
+                raise LineError(exc.message) from None
             builtin = set()
-            if not ps.startswith("v_"):
+            if not registered:
                 builtin = {n for names in (await self.pipeline.builtin_voices()).values() for n in names}
-            if ps.startswith("v_") or ps in builtin:
+            if registered or ps in builtin:
                 cfg.voice = ps
             else:
                 try:

@@ -31,7 +31,7 @@ from tts.v1 import tts_pb2
 from .metrics import FIRST_CHUNK, PROMPT_RESENDS, RTF
 from .settings import GatewaySettings
 from .validate import ENCODINGS
-from .voices import VoiceRegistry
+from .voices import VoiceRegistry, is_registered
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -243,7 +243,7 @@ class Pipeline:
         source = cfg.WhichOneof("voice_source")
         voice_label = ""
         full_speaker = None
-        if source == "voice" and cfg.voice.startswith("v_"):
+        if source == "voice" and is_registered(cfg.voice, "config.voice"):
             # by reference: no speaker call, no prompt audio on the wire while the decoder holds the prompt
             rec = await self.voices.get(tenant, cfg.voice, with_audio=False)
             prompt_text = cfg.prompt_text or rec.prompt_text

@@ -19,6 +19,7 @@ from .metrics import SYNTHESES
 from .pipeline import FLUSH, Pipeline, call_stage
 from .settings import GatewaySettings
 from .validate import SSML_TAIL, check_ssml, check_text, has_speakable, validate_config
+from .voices import check_voice_id
 
 log = logging.getLogger("gateway")
 
@@ -193,9 +194,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def DeleteVoice(self, request, context):
         tenant, _ = self._tenant(context)
-        if not request.id:
-            raise InvalidArgument("id", "is empty")
-        await self.pipeline.voices.delete(tenant, request.id)
+        await self.pipeline.voices.delete(tenant, check_voice_id(request.id, "id"))
         return tts_pb2.DeleteVoiceResponse()
 
     async def AnalyzeText(self, request, context):

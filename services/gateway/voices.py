@@ -1,7 +1,7 @@
 """Registered voices, per tenant, in Redis.
 
 ``tts:voice:v1:{tenant}:{id}`` → hash {name, reference_id, encoder, prompt_text, seconds, created_at, audio}
-``tts:voices:v1:{tenant}`` → set of ids. Ids are random (``v_`` + 128 bits), so they cannot be guessed; a tenant
+``tts:voices:v1:{tenant}`` → set of ids. Ids are random (``v_`` + 128 bits, see ``is_registered``), so they cannot be guessed; a tenant
 never sees another tenant's ids (lookups are scoped by tenant, so a foreign id is simply NOT_FOUND).
 The canonical prompt audio is kept with the record so an evicted embedding can be recomputed.
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from shared.errors import NotFound, ResourceExhausted, Unavailable
+from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, QuotaSettings, Quotas, quota_key
 
@@ -41,6 +42,32 @@ if n == 1 then
 end
 return n
 """
+
+# What a voice is, decided here only: a registered voice's id is ``v_`` and 32 hex digits; any other voice string is
+# the name of a decoder engine's built-in voice (the decoder checks those against its Info).
+VOICE_ID_PREFIX = "v_"
+_VOICE_ID = re.compile(r"v_[0-9a-f]{32}")
+
+
+def new_voice_id() -> str:
+    return VOICE_ID_PREFIX + secrets.token_hex(16)
+
+
+def is_registered(voice: str, field: str = "config.voice") -> bool:
+    """True: ``voice`` is a registered voice's id; False: a built-in voice's name (or ""). A string that claims to be
+    an id (``v_...``) but is not of the form is INVALID_ARGUMENT naming ``field``."""
+    if not voice.startswith(VOICE_ID_PREFIX):
+        return False
+    check_voice_id(voice, field)
+    return True
+
+
+def check_voice_id(voice_id: str, field: str = "id") -> str:
+    if not voice_id:
+        raise InvalidArgument(field, "is empty")
+    if not _VOICE_ID.fullmatch(voice_id):
+        raise InvalidArgument(field, f"{voice_id[:80]!r} is not a voice id ({VOICE_ID_PREFIX} and 32 hex digits)")
+    return voice_id
 
 
 @dataclass
@@ -84,7 +111,7 @@ class VoiceRegistry:
 
     async def add(self, tenant: str, name: str, reference_id: str, encoder: str, prompt_text: str,
                   seconds: float, audio: bytes) -> VoiceRecord:
-        rec = VoiceRecord(id="v_" + secrets.token_hex(16), name=name, reference_id=reference_id, encoder=encoder,
+        rec = VoiceRecord(id=new_voice_id(), name=name, reference_id=reference_id, encoder=encoder,
                           prompt_text=prompt_text, seconds=seconds,
                           created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), audio=audio)
         fields = {"name": name, "reference_id": reference_id, "encoder": encoder, "prompt_text": prompt_text,
