@@ -19,6 +19,7 @@ import numpy as np
 
 from shared.aio import END, abandon, drain, race
 from shared.audio import AudioEncoder, float32_from_bytes
+from shared.encodings import ENCODINGS as FILE_ENCODINGS
 from shared.errors import InvalidArgument, TTSError, from_rpc_error
 from shared.internal_auth import client_interceptors
 from shared.playback import PlaybackClock
@@ -54,6 +55,15 @@ class Plan:
     # a registered voice goes to the decoder by reference id only; if that decoder does not hold its prompt
     # (NOT_FOUND), this gives the full conditioning (embedding + prompt audio) to resend with
     full_speaker: Callable[[], Awaitable[decoder_pb2.SpeakerConditioning]] | None = None
+
+
+@dataclass
+class Whole:
+    """The result of ``Pipeline.synthesize_whole``."""
+
+    audio: bytes                                    # a complete file in the plan's encoding
+    summary: tts_pb2.SynthesisSummary | None
+    segments: list                                  # the frontend's segments, in order
 
 
 class Stages:
@@ -445,6 +455,28 @@ class Pipeline:
             fe_call.cancel()
             if dec_call is not None:
                 dec_call.cancel()
+
+    async def synthesize_whole(self, plan: Plan, text: str, deadline: float | None, *, max_bytes: int = 0,
+                               too_long: str = "") -> Whole:
+        """One text, all its audio at once (unary Synthesize, a batch line): a complete file in the plan's encoding.
+        Over ``max_bytes`` (0: no limit) it stops at once with INVALID_ARGUMENT ``text: <too_long>``."""
+        async def whole():
+            yield text
+
+        segments: dict[int, frontend_pb2.Segment] = {}
+        parts, summary, size = [], None, 0
+        async for resp in self.run(plan, whole(), deadline,
+                                   on_segment=lambda seg: segments.__setitem__(seg.index, seg)):
+            if resp.WhichOneof("response") == "audio":
+                parts.append(resp.audio.audio)
+                size += len(resp.audio.audio)
+                if max_bytes and size > max_bytes:          # stop now, not after synthesizing all of it
+                    raise InvalidArgument("text", too_long)
+            else:
+                summary = resp.summary
+        # the streamed WAV header has unknown length: a complete file (other encodings already are one)
+        audio = FILE_ENCODINGS[plan.encoding].complete_file(b"".join(parts), plan.sample_rate)
+        return Whole(audio, summary, [segments[i] for i in sorted(segments)])
 
     @staticmethod
     def _chunk(plan: Plan, data: bytes, offset: int, n: int, index: int, seg, segment_end: bool):

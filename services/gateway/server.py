@@ -6,7 +6,6 @@ import logging
 import time
 
 
-from shared.encodings import ENCODINGS
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.logging import tenant_var
 from tts.decoder.v1 import decoder_pb2
@@ -143,26 +142,14 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                                       f"({self.settings.max_message_mb} MB); use StreamingSynthesize for long texts")
             deadline = _deadline(context)
             plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
-
-            async def whole():
-                yield request.text
-
-            parts, summary, size = [], None, 0
-            async for resp in self.pipeline.run(plan, whole(), deadline):
-                if resp.WhichOneof("response") == "audio":
-                    parts.append(resp.audio.audio)
-                    size += len(resp.audio.audio)
-                    if size > limit:                # stop now, not after synthesizing all of it
-                        raise InvalidArgument("text", f"the audio is over the {self.settings.max_message_mb} MB "
-                                              "response limit; use StreamingSynthesize for long texts")
-                else:
-                    summary = resp.summary
-            audio = b"".join(parts)
-            # the streamed WAV header has unknown length: a complete file (other encodings already are one)
-            audio = ENCODINGS[plan.encoding].complete_file(audio, plan.sample_rate)
+            whole = await self.pipeline.synthesize_whole(
+                plan, request.text, deadline, max_bytes=limit,
+                too_long=f"the audio is over the {self.settings.max_message_mb} MB response limit; use "
+                         "StreamingSynthesize for long texts")
             SYNTHESES.labels("Synthesize", "ok").inc()
-            return tts_pb2.SynthesizeResponse(audio=audio, sample_rate=plan.sample_rate,
-                                              encoding=tts_pb2.AudioEncoding.Value(plan.encoding), summary=summary)
+            return tts_pb2.SynthesizeResponse(audio=whole.audio, sample_rate=plan.sample_rate,
+                                              encoding=tts_pb2.AudioEncoding.Value(plan.encoding),
+                                              summary=whole.summary)
 
     async def ListVoices(self, request, context):
         tenant, _ = self._tenant(context)
@@ -232,7 +219,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         log.info("decoder caches cleared", extra={"freed_bytes": out.freed_bytes, "decoders": out.decoders})
         return out
 
-    # ---- batch jobs (services/gateway/batch.py) ----
+    # ---- batch jobs (services/gateway/batch/) ----
     def _batches(self, context):
         tenant, _ = self._tenant(context)
         if self.batches is None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from services.gateway.batch import LineError, parse_line, resolve_inside, split_jsonl, tenant_dir
+from services.gateway.batch.lines import LineError, parse_line, resolve_inside, split_jsonl, tenant_dir
 from shared.errors import InvalidArgument
 
 
