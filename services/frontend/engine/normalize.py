@@ -98,7 +98,7 @@ def _pre_zh(text: str) -> str:
     text = zh_rules.pre_zh(text)
     text = _ZH_FAHRENHEIT_RE.sub(lambda m: f"华氏{m.group(1)}度", text)
     text = _ZH_BELOW_ZERO_RE.sub(lambda m: f"零下{m.group(1)}{'℃' if m.group(2) != '度' else '度'}", text)
-    return text
+    return zh_rules.minus(text)
 
 
 def _pre_en(text: str) -> str:

@@ -153,6 +153,16 @@ _ERA_RE = re.compile(r"(\d{1,4})\s*(?:(a\.?d\.?|AD|A\.D\.)|(b\.?c\.?|BC|B\.C\.))
 _ERA_YEAR_RE = re.compile(r"(公元前?)(\d{1,4})(?=年)")
 _DOT_DATE_RE = re.compile(r"(?<!\d)(\d{4})[·・](\d{1,2})[·・](\d{1,2})(?!\d)")
 _HMS_ZERO_RE = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2}):(\d{2})(?![\d:])")
+# three numbers joined by dots or slashes: a version (v1.2.3, iOS 17.4.1, 版本3.2.1, 2.3.1版), a yy/m/d or yy.m.d
+# date (12/2/2, 12.2.3: the order 年月日 of Chinese dates), a m/d/yyyy date whose second part cannot be a month
+_CUED_VERSION_RE = re.compile(r"(?P<cue>[A-Za-z]\s?|版本号?[是为:：]?\s?|(?:升级|更新|降级)[到至为]\s?)"
+                              r"(?P<v>\d{1,3}(?:\.\d{1,3}){2})(?![\d.])"
+                              r"|(?<![\d.])(?P<v2>\d{1,3}(?:\.\d{1,3}){2})(?=\s?版)")
+_TRIPLE_RE = re.compile(r"(?<![\d./:A-Za-z-])(\d{1,4})([/.])(\d{1,2})\2(\d{1,4})(?![\d./:])")
+_TWO_DIGIT_YEAR_RE = re.compile(r"(?<![\d.:/])(\d{2})年(?=\d{1,2}月)")     # 98年3月: a year, not 98 years
+# a minus sign before a number: 负, so that -2000 reads like 2000 (wetext's own minus path says 负二千); not a range
+# (1-2), a word hyphen (COVID-19) or a formula with spaces (3 - 2)
+_MINUS_RE = re.compile(r"(?<![0-9A-Za-z_.)）\]/:%\-−－])(?<![0-9A-Za-z]\s)[-−－](?=\d)")
 
 # Latin words that may stand in a Chinese sentence without making it English (units, codes, am/pm, eras)
 ZH_CONTEXT_WORDS = ({u for u in UNITS if u.isascii() and u.isalpha()}
@@ -185,6 +195,22 @@ def _acronym(m: re.Match) -> str:
     return w
 
 
+def _version(v: str) -> str:
+    """'17.4.1' → 十七点四点一 (each part a number; a part with a leading zero digit by digit)."""
+    return "点".join(cardinal(p) if p == "0" or not p.startswith("0") else plain_digits(p) for p in v.split("."))
+
+
+def _triple(m: re.Match) -> str:
+    a, sep, b, c = m.group(1), m.group(2), m.group(3), m.group(4)
+    if len(a) == 2 and len(c) <= 2 and 1 <= int(b) <= 12 and 1 <= int(c) <= 31:          # yy/m/d
+        return f"{plain_digits(a)}年{cardinal(b)}月{cardinal(c)}日"
+    if sep == "/" and len(c) == 4 and len(a) <= 2 and 1 <= int(a) <= 12 and 13 <= int(b) <= 31:   # m/d/yyyy
+        return f"{c}年{int(a)}月{int(b)}日"
+    if sep == "." and len(a) <= 3 and len(c) <= 3:                                          # a version number
+        return _version(m.group())
+    return m.group()
+
+
 def _era(m: re.Match) -> str:
     return ("公元前" if m.group(3) else "公元") + plain_digits(m.group(1)) + "年"
 
@@ -212,12 +238,21 @@ def pre_zh_first(text: str, left: str = "") -> str:
     return text
 
 
+def minus(text: str) -> str:
+    """A minus sign before a number → 负 (run after the rules that read a sign themselves: temperatures, money …)."""
+    return _MINUS_RE.sub("负", text)
+
+
 def pre_zh(text: str) -> str:
     """Rules after the common ones (full-width digits, thousands separators, very long digit strings)."""
     text = _BC_DATE_RE.sub(lambda m: "公元前" + m.group(1), text)
     text = _ERA_RE.sub(_era, text)
     text = _ERA_YEAR_RE.sub(lambda m: m.group(1) + plain_digits(m.group(2)), text)
     text = _DOT_DATE_RE.sub(lambda m: f"{m.group(1)}年{int(m.group(2))}月{int(m.group(3))}日", text)
+    text = _CUED_VERSION_RE.sub(lambda m: (m.group("cue") + _version(m.group("v")) if m.group("v")
+                                           else _version(m.group("v2"))), text)
+    text = _TRIPLE_RE.sub(_triple, text)
+    text = _TWO_DIGIT_YEAR_RE.sub(lambda m: plain_digits(m.group(1)) + "年", text)
     text = _LEADING_ZERO_RE.sub(lambda m: m.group(1) or m.group(2), text)
     text = _MONEY_RE.sub(_money, text)
     text = _ZERO_CENTS_RE.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)

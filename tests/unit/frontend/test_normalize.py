@@ -74,3 +74,33 @@ def test_default_dictionary_loads_clean():
 
     d = load_dictionary("configs/G2P_replace_dict.jsonl")
     assert d.entries > 40 and not d.errors and not d.warnings
+
+
+# TN rules from the public suites' failures (issue 11): each one a general rule, tested apart from the suites
+@pytest.mark.parametrize("text,expected", [
+    ("-2000", "负两千"), ("差额为-2930.5元", "差额为负两千九百三十点五元"),    # a minus reads the number as without it
+    ("温度-5到-3", "温度负五到负三"), ("中国1-2", "中国一比二"), ("3-5个", "三到五个"),   # ranges and scores stay
+])
+def test_minus_sign_reads_the_number_as_without_it(text, expected):
+    assert normalize(text, "zh") == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("日期是12/2/2", "日期是一二年二月二日"), ("12.2.3", "一二年二月三日"),              # yy/m/d, yy.m.d
+    ("截止12/25/2026", "截止二零二六年十二月二十五日"),                                # m/d/yyyy, day > 12
+])
+def test_three_part_dates(text, expected):
+    assert normalize(text, "zh") == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("请升级到iOS 17.4.1", "请升级到iOS 十七点四点一"), ("v1.2.3", "v一点二点三"), ("升级到2.3.1版本", "升级到二点三点一版本"),
+    ("版本号是12.2.3", "版本号是十二点二点三"), ("10.0.1", "十点零点一"),
+])
+def test_version_numbers(text, expected):
+    assert normalize(text, "zh") == expected
+
+
+def test_two_digit_year_before_a_month():
+    assert normalize("98年3月入职", "zh") == "九八年三月入职"
+    assert normalize("工作了15年", "zh") == "工作了十五年"          # a duration stays a number
