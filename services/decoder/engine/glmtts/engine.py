@@ -152,10 +152,10 @@ class GLMTTSEngine:
     segment_units = (30, 60)
 
     def __init__(self, path: str, *, device: str = "auto", max_streams: int = 8, max_tokens_per_stream: int = 4096,
-                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
+                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (8, 16, 32, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "official",
+                 lookahead: int | tuple[int, ...] = (8, 12, 16, 25), threads: int = 0, phonemes: str = "official",
                  dtype: str = "auto", speaker_encoder: str = ""):
         self.path = path
         self.device, self.dtype = pick_device(device, dtype)
