@@ -11,7 +11,10 @@ Prints, from one run:
   4. per-stream decoding speed through the whole engine (continuous batching; the acoustic worker renders audio at
      the same time), first chunk and peak device memory per row;
   5. the token rate of decoding streams while new cloned voices' prompts are built (off the LM thread), as a share
-     of their rate without.
+     of their rate without;
+  6. streaming fidelity vs latency per block/look-ahead policy: the mel distance to the offline (full-attention)
+     render at block ends on the reference pack's flow inputs (tests/data/glmtts-reference/flow, official random
+     weights; target <= 0.1), the tokens before the first chunk, and the first-chunk latency through the engine.
 Targets on a 2-core machine: >= 45 tok/s with the cache, >= 5x the no-cache speed; 4 streams >= 25 tok/s each;
 >= 80 % of the token rate kept while prompts are built; total tok/s at 8 and 16 streams >= 1.5x the per-stream
 step's, one stream not slower.
@@ -41,6 +44,10 @@ from services.decoder.engine.glmtts.reference import PerStreamLM
 from services.decoder.engine.glmtts.scheduler import Scheduler, Segment, StreamState
 
 DEVICE, DTYPE = torch.device("cpu"), torch.float32       # set from the command line in main()
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _sync() -> None:
@@ -165,6 +172,99 @@ def scheduler_runs(path: Path, tokens_per_stream: int, concurrency: list[int]):
     return rows
 
 
+PACK_FLOW = ROOT / "tests" / "data" / "glmtts-reference" / "flow"
+# (name, flow blocks, look-ahead): the engine's default (settings), the one before it, and no look-ahead
+POLICIES = [("default: small first block, look-ahead on every block", None, None),
+            ("previous default", (15, 25, 50), (12, 25, 50)),
+            ("no look-ahead (before it was added)", (15, 25, 50), (0,))]
+
+
+def _policies():
+    from services.decoder.settings import DecoderSettings
+
+    st = DecoderSettings()
+    default = (tuple(int(x) for x in st.glmtts_chunk_schedule.split(",")),
+               tuple(int(x) for x in st.glmtts_lookahead.split(",")))
+    return [(name, b or default[0], a or default[1]) for name, b, a in POLICIES]
+
+
+def block_end_distance(blocks, lookahead) -> tuple[float, float]:
+    """Stream the pack's tokens one at a time through block mode with ``lookahead``: the max |mel - offline| within
+    4 frames of every block end, and anywhere."""
+    import itertools
+
+    from safetensors.torch import load_file
+
+    from services.decoder.engine.glmtts.flow import load_flow
+
+    flow = load_flow(PACK_FLOW)
+    x = load_file(str(PACK_FLOW / "flow_inputs.safetensors"))
+    off = flow.inference(x["token"], x["prompt_token"], x["prompt_feat"], x["embedding"], n_timesteps=10,
+                         noise=x["noise"])
+    s = flow.stream(x["prompt_token"], x["prompt_feat"], x["embedding"], n_timesteps=10, block_pattern=blocks,
+                    lookahead=list(lookahead), noise=x["noise"])
+    pieces = [m for t in range(x["token"].shape[1]) if (m := s.push(x["token"][:, t:t + 1])).shape[-1]]
+    pieces.append(s.finish())
+    mel = torch.cat(pieces, dim=-1)
+    ends = list(itertools.accumulate(p.shape[-1] for p in pieces))[:-1]
+    d = (mel - off).abs()
+    return max(float(d[:, :, max(0, e - 4): e + 4].max()) for e in ends), float(d.max())
+
+
+async def first_chunk_by_policy(engine, text: str, runs: int) -> list[tuple]:
+    """Per policy: (name, blocks, look-ahead, tokens before the first chunk, median first-chunk latency s, pack
+    block-end distance, pack max distance)."""
+    from services.decoder.engine.glmtts.acoustic import emit_schedule
+
+    saved = engine.schedule, engine.lookahead, engine.acoustic.lookahead
+    out = []
+    try:
+        for name, blocks, la in _policies():
+            engine.schedule, engine.lookahead = list(blocks), list(la)
+            engine.acoustic.lookahead = list(la)
+            firsts = []
+            for i in range(runs):
+                t0 = time.perf_counter()
+                stream = engine.open_stream(Voice(), StreamOptions(seed=200 + i))
+                stream.feed(SegmentInput(index=0, text=text, normalized=text))
+                stream.end()
+                try:
+                    async for _ in stream.chunks():
+                        firsts.append(time.perf_counter() - t0)
+                        break
+                finally:
+                    await stream.close()
+            at_ends, overall = await asyncio.to_thread(block_end_distance, blocks, la)
+            out.append((name, blocks, la, emit_schedule(blocks, la)[0], statistics.median(firsts), at_ends, overall))
+    finally:
+        engine.schedule, engine.lookahead, engine.acoustic.lookahead = saved
+    return out
+
+
+def print_policies(rows) -> None:
+    print("| streaming policy | flow blocks | look-ahead | tokens before the first chunk | first chunk (median) "
+          "| pack: mel distance at block ends | pack: anywhere |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for name, blocks, la, first_tokens, first_s, at_ends, overall in rows:
+        print(f"| {name} | {','.join(map(str, blocks))} | {','.join(map(str, la))} | {first_tokens} "
+              f"| {first_s * 1000:.0f} ms | {at_ends:.3f} | {overall:.3f} |")
+    d = rows[0]
+    print(f"
+targets (default policy): block ends within 0.1 of offline: {'PASS' if d[5] <= 0.1 else 'FAIL'} "
+          f"({d[5]:.3f}); first chunk no later than with the previous default: "
+          f"{'PASS' if d[4] <= rows[1][4] else 'FAIL'} ({d[4] * 1000:.0f} vs {rows[1][4] * 1000:.0f} ms)\n", flush=True)
+
+
+async def streaming_only(path: Path, runs: int):
+    engine = GLMTTSEngine(str(path), max_streams=4, max_tokens_per_stream=2048, device=str(DEVICE),
+                          dtype=str(DTYPE).removeprefix("torch."))
+    await engine.warmup()
+    try:
+        return await first_chunk_by_policy(engine, "您好，请问有什么可以帮您", runs)
+    finally:
+        await engine.close()
+
+
 async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int], first_chunk_runs: int):
     # exactly `ratio` speech tokens per text id, so every stream decodes the same number of tokens
     text = "您好，请问有什么可以帮您"
@@ -277,6 +377,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="", help="scheduler runs; default 1,2,4,8,16,32 (SIZE=full: 1,4,16,64)")
     ap.add_argument("--engine-concurrency", default="", help="whole-engine runs; default 1,2,4,8 (SIZE=full: "
                     "1,4,16,64)")
+    ap.add_argument("--streaming-only", action="store_true",
+                    help="only section 6 (streaming policy: pack mel distance and first-chunk latency)")
     args = ap.parse_args()
     DEVICE, DTYPE = pick_device(args.device, args.dtype)
     path = Path(args.checkpoint or ROOT / "models" / f"glmtts-{args.size}")
@@ -295,7 +397,12 @@ def main() -> None:
     params = sum(p.numel() for p in lm0.model.parameters())
     del lm0
     print(f"\nglmtts decoder benchmark — {path.name}: {params / 1e6:.1f}M-parameter LLM, {where}, "
-          f"{str(DTYPE).removeprefix('torch.')}\n", flush=True)
+          f"{str(DTYPE).removeprefix('torch.')}; load average {_load()}\n", flush=True)
+
+    print_policies(asyncio.run(streaming_only(path, runs=5)))
+    print(f"load average after section 6: {_load()}\n", flush=True)
+    if args.streaming_only:
+        return
 
     with_cache, without, per_stream = lm_speed(path, args.tokens)
     print(f"| LM decoding, {args.tokens} tokens, 1 stream | tok/s |")
@@ -327,7 +434,7 @@ def main() -> None:
 
     econc = [int(x) for x in (args.engine_concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8")).split(",")]
     firsts, rows, builds = asyncio.run(engine_runs(path, args.stream_tokens, econc, first_chunk_runs=5))
-    print(f"time to first audio chunk (1 stream, first chunk = 15 tokens): median {statistics.median(firsts) * 1000:.0f} ms, "
+    print(f"time to first audio chunk (1 stream, default policy): median {statistics.median(firsts) * 1000:.0f} ms, "
           f"min {min(firsts) * 1000:.0f} ms, max {max(firsts) * 1000:.0f} ms over {len(firsts)} runs\n")
     print(f"| concurrent streams, whole engine ({args.stream_tokens} tokens each, audio rendered at the same time) "
           f"| tok/s per stream (min) | tok/s per stream (mean) | total tok/s | first chunk (median) "

@@ -22,12 +22,14 @@ def segment_from_proto(seg) -> SegmentInput:
     return SegmentInput(
         index=seg.index, text=seg.text, normalized=seg.normalized, phonemes=seg.phonemes,
         words=[WordInput(w.text, w.lang, list(w.pinyin), w.phonemes,
-                         (w.span.start, w.span.end) if w.HasField("span") else None) for w in seg.words])
+                         (w.span.start, w.span.end) if w.HasField("span") else None, list(w.citation_pinyin))
+               for w in seg.words])
 
 
 def voice_from_config(cfg) -> Voice:
     spk = cfg.speaker
-    voice = Voice(name=cfg.voice, reference_id=spk.reference_id, encoder=spk.encoder, prompt_text=spk.prompt_text)
+    voice = Voice(name=cfg.voice, reference_id=spk.reference_id, encoder=spk.encoder, prompt_text=spk.prompt_text,
+                  prompt_segments=[segment_from_proto(s) for s in spk.prompt_segments])
     if len(spk.embedding):
         voice.embedding = np.asarray(spk.embedding, dtype=np.float32)
     if spk.prompt_pcm16k:
@@ -149,5 +151,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
                 throughput=stats.get("throughput", 0.0), compute_per_audio_s=stats.get("compute_per_audio_s", 0.0),
                 headroom_streams=stats.get("headroom_streams", 0.0),
-                speaker_encoder=getattr(engine, "speaker_encoder", "")))
+                speaker_encoder=getattr(engine, "speaker_encoder", ""),
+                segment_min_units=getattr(engine, "segment_units", (0, 0))[0],
+                segment_max_units=getattr(engine, "segment_units", (0, 0))[1]))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

@@ -7,6 +7,7 @@ from shared.errors import InvalidArgument
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
 from .engine import FrontendEngine, Segment
+from .engine.merge import MergePolicy
 
 # Engine calls on inputs up to this many characters run inline (they take well under a few ms).
 INLINE_CHARS = 32
@@ -25,6 +26,12 @@ def segment_to_proto(seg: Segment) -> frontend_pb2.Segment:
     )
 
 
+def _merge(cfg: frontend_pb2.NormalizeConfig) -> MergePolicy | None:
+    if cfg.merge_min_units < 0 or cfg.merge_max_units < 0:
+        raise InvalidArgument("config.merge_min_units", "must be >= 0")
+    return MergePolicy.of(cfg.merge_min_units, cfg.merge_max_units)
+
+
 async def _call(fn, *args, size: int = INLINE_CHARS + 1):
     if size <= INLINE_CHARS:
         return fn(*args)
@@ -37,7 +44,8 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
         self.shared = shared        # dictstore.SharedDictionary when TTS_FRONTEND_REDIS_URL is set
 
     def _stream(self, cfg: frontend_pb2.NormalizeConfig):
-        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None, cfg.decoder_rtf)
+        return self.engine.stream(cfg.language, cfg.phoneme_mode, cfg.max_segment_chars or None, cfg.decoder_rtf,
+                                  merge=_merge(cfg), whole_text=cfg.whole_text)
 
     async def Normalize(self, request_iterator, context):
         stream = None
@@ -66,7 +74,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServicer):
     async def Analyze(self, request, context):
         cfg = request.config
         segments = await _call(self.engine.analyze, request.text, cfg.language, cfg.phoneme_mode,
-                               cfg.max_segment_chars or None, cfg.decoder_rtf, size=len(request.text))
+                               cfg.max_segment_chars or None, cfg.decoder_rtf, _merge(cfg), size=len(request.text))
         return frontend_pb2.AnalyzeResponse(segments=[segment_to_proto(s) for s in segments])
 
     async def ReloadDictionary(self, request, context):

@@ -196,6 +196,7 @@ class Pipeline:
         self.voices = voices
         self._builtin: dict[str, list[str]] = {}
         self._encoders: dict[str, str] = {}       # engine → the speaker encoder id its model needs ("" = any)
+        self._segment_units: dict[str, tuple[int, int]] = {}   # engine → the segment sizes its LM reads best
         self._default_engine = ""
 
     # ---- voices ------------------------------------------------------------------------------------------------
@@ -223,6 +224,7 @@ class Pipeline:
         if not self._builtin:
             info = await call_stage("decoder", self.stages.decoder().Info(decoder_pb2.InfoRequest(), timeout=5))
             self._encoders = {e.name: e.speaker_encoder for e in info.engines}
+            self._segment_units = {e.name: (e.segment_min_units, e.segment_max_units) for e in info.engines}
             self._default_engine = info.default_engine
             self._builtin = {e.name: list(e.voices) for e in info.engines}
         return self._builtin
@@ -234,6 +236,23 @@ class Pipeline:
         except TTSError:                # no decoder answers Info now: the speaker's default; the decoder checks it
             return ""
         return self._encoders.get(engine or self._default_engine, "")
+
+    async def segment_units(self, engine: str) -> tuple[int, int]:
+        """(min, max) units the decoder's ``engine`` wants per segment ((0, 0) = as the frontend cuts them)."""
+        try:
+            await self.builtin_voices()
+        except TTSError:
+            return 0, 0
+        return self._segment_units.get(engine or self._default_engine, (0, 0))
+
+    async def prompt_segments(self, prompt_text: str, metadata, timeout) -> list:
+        """The prompt transcript through the frontend (numbers, codes, readings: what the prompt audio says), for an
+        engine whose LM reads it; [] when there is none."""
+        if not prompt_text.strip():
+            return []
+        resp = await call_stage("frontend", self.stages.frontend.Analyze(
+            frontend_pb2.AnalyzeRequest(text=prompt_text), metadata=metadata, timeout=timeout))
+        return list(resp.segments)
 
     # ---- planning ----------------------------------------------------------------------------------------------
     async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False) -> Plan:
@@ -261,8 +280,10 @@ class Pipeline:
             engine = engine or self.settings.cloning_model
             encoder = await self.speaker_encoder(engine)       # the one the decoder engine's model needs
             ref_encoder = encoder or rec.encoder                 # the same string in both messages (prompt cache key)
+            prompt_segments = await self.prompt_segments(prompt_text, metadata, timeout)
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
-                reference_id=rec.reference_id, encoder=ref_encoder, prompt_text=prompt_text))
+                reference_id=rec.reference_id, encoder=ref_encoder, prompt_text=prompt_text,
+                prompt_segments=prompt_segments))
             voice_id = cfg.voice
 
             async def full_speaker():
@@ -270,7 +291,8 @@ class Pipeline:
                 emb, _ = await self.conditioning_for(tenant, voice_id, metadata, left, encoder)
                 return decoder_pb2.SpeakerConditioning(
                     reference_id=emb.reference_id, embedding=emb.embedding, encoder=ref_encoder,
-                    prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text)
+                    prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text,
+                    prompt_segments=prompt_segments)
         elif source == "reference_audio":
             engine = engine or self.settings.cloning_model
             encoder = await self.speaker_encoder(engine)
@@ -285,15 +307,18 @@ class Pipeline:
             dcfg.speaker.CopyFrom(decoder_pb2.SpeakerConditioning(
                 reference_id=emb.reference_id, embedding=emb.embedding,
                 encoder=encoder_id(emb.encoder, emb.encoder_version),
-                prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text))
+                prompt_pcm16k=emb.prompt_pcm16k, prompt_pcm24k=emb.prompt_pcm24k, prompt_text=prompt_text,
+                prompt_segments=await self.prompt_segments(prompt_text, metadata, timeout)))
         elif source == "voice":
             dcfg.voice = voice_label = cfg.voice
         dcfg.engine = engine
+        merge_min, merge_max = await self.segment_units(engine)
         return Plan(
             request_id=request_id, tenant=tenant, engine=engine, voice_label=voice_label, decode_config=dcfg,
             full_speaker=full_speaker,
             normalize_config=frontend_pb2.NormalizeConfig(language=cfg.language, phoneme_mode=cfg.phoneme_mode,
-                                                          request_id=request_id),
+                                                          request_id=request_id, merge_min_units=merge_min,
+                                                          merge_max_units=merge_max, whole_text=offline),
             sample_rate=cfg.sample_rate or self.settings.default_sample_rate,
             encoding=ENCODINGS[cfg.encoding], metadata=metadata)
 

@@ -24,6 +24,7 @@ class Voice:
     prompt_pcm16k: np.ndarray | None = None      # float32 mono 16 kHz, trimmed
     prompt_pcm24k: np.ndarray | None = None      # float32 mono 24 kHz, the same stretch (resampled once)
     prompt_text: str = ""
+    prompt_segments: list["SegmentInput"] = field(default_factory=list)   # prompt_text as the frontend normalized it
 
 
 @dataclass
@@ -43,6 +44,7 @@ class WordInput:
     pinyin: list[str] = field(default_factory=list)   # tone digits, neutral = 5
     phonemes: str = ""
     span: tuple[int, int] | None = None          # in the segment's normalized text
+    citation: list[str] = field(default_factory=list)  # the same syllables before tone sandhi (dictionary tones)
 
 
 @dataclass

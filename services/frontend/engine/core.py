@@ -14,6 +14,7 @@ from . import markup
 from .dictionary import ReplaceDictionary, file_stamp, load_dictionary, parse_dictionary
 from .english import EnglishG2P
 from .g2p import G2P, jieba_tokenizer, join_phonemes, language_spans, sync_jieba_words
+from .merge import Merger, MergePolicy
 from .normalize import normalize
 from .normalize import warmup as normalize_warmup
 from .segmenter import Schedule, Splitter
@@ -151,16 +152,19 @@ class FrontendEngine:
         self.analyze("你好，我用iPhone 15打了110。Dr. Smith paid $3.50 on 2026-01-13.")
 
     def analyze(self, text: str, language: str = "", phoneme_mode: bool = False,
-                max_segment_chars: int | None = None, decoder_rtf: float = 0.0) -> list[Segment]:
+                max_segment_chars: int | None = None, decoder_rtf: float = 0.0,
+                merge: MergePolicy | None = None) -> list[Segment]:
         if len(text) > self.max_text_chars:
             raise InvalidArgument("text", f"{len(text)} characters is over the limit of {self.max_text_chars}")
-        s = self.stream(language, phoneme_mode, max_segment_chars, decoder_rtf)
+        s = self.stream(language, phoneme_mode, max_segment_chars, decoder_rtf, merge=merge, whole_text=True)
         return s.push(text) + s.flush()
 
     def stream(self, language: str = "", phoneme_mode: bool = False,
-               max_segment_chars: int | None = None, decoder_rtf: float = 0.0) -> "TextStream":
+               max_segment_chars: int | None = None, decoder_rtf: float = 0.0,
+               merge: MergePolicy | None = None, whole_text: bool = False) -> "TextStream":
         """``decoder_rtf``: the decoder's compute seconds per second of audio for this stream (0 = unknown); it sizes
-        the segments (see segmenter.Schedule)."""
+        the segments (see segmenter.Schedule). ``merge``: hand segments out merged (merge.py; the first one early
+        unless ``whole_text``: the whole text comes at once)."""
         if language not in LANGUAGES:
             raise InvalidArgument("config.language", f"{language!r} is not one of {', '.join(repr(x) for x in LANGUAGES)}")
         if max_segment_chars is not None and max_segment_chars < 0:
@@ -168,12 +172,17 @@ class FrontendEngine:
         if decoder_rtf != decoder_rtf or decoder_rtf < 0:
             raise InvalidArgument("config.decoder_rtf", "must be a number >= 0")
         max_units = max_segment_chars or self.max_segment_chars
-        return TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
+        stream = TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
+        if merge is not None:
+            stream.merger = Merger(merge, early_first=not whole_text)
+        return stream
 
     # -- one segment -------------------------------------------------------------------------------------------
-    def context_language(self, text: str, language: str, zh_request: bool = False) -> str:
+    def context_language(self, text: str, language: str, zh_request: bool = False, left: str = "") -> str:
         """zh when the segment has Chinese characters; en for English words (unless only a few of them stand in
-        a Chinese request); a piece of units, codes and numbers (25kg, CNY 1.25, 10:04am) is read in Chinese."""
+        a Chinese request); a piece of units, codes and numbers (25kg, CNY 1.25, 10:04am) is read in Chinese,
+        except a piece without letters that goes on an English sentence of a request without Chinese
+        ("... on Jan. 5th, | 2024.")."""
         if any(is_cjk(c) for c in text):
             return "zh"
         if language == "en":
@@ -183,6 +192,8 @@ class FrontendEngine:
                 return "zh"
             if zh_request and len(re.findall(r"[A-Za-z]+", text)) <= ZH_REQUEST_LATIN_WORDS:
                 return "zh"
+            return "en"
+        if not zh_request and any(is_latin_letter(c) for c in _SENTENCE_END.split(left)[-1]):
             return "en"
         return "zh"
 
@@ -195,7 +206,8 @@ class FrontendEngine:
         plain = text
         if phoneme_mode:
             plain, forced_plain = markup.parse(text, start)
-        lang = self.context_language(plain, language, zh_request)
+        plain = _MD_HEADING.sub("", plain)        # "## Title": a markdown heading mark is not read
+        lang = self.context_language(plain, language, zh_request, left)
         code_left = _SENTENCE_END.split(left)[-1][-CODE_CONTEXT_CHARS:] if lang == "zh" else ""
         forced: dict[int, str] = {}
         if forced_plain:
@@ -221,6 +233,7 @@ COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut
 CONTEXT_CHARS = 12     # characters of context on each side of a segment for its polyphones
 CODE_CONTEXT_CHARS = 8  # characters before a segment where a code keyword (验证码, 房间号 …) still applies
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]")
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(?=\S)")
 
 
 def context_text(text: str, left: bool) -> str:
@@ -255,6 +268,7 @@ class TextStream:
         self.splitter = Splitter(max_segment_chars, phoneme_mode)
         self.zh_request = False   # Chinese characters seen in this request (or language "zh")
         self.prev_text = ""       # the last segment's text (context for the next one)
+        self.merger: Merger | None = None     # set for a decoder that wants merged segments (glmtts)
 
     def push(self, piece: str) -> list[Segment]:
         if not isinstance(piece, str):
@@ -311,6 +325,8 @@ class TextStream:
             self._emit(self.buf[:cut], out)
         if final and self.buf:
             self._emit(self.buf, out)
+        if self.merger is not None:
+            out.extend(self.merger.idle(final))
         return out
 
     def _emit(self, piece: str, out: list[Segment]) -> None:
@@ -327,4 +343,7 @@ class TextStream:
         self.prev_text = stripped
         self.index += 1
         self.last_audio_s = Schedule.audio_s(stripped)
-        out.append(seg)
+        if self.merger is not None:
+            out.extend(self.merger.add(seg, line_end=piece.rstrip(" \t").endswith("\n")))
+        else:
+            out.append(seg)

@@ -52,6 +52,9 @@ def test_info_lists_both_engines(stub):
     g = info["glmtts"]
     assert g.supports_cloning and g.sample_rate == 24000 and "default" in g.voices
     assert g.cache_budget_bytes > 0 and g.active_streams == 0
+    # the segment sizes the gateway asks the frontend to merge into (the published 30-60 units); embedded: none
+    assert (g.segment_min_units, g.segment_max_units) == (30, 60)
+    assert (info["embedded"].segment_min_units, info["embedded"].segment_max_units) == (0, 0)
 
 
 def test_decode_streams_token_chunks_in_order(stub):

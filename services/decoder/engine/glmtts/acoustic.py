@@ -30,6 +30,7 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument
 
 from .checkpoint import Layout
+from .lm_text import official_form
 from .prompt import Prompt, conditioning_digest
 from .scheduler import block_sizes
 
@@ -166,7 +167,7 @@ class Acoustic:
                 raise InvalidArgument("config.voice", f"unknown glmtts voice {name!r}; "
                                       f"available: {', '.join(self.voices) or 'none'}")
             tokens = [int(t) for t in spec.get("speech_tokens", [])]
-            text = spec.get("prompt_text", "")
+            text = official_form(spec["prompt_text"]) if spec.get("prompt_text", "").strip() else ""
             emb = np.asarray(spec["embedding"], dtype=np.float32)
             wav24 = None
             if spec.get("wav"):

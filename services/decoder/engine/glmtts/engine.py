@@ -17,6 +17,8 @@ import queue
 import threading
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -27,7 +29,7 @@ from ..base import Chunk, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
-from .phonemes import all_tokens, lm_text
+from .lm_text import force_end, inventory, join_lm_texts, lm_text, official_form
 from .prompt import GLMTTSLayout
 from .scheduler import Scheduler, Segment, StreamState
 
@@ -56,6 +58,16 @@ def pick_device(setting: str, dtype: str = "auto") -> tuple[torch.device, torch.
     return device, torch.float32
 
 
+def prompt_lm_text(voice: Voice) -> str:
+    """The prompt transcript for the LM: the frontend's normalization of it (numbers spelled out, as the published
+    inference does with its own normalizer) in the official form, without phonemes (the official gives the prompt
+    text no G2P); without frontend segments, the official form of the text as it came."""
+    if voice.prompt_segments:
+        parts = [lm_text(s.normalized, s.words, phonemes=False, end_mark=False) for s in voice.prompt_segments]
+        return force_end(join_lm_texts(parts)) if any(parts) else ""
+    return official_form(voice.prompt_text) if voice.prompt_text.strip() else ""
+
+
 def _cloned(voice: Voice) -> bool:
     return voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
 
@@ -76,12 +88,11 @@ class GLMTTSStream:
         self._error: BaseException | None = None
 
     def feed(self, segment: SegmentInput) -> None:
-        text = segment.normalized or segment.text
-        if self.engine.phoneme_tokens and segment.normalized and segment.words:
-            text = lm_text(segment.normalized, segment.words)
-        text = text.strip()
-        if not text:
-            return
+        text = segment.normalized.strip() or segment.text.strip()
+        if not text or not any(c.isalnum() for c in text):
+            return                  # nothing to say (a lone mark): the LM would be asked to speak an end mark
+        text = lm_text(segment.normalized, segment.words, phonemes=self.engine.phoneme_tokens) \
+            if segment.normalized.strip() else official_form(segment.text)
         ids = self.engine.lm.encode_text(text)
         self.engine.scheduler.feed(self.state, Segment(index=segment.index, text_ids=ids))
 
@@ -136,12 +147,15 @@ class GLMTTSEngine:
     name = "glmtts"
     sample_rate = SAMPLE_RATE
     supports_cloning = True
+    # the published inference gives its LM 30-60-unit passages (split_by_len); published in Info, the gateway asks
+    # the frontend to merge segments into this range (the first one still goes out early)
+    segment_units = (30, 60)
 
     def __init__(self, path: str, *, device: str = "auto", max_streams: int = 8, max_tokens_per_stream: int = 4096,
-                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (15, 25, 50),
+                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (8, 16, 32, 50),
                  n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
                  min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int | tuple[int, ...] = (12, 25, 50), threads: int = 0, phonemes: str = "polyphones",
+                 lookahead: int | tuple[int, ...] = (8, 12, 16, 25), threads: int = 0, phonemes: str = "official",
                  dtype: str = "auto", speaker_encoder: str = ""):
         self.path = path
         self.device, self.dtype = pick_device(device, dtype)
@@ -195,10 +209,11 @@ class GLMTTSEngine:
                             "is unset: cloned voices are accepted from any speaker encoder", extra={"path": self.path})
         t0 = time.perf_counter()
         self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
-        if self.phonemes == "polyphones":
-            self.phoneme_tokens = self.lm.has_tokens(all_tokens())
+        if self.phonemes != "off":
+            self.phoneme_tokens = self.lm.has_tokens(list(inventory()))
             if not self.phoneme_tokens:
-                log.warning("glmtts tokenizer has no phoneme tokens (<|B|>, <|ANG2|>, ...): polyphones go as characters")
+                log.warning("glmtts tokenizer lacks the published phoneme tokens (<|B|>, <|ANG2|>, ...): every "
+                            "character goes to the LM as text")
         self.acoustic = Acoustic(layout, self.device, self.dtype, n_timesteps=self.n_timesteps,
                                  lookahead=self.lookahead)
         self.acoustic.load()
@@ -314,6 +329,8 @@ class GLMTTSEngine:
                 retry_after_s=1.0)
         cloned = _cloned(voice)
         by_reference = not cloned and bool(voice.reference_id)
+        if voice.prompt_text or voice.prompt_segments:      # the transcript as the LM reads it (also the cache key)
+            voice = replace(voice, prompt_text=prompt_lm_text(voice), prompt_segments=[])
         if (cloned or by_reference) and self.speaker_encoder and not same_encoder(voice.encoder, self.speaker_encoder):
             raise FailedPrecondition(
                 f"config.speaker.encoder: this glmtts checkpoint's flow needs speaker embeddings from "

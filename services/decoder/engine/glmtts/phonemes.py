@@ -1,11 +1,9 @@
 """Phoneme tokens for the glmtts LM: a Chinese character can be given to the model as its pinyin, split into an
 initial and a toned final, e.g. 行 read hang2 → ``<|H|><|ANG2|>``, 衰 cui1 → ``<|C|><|UEI1|>``.
 
-The published GLM-TTS tokenizer holds these tokens and its LM was trained on text where characters are replaced by
-them at random, so mixing them into the text is in distribution. We use them where the frontend chose a reading
-other than the character's most common one (行 in 银行, 长 in 长大, 一/不 after tone sandhi, a replace-dictionary or
-inline-phoneme override): that reading was decided in context (word-level G2P), and the phonemes make the LM speak
-exactly it instead of guessing from the character.
+The published GLM-TTS tokenizer holds these tokens (the inventory: ``lm_text.inventory()``, 204 of them) and its
+LM was trained on text where characters are replaced by them; which characters, and in which tones, is the
+published rule in ``lm_text.py``.
 
 Finals follow strict pinyin (ü as V, wei → UEI, you → IOU), with the apical vowel of z/c/s written II and that of
 zh/ch/sh/r written III.
@@ -24,8 +22,10 @@ FINALS = ("A", "AI", "AN", "ANG", "AO", "E", "EI", "EN", "ENG", "ER", "I", "IA",
 
 
 def all_tokens() -> list[str]:
-    """The phoneme token inventory: initials, and every final with tones 1–5."""
-    return [f"<|{i}|>" for i in INITIALS] + [f"<|{f}{t}|>" for f in FINALS for t in range(1, 6)]
+    """The published phoneme token inventory (``G2P_all_phonemes.json``): 21 initials and 183 toned finals."""
+    from .lm_text import inventory
+
+    return list(inventory())
 
 
 def syllable_tokens(syllable: str) -> list[str] | None:
@@ -54,23 +54,3 @@ def default_reading(char: str) -> str:
     """The character's most common reading (``行`` → ``xing2``), or "" for what pypinyin does not know."""
     readings = pinyin(char, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda _: [""])
     return readings[0][0] if readings and readings[0] else ""
-
-
-def lm_text(normalized: str, words) -> str:
-    """The segment's text for the LM: a Chinese character whose chosen reading is not its most common one is replaced
-    by the phonemes of that reading. ``words`` carry spans into ``normalized`` and one pinyin syllable per
-    character."""
-    out, pos = [], 0
-    for w in words:
-        start, end = w.span if w.span else (None, None)
-        if w.lang != "zh" or start is None or len(w.pinyin) != len(w.text) or normalized[start:end] != w.text:
-            continue
-        pieces = []
-        for char, syl in zip(w.text, w.pinyin):
-            tokens = syllable_tokens(syl) if syl != default_reading(char) else None
-            pieces.append("".join(tokens) if tokens else char)
-        out.append(normalized[pos:start])
-        out.append("".join(pieces))
-        pos = end
-    out.append(normalized[pos:])
-    return "".join(out)

@@ -58,12 +58,13 @@ def audio_of(chunks, index=None):
 
 async def test_chunks_follow_the_token_schedule(engine):
     chunks, state = await run(engine, ["你好世界"], seed=3)
-    assert [c.tokens for c in chunks] == [10, 20, 6]                # 12 text ids × max ratio 3 = 36 tokens
-    assert len(state.history[0].tokens) == 36
+    # the LM reads "你好世界。" with 好 as phonemes (lm_text.py): 15 text ids × max ratio 3 = 45 tokens
+    assert [c.tokens for c in chunks] == [10, 20, 15]
+    assert len(state.history[0].tokens) == 45
     assert chunks[-1].segment_end and not any(c.segment_end for c in chunks[:-1])
     assert all(c.sample_rate == 24000 for c in chunks)
-    # 25 tokens per second of audio: 36 tokens → 1.44 s
-    assert len(audio_of(chunks)) == 36 * 24000 // 25
+    # 25 tokens per second of audio: 45 tokens → 1.8 s
+    assert len(audio_of(chunks)) == 45 * 24000 // 25
 
 
 async def test_streamed_audio_equals_the_segment_rendered_at_once(engine):
@@ -266,7 +267,7 @@ async def test_the_frontends_reading_reaches_the_lm_as_phoneme_tokens(engine):
     from services.decoder.engine.base import WordInput
 
     assert engine.phoneme_tokens                     # the tiny tokenizer holds them, like the published one
-    words = [WordInput("银行", "zh", ["yin2", "hang2"], span=(0, 2))]
+    words = [WordInput("银行", "zh", ["yin2", "hang2"], span=(0, 2), citation=["yin2", "hang2"])]
     stream = engine.open_stream(Voice(), StreamOptions(seed=1))
     try:
         stream.feed(SegmentInput(index=0, text="银行", normalized="银行", words=words))
@@ -274,7 +275,7 @@ async def test_the_frontends_reading_reaches_the_lm_as_phoneme_tokens(engine):
         _ = [c async for c in stream.chunks()]
     finally:
         await stream.close()
-    assert stream.state.history[0].text_ids == engine.lm.encode_text("银<|H|><|ANG2|>")
+    assert stream.state.history[0].text_ids == engine.lm.encode_text("银<|H|><|ANG2|>。")    # lm_text.py
     assert engine.lm.has_tokens(["<|H|>", "<|ANG2|>"])
 
 

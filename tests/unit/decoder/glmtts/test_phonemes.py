@@ -1,10 +1,9 @@
-"""Pinyin → the LM's phoneme tokens, and the segment text the glmtts LM reads."""
+"""Pinyin → the LM's phoneme tokens (the rule for which characters get them: test_lm_text.py)."""
 import pytest
 from pypinyin.constants import PINYIN_DICT
 from pypinyin.contrib.tone_convert import to_tone3
 
-from services.decoder.engine.base import WordInput
-from services.decoder.engine.glmtts.phonemes import all_tokens, default_reading, lm_text, syllable_tokens
+from services.decoder.engine.glmtts.phonemes import all_tokens, default_reading, syllable_tokens
 
 
 @pytest.mark.parametrize("syllable, tokens", [
@@ -31,27 +30,17 @@ def test_syllables_without_a_final_or_tone_have_no_tokens(syllable):
     assert syllable_tokens(syllable) is None
 
 
-def test_every_reading_in_pypinyin_maps_into_the_inventory():
+def test_the_inventory_is_the_published_one_and_most_readings_fall_in_it():
     inventory = set(all_tokens())
+    assert len(inventory) == 204 and "<|ANG2|>" in inventory and "<|ZH|>" in inventory
     readings = {to_tone3(r, neutral_tone_with_five=True) for v in PINYIN_DICT.values() for r in v.split(",")}
     mapped = [syllable_tokens(r) for r in readings]
-    assert sum(m is not None for m in mapped) > 1200
-    missing = {t for m in mapped if m for t in m} - inventory
-    assert not missing
+    inside = [m for m in mapped if m and all(t in inventory for t in m)]
+    assert len(inside) > 1200
+    # the finals the published model never saw (its G2P does not emit them): such readings keep the character
+    outside = {t for m in mapped if m for t in m} - inventory
+    assert {"<|ER5|>", "<|UAI5|>"} <= outside
 
 
-def test_characters_read_other_than_their_most_common_reading_become_phonemes():
+def test_default_reading():
     assert default_reading("行") == "xing2" and default_reading("你") == "ni3" and default_reading("A") == ""
-    words = [WordInput("他", "zh", ["ta1"], span=(0, 1)), WordInput("在", "zh", ["zai4"], span=(1, 2)),
-             WordInput("银行", "zh", ["yin2", "hang2"], span=(2, 4)), WordInput("，", "punct", span=(4, 5)),
-             WordInput("行不行", "zh", ["xing2", "bu4", "xing2"], span=(5, 8)), WordInput("OK", "en", span=(9, 11))]
-    assert lm_text("他在银行，行不行 OK", words) == \
-        "他在银<|H|><|ANG2|>，行不行 OK"
-    sandhi = [WordInput("一个", "zh", ["yi2", "ge4"], span=(0, 2))]
-    assert lm_text("一个", sandhi) == "<|I2|>个"
-
-
-def test_words_that_do_not_line_up_are_left_as_text():
-    words = [WordInput("银行", "zh", ["yin2"], span=(0, 2))]        # pinyin count differs: keep the characters
-    assert lm_text("银行", words) == "银行"
-    assert lm_text("银行", [WordInput("银行", "zh", ["yin2", "hang2"])]) == "银行"     # no span
