@@ -232,6 +232,16 @@ class G2P:
         if self.polyphones is not None:
             self.polyphones.warmup()
 
+    def clear_result_caches(self, per_word: bool = False) -> None:
+        """Forget cached results of whole runs and segments (benchmarks of new text); ``per_word``: the per-word
+        phrase-table readings too."""
+        _prepare_run.cache_clear()
+        if per_word:
+            _word_reading.cache_clear()
+            self.english._cache.clear()
+        if self.polyphones is not None:
+            self.polyphones.clear_cache()
+
     @staticmethod
     def prepare_run(run: str) -> ZhRun:
         """jieba words of one run of Chinese characters and their phrase-table (citation) readings (cached; the

@@ -179,6 +179,10 @@ class Disambiguator:
     def warmup(self) -> None:
         self.net.predict("行", [0])
 
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
     def decide(self, text: str, runs) -> dict[int, str]:
         """``runs``: {offset in text: run} with the run's ``syl`` and ``in_phrase`` (see g2p.ZhRun).
         → {position in text: reading} for the polyphonic characters."""
