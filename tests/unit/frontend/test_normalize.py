@@ -107,12 +107,18 @@ def test_two_digit_year_before_a_month():
 
 
 def test_wetext_sees_only_the_pieces_around_numbers():
+    from services.frontend.engine.normalize import WETEXT_CONTEXT as W
     from services.frontend.engine.normalize import wetext_spans
 
     text = "您好，您的订单已经发货了，预计3天内送达，请您注意查收快递，谢谢您的耐心等待"
-    (a, b), = wetext_spans(text)
-    assert a <= text.index("3") - 6 and b >= text.index("3") + 7 and b - a <= 13
-    assert wetext_spans("好的，今天2026年1月13日，下午3:30开会") == [(0, 24)]   # neighbours merge
+    i = text.index("3")
+    assert wetext_spans(text) == [(i - W, i + 1 + W)]
+    assert wetext_spans("好的，今天2026年1月13日，下午3:30开会") == [(5 - W, 24)]   # neighbours merge
+
+
+def test_no_escape_characters_from_wetext():
+    assert normalize('他说"好的"，共3次', "zh") == '他说"好的"，共三次'
+
 
 
 @pytest.mark.parametrize("text", [
