@@ -151,6 +151,12 @@ class FrontendEngine:
         normalize_warmup()
         self.analyze("你好，我用iPhone 15打了110。Dr. Smith paid $3.50 on 2026-01-13.")
 
+    def clear_result_caches(self, per_word: bool = False) -> None:
+        """Forget every cached result of a text, segment or run (normalization, jieba + phrase table, polyphones), so
+        that the next analyze() costs what new text costs. ``per_word``: per-word caches too (see G2P)."""
+        normalize.cache_clear()
+        self.g2p.clear_result_caches(per_word)
+
     def analyze(self, text: str, language: str = "", phoneme_mode: bool = False,
                 max_segment_chars: int | None = None, decoder_rtf: float = 0.0,
                 merge: MergePolicy | None = None) -> list[Segment]:

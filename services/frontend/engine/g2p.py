@@ -96,27 +96,28 @@ def _subwords(word: str) -> list[str]:
     return list(seg.cut(word))
 
 
-def _lazy_pinyin(words: list[str]) -> tuple[list[list[str]], list[list[bool]]]:
-    """Phrase-table readings per word, and per character whether a phrase of ≥ 2 characters gave it.
+@functools.lru_cache(maxsize=65536)
+def _word_reading(word: str) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """Phrase-table reading of one jieba word, and per character whether a phrase of >= 2 characters gave it.
 
-    A word missing from the phrase table is read by its known sub-words, not character by character.
+    A word missing from the phrase table is read by its known sub-words, not character by character. pypinyin reads
+    each item of a word list on its own, so a per-word cache gives exactly what one call over the whole list gives.
     """
     table = _phrases()
-    pieces: list[str] = []
-    for w in words:
-        if len(w) > 1 and w not in table:
-            pieces.extend(_subwords(w))
-        else:
-            pieces.append(w)
+    pieces = _subwords(word) if len(word) > 1 and word not in table else [word]
     flat = _t3(pieces)
-    if len(flat) != sum(len(w) for w in pieces):   # alignment lost (should not happen): per character
-        flat = [(_t3([c]) or [""])[0] for w in pieces for c in w]
-    in_phrase = [len(p) > 1 and p in table for p in pieces for _ in p]
-    out, flags, k = [], [], 0
+    if len(flat) != len(word):   # alignment lost (should not happen): per character
+        flat = [(_t3([c]) or [""])[0] for c in word]
+    return tuple(flat), tuple(len(p) > 1 and p in table for p in pieces for _ in p)
+
+
+def _lazy_pinyin(words: list[str]) -> tuple[list[list[str]], list[list[bool]]]:
+    """Phrase-table readings per word, and per character whether a phrase of >= 2 characters gave it."""
+    out, flags = [], []
     for w in words:
-        out.append(flat[k:k + len(w)])
-        flags.append(in_phrase[k:k + len(w)])
-        k += len(w)
+        r, f = _word_reading(w)
+        out.append(list(r))
+        flags.append(list(f))
     return out, flags
 
 
@@ -229,6 +230,16 @@ class G2P:
         self.english.load()
         if self.polyphones is not None:
             self.polyphones.warmup()
+
+    def clear_result_caches(self, per_word: bool = False) -> None:
+        """Forget cached results of whole runs and segments (benchmarks of new text); ``per_word``: the per-word
+        phrase-table readings too."""
+        _prepare_run.cache_clear()
+        if per_word:
+            _word_reading.cache_clear()
+            self.english._cache.clear()
+        if self.polyphones is not None:
+            self.polyphones.clear_cache()
 
     @staticmethod
     def prepare_run(run: str) -> ZhRun:

@@ -4,7 +4,9 @@ with our own float32 numpy inference.
 The network reads the whole clause (one BiLSTM layer, 64-d embeddings, 32-d states each way) and scores every
 reading class at a polyphonic character. Unlike g2pM's own ``__call__`` we restrict the choice to the readings the
 character actually has (g2pM's CEDICT digest), return the probability of the chosen reading, and compute the
-input projections of all time steps in one matrix product (only the recurrent part is a per-step loop).
+input projection of every character once at load (a step's input is a row lookup); both directions advance in one
+small matrix-vector product per step, and the last layer is computed for the character's own readings only. No
+matrix-matrix product is left: OpenBLAS runs those multi-threaded, which stalls for milliseconds on a busy machine.
 """
 from __future__ import annotations
 
@@ -52,19 +54,26 @@ class PolyphoneModel:
             ids = sorted({index[_syllable(p)] for p in prons if _syllable(p) in index})
             if len(ids) > 1:
                 self.candidates[ch] = np.array(ids, dtype=np.int64)
-        self.emb = sd["embedding.weight"]
+        emb = sd["embedding.weight"]
         H = sd["lstm.weight_hh_l0"].shape[1]
         self.hidden = H
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: pre-halve the i, f, o gate rows so that one tanh per step serves all
         scale = np.full(4 * H, 0.5, dtype=np.float32)
         scale[2 * H:3 * H] = 1.0
-        self.w_ih = [(sd[f"lstm.weight_ih_l0{sfx}"].T * scale).astype(np.float32) for sfx in ("", "_reverse")]
-        self.b = [((sd[f"lstm.bias_ih_l0{sfx}"] + sd[f"lstm.bias_hh_l0{sfx}"]) * scale).astype(np.float32)
-                  for sfx in ("", "_reverse")]
-        self.w_hh = np.stack([(sd[f"lstm.weight_hh_l0{sfx}"].T * scale) for sfx in ("", "_reverse")]
-                             ).astype(np.float32)                    # [2, H, 4H]
+        # the input projection of every character, computed once: a step's input is a row lookup, not a matrix
+        # product (a [T, 64] x [64, 128] product goes to multi-threaded BLAS, which stalls on a busy machine)
+        self.proj = [np.ascontiguousarray(
+            (emb @ sd[f"lstm.weight_ih_l0{sfx}"].T + sd[f"lstm.bias_ih_l0{sfx}"] + sd[f"lstm.bias_hh_l0{sfx}"]) * scale,
+            dtype=np.float32) for sfx in ("", "_reverse")]                  # 2 x [vocab, 4H]
+        # both directions advance in one step: h = [h_fwd | h_bwd] times a block-diagonal [2H, 8H] matrix
+        w_hh = np.zeros((2 * H, 8 * H), dtype=np.float32)
+        for d, sfx in enumerate(("", "_reverse")):
+            w_hh[d * H:(d + 1) * H, d * 4 * H:(d + 1) * 4 * H] = sd[f"lstm.weight_hh_l0{sfx}"].T * scale
+        self.w_hh = w_hh
         self.h0w, self.h0b = sd["logit_layer.0.weight"].T.copy(), sd["logit_layer.0.bias"]
-        self.h1w, self.h1b = sd["logit_layer.2.weight"].T.copy(), sd["logit_layer.2.bias"]
+        h1w, h1b = sd["logit_layer.2.weight"].T, sd["logit_layer.2.bias"]
+        # the last layer only for each polyphonic character's own readings
+        self.out_layer = {ch: (np.ascontiguousarray(h1w[:, ids]), h1b[ids]) for ch, ids in self.candidates.items()}
         self._unk = self.char2idx[_UNK]
         self._bos, self._eos = self.char2idx[_BOS], self.char2idx[_EOS]
 
@@ -77,50 +86,56 @@ class PolyphoneModel:
 
     def _states(self, text: str) -> np.ndarray:
         """[len(text) + 2, 2H] BiLSTM outputs (forward ‖ backward) over BOS + text + EOS."""
-        ids = [self._bos] + [self.char2idx.get(c, self._unk) for c in text] + [self._eos]
-        x = self.emb[np.asarray(ids)]
-        T, H = x.shape[0], self.hidden
-        gin = np.empty((T, 2, 4 * H), dtype=np.float32)      # both directions advance in the same loop
-        gin[:, 0] = x @ self.w_ih[0] + self.b[0]
-        gin[:, 1] = (x @ self.w_ih[1] + self.b[1])[::-1]
-        h = np.zeros((2, 1, H), dtype=np.float32)
-        c = np.zeros((2, H), dtype=np.float32)
+        ids = np.asarray([self._bos] + [self.char2idx.get(c, self._unk) for c in text] + [self._eos])
+        H, T = self.hidden, len(ids)
+        gin = np.concatenate([self.proj[0][ids], self.proj[1][ids[::-1]]], axis=1)   # [T, 8H]; backward reversed
         out = np.empty((T, 2, H), dtype=np.float32)
+        h = np.zeros(2 * H, dtype=np.float32)
+        c = np.zeros((2, H), dtype=np.float32)
+        z = np.empty(8 * H, dtype=np.float32)
+        g = z.reshape(2, 4 * H)                             # per direction: gates i f g o (PyTorch order)
+        sig = np.empty((2, 4 * H), dtype=np.float32)
+        tc = np.empty((2, H), dtype=np.float32)
         w_hh = self.w_hh
-        for t in range(T):
-            g = np.tanh(gin[t] + np.matmul(h, w_hh)[:, 0])  # gate order i f g o (PyTorch)
-            ifo = g * 0.5 + 0.5
-            c = ifo[:, H:2 * H] * c + ifo[:, :H] * g[:, 2 * H:3 * H]
-            hh = ifo[:, 3 * H:] * np.tanh(c)
-            out[t] = hh
-            h = hh[:, None, :]
+        s_i, s_f, s_o, g_g = sig[:, :H], sig[:, H:2 * H], sig[:, 3 * H:], g[:, 2 * H:3 * H]   # views, made once
+        for t, row in enumerate(gin):
+            np.dot(h, w_hh, out=z)
+            z += row
+            np.tanh(z, out=z)
+            np.multiply(g, 0.5, out=sig)
+            sig += 0.5
+            c *= s_f
+            c += s_i * g_g
+            np.tanh(c, out=tc)
+            np.multiply(s_o, tc, out=out[t])
+            h = out[t].reshape(2 * H)
         return np.concatenate([out[:, 0], out[::-1, 1]], axis=1)
 
-    def _logits(self, text: str, positions: list[int]) -> np.ndarray:
-        states = self._states(text)[np.asarray(positions) + 1]
-        return np.maximum(states @ self.h0w + self.h0b, 0.0) @ self.h1w + self.h1b
-
-    def _distribution(self, ch: str, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cand = self.candidates[ch]
-        z = logits[cand]
-        z = np.exp(z - z.max())
-        return cand, z / z.sum()
+    def _distributions(self, text: str, positions: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per position: (candidate class ids, their probabilities)."""
+        states = self._states(text)
+        out = []
+        for pos in positions:
+            hidden = np.maximum(np.dot(states[pos + 1], self.h0w) + self.h0b, 0.0)
+            w, b = self.out_layer[text[pos]]
+            z = np.dot(hidden, w) + b
+            z = np.exp(z - z.max())
+            out.append((self.candidates[text[pos]], z / z.sum()))
+        return out
 
     def predict(self, text: str, positions: list[int]) -> list[tuple[str, float]]:
         """For each position (a polyphonic character of ``text``): (reading, probability among its readings)."""
         if not positions:
             return []
-        logits = self._logits(text, positions)
         out = []
-        for k, pos in enumerate(positions):
-            cand, p = self._distribution(text[pos], logits[k])
+        for cand, p in self._distributions(text, positions):
             best = int(p.argmax())
             out.append((self.classes[cand[best]], float(p[best])))
         return out
 
     def probabilities(self, text: str, pos: int) -> dict[str, float]:
         """All candidate readings of ``text[pos]`` with their probabilities (for tests and diagnostics)."""
-        cand, p = self._distribution(text[pos], self._logits(text, [pos])[0])
+        cand, p = self._distributions(text, [pos])[0]
         return {self.classes[i]: float(q) for i, q in zip(cand, p)}
 
 
@@ -153,6 +168,7 @@ class Disambiguator:
         self.phrase_trust = phrase_trust
         self._cache: OrderedDict[tuple, dict[int, str]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self.network_calls = 0      # segments the network ran on (diagnostics, tests)
 
     @property
     def net(self) -> PolyphoneModel:
@@ -162,6 +178,10 @@ class Disambiguator:
 
     def warmup(self) -> None:
         self.net.predict("行", [0])
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
 
     def decide(self, text: str, runs) -> dict[int, str]:
         """``runs``: {offset in text: run} with the run's ``syl`` and ``in_phrase`` (see g2p.ZhRun).
@@ -173,21 +193,28 @@ class Disambiguator:
                 self._cache.move_to_end(key)
                 return hit
         net = self.net
-        positions, phrase, trusted = [], [], []
+        phrase_pos = {offset + j for offset, run in runs.items() for j, fl in enumerate(run.in_phrase) if fl}
+        ruled = context_readings(text, lambda pos: pos in phrase_pos)      # our rules win over everything below
+        out: dict[int, str] = {}
+        positions = []          # polyphones that neither a trusted phrase nor a rule settles: the network decides
         for offset, run in runs.items():
             for j, ch in enumerate(run.text):
-                if net.is_polyphonic(ch):
-                    positions.append(offset + j)
-                    phrase.append(run.syl[j])
-                    trusted.append(run.in_phrase[j])
-        out: dict[int, str] = {}
-        phrase_pos = {offset + j for offset, run in runs.items() for j, fl in enumerate(run.in_phrase) if fl}
-        for pos, (reading, p), ph, tr in zip(positions, net.predict(text, positions), phrase, trusted):
-            if tr and p <= self.phrase_trust and ph in net.readings(text[pos]):
-                reading = ph
-            if is_valid_syllable(reading):
-                out[pos] = reading
-        out.update(context_readings(text, lambda pos: pos in phrase_pos))
+                pos = offset + j
+                if not net.is_polyphonic(ch) or pos in ruled:
+                    continue
+                if run.in_phrase[j] and self.phrase_trust >= 1.0 and run.syl[j] in net.readings(ch):
+                    if is_valid_syllable(run.syl[j]):
+                        out[pos] = run.syl[j]
+                else:
+                    positions.append((pos, run.syl[j], run.in_phrase[j]))
+        if positions:                     # one network pass per segment, and none when everything is settled
+            self.network_calls += 1
+            for (pos, ph, tr), (reading, p) in zip(positions, net.predict(text, [q[0] for q in positions])):
+                if tr and p <= self.phrase_trust and ph in net.readings(text[pos]):
+                    reading = ph
+                if is_valid_syllable(reading):
+                    out[pos] = reading
+        out.update(ruled)
         with self._cache_lock:
             self._cache[key] = out
             if len(self._cache) > CACHE_SIZE:

@@ -104,3 +104,27 @@ def test_version_numbers(text, expected):
 def test_two_digit_year_before_a_month():
     assert normalize("98年3月入职", "zh") == "九八年三月入职"
     assert normalize("工作了15年", "zh") == "工作了十五年"          # a duration stays a number
+
+
+def test_wetext_sees_only_the_pieces_around_numbers():
+    from services.frontend.engine.normalize import WETEXT_CONTEXT as W
+    from services.frontend.engine.normalize import wetext_spans
+
+    text = "您好，您的订单已经发货了，预计3天内送达，请您注意查收快递，谢谢您的耐心等待"
+    i = text.index("3")
+    assert wetext_spans(text) == [(i - W, i + 1 + W)]
+    assert wetext_spans("好的，今天2026年1月13日，下午3:30开会") == [(5 - W, 24)]   # neighbours merge
+
+
+def test_no_escape_characters_from_wetext():
+    assert normalize('他说"好的"，共3次', "zh") == '他说"好的"，共三次'
+
+
+
+@pytest.mark.parametrize("text", [
+    "您好，您的订单已经发货了，预计3天内送达，请您注意查收快递", "拉齐奥 2/2的比分让人意外，大家都没想到", "第2000位顾客获得了2个奖品，价值¥12.5元",
+    "航班预计会延误5个小时，请您耐心等候", "5点1刻离六点就差十五分钟", "共465篇，约315万字，作者花了12年"])
+def test_windows_read_like_the_whole_clause(text):
+    from services.frontend.engine.normalize import _run_wetext, _wetext_windows
+
+    assert _wetext_windows(text) == _run_wetext(text, "zh")
