@@ -249,8 +249,7 @@ def print_policies(rows) -> None:
         print(f"| {name} | {','.join(map(str, blocks))} | {','.join(map(str, la))} | {first_tokens} "
               f"| {first_s * 1000:.0f} ms | {at_ends:.3f} | {overall:.3f} |")
     d = rows[0]
-    print(f"
-targets (default policy): block ends within 0.1 of offline: {'PASS' if d[5] <= 0.1 else 'FAIL'} "
+    print(f"\ntargets (default policy): block ends within 0.1 of offline: {'PASS' if d[5] <= 0.1 else 'FAIL'} "
           f"({d[5]:.3f}); first chunk no later than with the previous default: "
           f"{'PASS' if d[4] <= rows[1][4] else 'FAIL'} ({d[4] * 1000:.0f} vs {rows[1][4] * 1000:.0f} ms)\n", flush=True)
 
