@@ -45,8 +45,8 @@ def build_engines(settings: DecoderSettings) -> dict:
 
             if settings.dtype not in ("auto", *DTYPES):
                 raise SystemExit(f"TTS_DECODER_DTYPE={settings.dtype!r}: use auto, {', '.join(DTYPES)}")
-            if settings.glmtts_phonemes not in ("polyphones", "off"):
-                raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use polyphones or off")
+            if settings.glmtts_phonemes not in ("official", "polyphones", "off"):
+                raise SystemExit(f"TTS_DECODER_GLMTTS_PHONEMES={settings.glmtts_phonemes!r}: use official (alias polyphones) or off")
             engines[name] = GLMTTSEngine(
                 settings.glmtts_path, device=settings.device, max_streams=settings.max_streams,
                 max_tokens_per_stream=settings.max_tokens_per_stream, cache_budget_bytes=settings.cache_budget_bytes,

@@ -43,7 +43,7 @@ class DecoderSettings(ServiceSettings):
     # id of the speaker encoder the glmtts flow was trained with; "" = the checkpoint's frontend/campplus.onnx
     # (campplus-onnx@{sha256}) when present, else any
     glmtts_speaker_encoder: str = ""
-    glmtts_phonemes: str = "polyphones"     # "polyphones": ambiguous characters go to the LM as the chosen pinyin; "off"
+    glmtts_phonemes: str = "official"       # the published phoneme rule (lm_text.py; alias "polyphones"); "off"
     glmtts_threads: int = 0                 # torch CPU threads; 0 = half the cores (two worker threads share them)
     stream_idle_timeout_s: float = 60.0     # a Decode stream with no segment and no half-close this long is aborted
 

@@ -111,7 +111,7 @@ def test_whitelisted_characters_stay_and_others_become_phonemes():
 
 
 def test_readings_outside_the_published_inventory_keep_the_character():
-    assert lm_text("儿", [_w("儿", ["er5"], 0)]) == "儿。"            # <|ER5|> is not a published token
+    assert lm_text("贰", [_w("贰", ["er5"], 0)]) == "贰。"            # <|ER5|> is not a published token
     assert lm_text("贰", [_w("贰", ["er4"], 0)]) == "<|ER4|>。"
 
 
@@ -141,3 +141,28 @@ def test_prompt_text_is_normalized_by_the_frontend_then_written_officially(front
     segs = _segments(frontend, "我有3个苹果！")
     assert prompt_lm_text(Voice(prompt_text="我有3个苹果！", prompt_segments=segs)) == "我有三个苹果。"
     assert prompt_lm_text(Voice(prompt_text="Hello World!")) == "hello world."     # no segments: the text rule only
+
+
+LLM_CASES = json.loads((Path(__file__).resolve().parents[3] / "data" / "glmtts-reference" / "llm"
+                        / "prompt_layout_cases.json").read_text(encoding="utf-8"))["cases"]
+
+
+@pytest.mark.parametrize("case", LLM_CASES, ids=lambda c: c["uttid"])
+def test_prompt_text_piece_is_the_officials(frontend, case):
+    """The LM's prompt-text piece: the official's is text_normalize(prompt_text) + " " (baseline: 3/5 equal)."""
+    raw = case["prompt_text_raw"]
+    assert prompt_lm_text(Voice(prompt_text=raw, prompt_segments=_segments(frontend, raw))) + " " \
+        == case["prompt_text_piece"]
+
+
+def test_target_segments_reach_the_lm_as_the_officials(frontend):
+    """The LM texts of the official runs' segments (generate_long): same count on 5/5, identical on 3/5 (baseline
+    0/5, 0/5); the two others: 行长 (a deliberate reading) and English merged at clause ends."""
+    same_count = identical = 0
+    for case in LLM_CASES:
+        ours = [lm_text(s.normalized, s.words, phonemes=case["use_phoneme"])
+                for s in _segments(frontend, case["syn_text_raw"])]
+        official = [s["text_for_lm"] for s in case["segments"]]
+        same_count += len(ours) == len(official)
+        identical += ours == official
+    assert same_count == 5 and identical >= 3
