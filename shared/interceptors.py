@@ -147,24 +147,30 @@ def _metadata(context) -> dict:
     return {k: v for k, v in (context.invocation_metadata() or ())}
 
 
-EARLY_ERROR_DRAIN_S = 1.0
+EARLY_ERROR_DRAIN_S = 1.0      # the most an early rejection waits for the client's writes to settle
+EARLY_ERROR_QUIET_S = 0.02     # ... and it waits only while they come back to back: a pause this long ends it
 
 
-async def _drain(requests, timeout: float) -> None:
-    """Read and drop what the client is still sending, until it half-closes or ``timeout`` passes.
+async def _drain(requests, timeout: float, quiet_s: float = EARLY_ERROR_QUIET_S) -> None:
+    """Read and drop what the client is writing back to back, until it pauses for ``quiet_s``, half-closes, or
+    ``timeout`` passes.
 
-    A bidi call rejected before any response (auth, config, quota) while the client is still writing: if the status
-    goes out while writes are in flight, grpc's client (aio especially) now and then reports INTERNAL "Internal error
-    from Core" instead of it. Taking the pending messages first lets the client finish writing and read the real
-    status; a client that keeps streaming gets it after ``timeout`` anyway.
+    A bidi call rejected before any response (auth, config, quota, capacity) while the client is still writing: if
+    the status goes out while a write is in flight, grpc's aio client reports INTERNAL "Internal error from Core"
+    instead of it (measured: 29 of 30 with writes back to back; 0 of 30 with a 50 ms pause between writes, as a chat
+    model streams its text). Taking the messages already on their way lets the client finish its burst and read the
+    real status; a client that streams at a pace gets it at its first pause, so a refusal is immediate (waiting for
+    the whole text, up to ``timeout``, made every capacity refusal take about a second).
     """
-    async def consume():
-        async for _ in requests:
-            pass
-
+    iterator = requests.__aiter__()
+    deadline = asyncio.get_running_loop().time() + timeout
     try:
-        await asyncio.wait_for(consume(), timeout)
-    except Exception:  # noqa: BLE001 - best effort: already half-closed, reader busy elsewhere, timeout, broken call
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.wait_for(iterator.__anext__(), min(quiet_s, left))
+    except Exception:  # noqa: BLE001 - the end: half-closed, a pause (timeout), reader busy elsewhere, broken call
         pass
 
 

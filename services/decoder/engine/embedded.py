@@ -385,6 +385,11 @@ class EmbeddedEngine:
                     stream._fail(exc)
                 continue
             self.sched.done(stream, compute, len(audio) / SAMPLE_RATE)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("job", extra={"stream": self.sched.streams[stream].seq if stream in self.sched.streams
+                                        else -1, "segments": [s.index for s in segments], "tokens": ntok,
+                                        "compute_s": round(compute, 3), "audio_s": round(len(audio) / SAMPLE_RATE, 2),
+                                        "t": round(time.monotonic(), 3)})
             if not stream._closed and stream in self._streams:
                 stream._deliver(works, audio, ntok)
 
