@@ -1,8 +1,8 @@
 """The ``glmtts`` engine: owns the models, the scheduler (LM stepping, continuous batching) and the acoustic worker.
 
 Threads: the scheduler thread runs the LM; a prompt thread builds new voices' prompts (speech tokens + prompt mel),
-so a new cloned voice never stalls the streams being decoded; one acoustic thread turns token chunks into audio in
-order; the event loop only moves messages. If any of these threads dies, the engine is dead: every stream fails at
+so a new cloned voice never stalls the streams being decoded; one acoustic thread turns token chunks into audio,
+each stream's in order, the stream whose playback runs dry first first (a new stream's first chunk before that); the event loop only moves messages. If any of these threads dies, the engine is dead: every stream fails at
 once with UNAVAILABLE, new streams are refused, and the watchers (the service's health) hear of it. A stream's chunks reach its reader through an asyncio queue; the scheduler stops decoding
 a stream that is ``max_ahead`` chunks ahead of its reader, so a reader that does not read holds a bounded amount of
 audio and KV cache.
@@ -27,6 +27,7 @@ from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_
 
 from ..base import Chunk, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
+from .acoustic_queue import AcousticQueue
 from .checkpoint import Layout
 from .lm import SamplingParams, SpeechLM
 from .lm_text import force_end, inventory, join_lm_texts, lm_text, official_form
@@ -182,7 +183,7 @@ class GLMTTSEngine:
         self.scheduler: Scheduler | None = None
         self._ids = itertools.count(1)
         self._streams: dict[int, GLMTTSStream] = {}
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs = AcousticQueue()      # acoustic work, the stream that runs dry first first (acoustic_queue)
         self._worker: threading.Thread | None = None
         self._prompt_jobs: queue.Queue = queue.Queue()
         self._prompt_worker: threading.Thread | None = None
@@ -469,6 +470,7 @@ class GLMTTSEngine:
                         del stream.renderers[seg_index]
                     stream.deliver(Chunk(audio=audio.astype(np.float32, copy=False), sample_rate=SAMPLE_RATE,
                                          segment_index=seg_index, tokens=len(tokens) - r.counted, segment_end=final))
+                    self._jobs.delivered(st, len(audio) / SAMPLE_RATE)
                     r.counted = len(tokens)
             except Exception as exc:  # never let one stream's failure stop the worker
                 log.exception("acoustic rendering failed")
