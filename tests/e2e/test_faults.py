@@ -100,10 +100,12 @@ class FaultStack:
         env = {"TTS_DECODER_EMBEDDED_QUEUE_CHUNKS": str(QUEUE_CHUNKS)}
         self.decoders = [Service("decoder", env=env, log_dir=stack.tmp) for _ in range(2)]
         start_all(self.decoders)
-        self.down = f"127.0.0.1:{free_port()}"          # listed first: a decoder that is down from the start
+        # a decoder that is down from the start, listed second: the gateway's one Info lookup (engine segment units,
+        # cached) takes the round-robin's first pick, so the first stream's Decode goes to the down one
+        self.down = f"127.0.0.1:{free_port()}"
         self.gateway = Service("gateway", log_dir=stack.tmp, env={
             "TTS_GATEWAY_FRONTEND_ADDR": stack.frontend.addr, "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
-            "TTS_GATEWAY_DECODER_ADDRS": ",".join([self.down] + [d.addr for d in self.decoders]),
+            "TTS_GATEWAY_DECODER_ADDRS": ",".join([self.decoders[0].addr, self.down, self.decoders[1].addr]),
             "TTS_GATEWAY_REDIS_URL": stack.redis.url, "TTS_GATEWAY_GRACE_SECONDS": "10",
             "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "60"}).start()
         self.channel = grpc.insecure_channel(self.gateway.addr, options=SLOW_CLIENT_OPTS)
@@ -136,7 +138,7 @@ def fs(stack):
 
 
 def test_a_request_sent_to_a_down_decoder_is_retried_on_another(fs):
-    # the first decoder in the gateway's list has never been up: round-robin sends the first stream there
+    # the second decoder in the gateway's list has never been up: round-robin sends the first stream there
     first = fs.synth()
     assert first[-1].summary.audio_ms > 200
     assert "retrying on another decoder" in fs.gateway.log()
