@@ -341,8 +341,8 @@ class Pipeline:
         fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout)
         self.stages.opened(dec_stub, +1)
         playback = PlaybackClock()
-        # the Decode call (where the decoder admits or refuses the stream) opens with the first text piece: a
-        # refusal comes at once, before any synthesis; a stream whose client sends no text holds no decoder capacity
+        # the Decode call (which takes a decoder slot) opens only once a segment is ready: a stream whose client
+        # is still typing, or never sends a complete sentence, holds no decoder capacity
         dec_call = None
         dec_ready = asyncio.Event()
         segments: dict[int, frontend_pb2.Segment] = {}
@@ -352,7 +352,6 @@ class Pipeline:
                 async for piece in pieces:
                     if not t_first_text:
                         t_first_text.append(time.perf_counter())
-                        dec_ready.set()
                     if piece is FLUSH:
                         await fe_q.put(frontend_pb2.NormalizeRequest(flush=True))
                     else:
@@ -388,7 +387,7 @@ class Pipeline:
         try:
             async for _ in race(first_segment(), *helpers):    # a failing helper (frontend, bad text) ends it here
                 pass
-            if not segments and helpers[1].done():
+            if not segments:
                 for task in helpers:
                     await task
                 raise InvalidArgument("text", "nothing in it can be spoken: the voices read Chinese and English; "

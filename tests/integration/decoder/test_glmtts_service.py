@@ -61,15 +61,16 @@ def test_decode_streams_token_chunks_in_order(stub):
     responses = list(stub.Decode(requests("你好", "世界", seed=4, chunk_size=8)))
     chunks = chunks_of(responses)
     summary = responses[-1].summary
-    assert summary.engine == "glmtts" and summary.tokens == sum(c.tokens for c in chunks) == 36
+    assert summary.engine == "glmtts" and summary.tokens == sum(c.tokens for c in chunks) == 54   # the max token ratio × the LM text (phonemes, end mark)
     assert [c.segment_index for c in chunks] == sorted(c.segment_index for c in chunks)
-    assert [c.tokens for c in chunks if c.segment_index == 0] == [10, 8]      # due at 8 + 2 look-ahead tokens
+    first = [c.tokens for c in chunks if c.segment_index == 0]
+    assert first[0] == 10 and set(first[1:-1]) <= {8}      # due at 8 + 2 look-ahead tokens, then every 8
     offset = 0
     for c in chunks:
         assert c.offset_samples == offset
         offset += c.num_samples
     audio = np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<f4")
-    assert len(audio) == 36 * 960 and np.isfinite(audio).all()
+    assert len(audio) == summary.tokens * 960 and np.isfinite(audio).all()
 
 
 def test_same_seed_gives_the_same_audio_over_grpc(stub):
