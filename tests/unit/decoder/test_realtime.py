@@ -1,13 +1,6 @@
 """The embedded engine's scheduler as pure bookkeeping: a fake clock and a fake model (compute = cost x audio)."""
 from services.decoder.engine.realtime import RealtimeScheduler, Work
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
+from tests.fakes import FakeClock
 
 
 def split_audio(work, audio_s):

@@ -6,17 +6,7 @@ import pytest
 from services.gateway.auth import Authenticator, hash_token
 from services.gateway.limits import LimitSettings, TenantLimits
 from shared.errors import ResourceExhausted
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.fakes import FakeClock
 
 
 def limits(clock, streams=2, rate=2.0, burst=3.0):
@@ -25,7 +15,7 @@ def limits(clock, streams=2, rate=2.0, burst=3.0):
 
 
 def test_burst_then_refill_at_the_rate_with_retry_hint():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     lim = limits(clock, rate=2.0, burst=3.0)
     for _ in range(3):
         lim.check_rate("a")
@@ -43,7 +33,7 @@ def test_burst_then_refill_at_the_rate_with_retry_hint():
 
 
 def test_bucket_never_exceeds_burst_after_idle():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     lim = limits(clock, rate=10.0, burst=2.0)
     clock.advance(3600)
     lim.check_rate("a")
@@ -53,7 +43,7 @@ def test_bucket_never_exceeds_burst_after_idle():
 
 
 def test_tenants_have_separate_buckets():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     lim = limits(clock, rate=1.0, burst=1.0)
     lim.check_rate("a")
     with pytest.raises(ResourceExhausted):
@@ -62,7 +52,7 @@ def test_tenants_have_separate_buckets():
 
 
 def test_clock_going_backwards_does_not_mint_tokens():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     lim = limits(clock, rate=1.0, burst=1.0)
     lim.check_rate("a")
     clock.advance(-100)
@@ -71,7 +61,7 @@ def test_clock_going_backwards_does_not_mint_tokens():
 
 
 def test_zero_turns_limits_off():
-    lim = limits(FakeClock(), streams=0, rate=0, burst=0)
+    lim = limits(FakeClock(1000.0), streams=0, rate=0, burst=0)
     for _ in range(1000):
         lim.check_rate("a")
         lim.acquire("a")
@@ -79,7 +69,7 @@ def test_zero_turns_limits_off():
 
 
 def test_concurrent_streams_limit_and_release():
-    lim = limits(FakeClock(), streams=2)
+    lim = limits(FakeClock(1000.0), streams=2)
     with lim.stream("a"):
         with lim.stream("a"):
             assert lim.active("a") == 2
@@ -96,7 +86,7 @@ def test_concurrent_streams_limit_and_release():
 
 
 def test_slot_released_when_the_body_fails():
-    lim = limits(FakeClock(), streams=1)
+    lim = limits(FakeClock(1000.0), streams=1)
     with pytest.raises(ValueError):
         with lim.stream("a"):
             raise ValueError("boom")
@@ -104,7 +94,7 @@ def test_slot_released_when_the_body_fails():
 
 
 async def test_slot_released_when_an_async_generator_is_cancelled():
-    lim = limits(FakeClock(), streams=1)
+    lim = limits(FakeClock(1000.0), streams=1)
     entered = asyncio.Event()
     never = asyncio.Event()
 
@@ -128,7 +118,7 @@ async def test_slot_released_when_an_async_generator_is_cancelled():
 
 
 async def test_slot_released_when_a_generator_is_closed_early():
-    lim = limits(FakeClock(), streams=1)
+    lim = limits(FakeClock(1000.0), streams=1)
 
     async def rpc():
         async with lim.stream("a"):

@@ -2,7 +2,8 @@
 
 Threads: the scheduler thread runs the LM; a prompt thread builds new voices' prompts (speech tokens + prompt mel),
 so a new cloned voice never stalls the streams being decoded; one acoustic thread turns token chunks into audio,
-each stream's in order, the stream whose playback runs dry first first (a new stream's first chunk before that); the event loop only moves messages. If any of these threads dies, the engine is dead: every stream fails at
+each stream's in order, the stream whose playback runs dry first first (a new stream's first chunk before that);
+the event loop only moves messages. If any of these threads dies, the engine is dead: every stream fails at
 once with UNAVAILABLE, new streams are refused, and the watchers (the service's health) hear of it. A stream's chunks reach its reader through an asyncio queue; the scheduler stops decoding
 a stream that is ``max_ahead`` chunks ahead of its reader, so a reader that does not read holds a bounded amount of
 audio and KV cache.

@@ -3,14 +3,7 @@
 import threading
 
 from services.decoder.engine.glmtts.acoustic_queue import AcousticQueue
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
+from tests.fakes import FakeClock
 
 
 def chunk(key, n):
