@@ -122,6 +122,10 @@ class EnglishG2P:
             self._cache[word] = ps
         return ps
 
+    def clear_cache(self) -> None:
+        """Forget the per-word phonemes (benchmarks of new text)."""
+        self._cache.clear()
+
     def _word(self, word: str) -> str:
         w = strip_accents(word).replace("’", "'")
         letters = re.sub(r"[^A-Za-z']", "", w)

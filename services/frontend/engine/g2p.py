@@ -237,7 +237,7 @@ class G2P:
         _prepare_run.cache_clear()
         if per_word:
             _word_reading.cache_clear()
-            self.english._cache.clear()
+            self.english.clear_cache()
         if self.polyphones is not None:
             self.polyphones.clear_cache()
 
