@@ -11,7 +11,7 @@ start. Units are the official ones: a Chinese character or mark 1, an English wo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .g2p import join_phonemes, language_spans
 from .textutil import is_cjk
@@ -63,9 +63,7 @@ def merge(segments: list[Segment], line_ends: list[bool], index: int) -> Segment
     """One segment of consecutive ``segments`` (spans into the request text, in order). A piece that ended at a
     line break without a mark gets one (the published text rule ends every line)."""
     if len(segments) == 1:
-        s = segments[0]
-        return Segment(index=index, text=s.text, normalized=s.normalized, span=s.span, words=s.words,
-                       phonemes=s.phonemes, languages=s.languages)
+        return replace(segments[0], index=index)
     text = normalized = ""
     words: list[Word] = []
     prev_end = None
@@ -76,8 +74,7 @@ def merge(segments: list[Segment], line_ends: list[bool], index: int) -> Segment
         text += s.text
         off = len(normalized)
         normalized += s.normalized
-        words.extend(Word(text=w.text, lang=w.lang, pinyin=w.pinyin, phonemes=w.phonemes,
-                          span=(w.span[0] + off, w.span[1] + off), citation=w.citation) for w in s.words)
+        words.extend(replace(w, span=(w.span[0] + off, w.span[1] + off)) for w in s.words)
         if line_end and s is not segments[-1] and normalized and normalized[-1] not in MARKS:
             normalized += "。" if any(is_cjk(c) for c in s.normalized) else "."
         prev_end = s.span[1]
