@@ -7,11 +7,12 @@ import numpy as np
 
 from shared.audio import decode_audio, resample
 from shared.errors import InvalidArgument
+from shared.limits import GOOD_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S, MIN_REFERENCE_SPEECH_S
 
 RATE = 16000
 PROMPT_RATE = 24000                  # the glmtts flow's prompt mel rate
-MIN_SPEECH_S, MAX_SPEECH_S = 1.0, 30.0
-GOOD_MIN_S, GOOD_MAX_S = 3.0, 10.0
+MIN_SPEECH_S, MAX_SPEECH_S = MIN_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S
+GOOD_MIN_S, GOOD_MAX_S = GOOD_REFERENCE_SPEECH_S
 
 
 def _trim_bounds(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int = 1600) -> tuple[int, int]:
