@@ -10,7 +10,7 @@ import numpy as np
 from shared.aio import race
 from shared.audio import float32_bytes
 from shared.errors import InvalidArgument
-from shared.limits import CHUNK_SIZE_MAX, SPEED_MAX, SPEED_MIN, chunk_size_ok, speed_ok
+from shared.limits import CHUNK_SIZE_MAX, SPEED_MAX, SPEED_MIN, STREAM_IDLE_TIMEOUT_S, chunk_size_ok, speed_ok
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
@@ -45,7 +45,7 @@ def voice_from_config(cfg) -> Voice:
 
 
 class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
-    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = 60.0):
+    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S):
         self.engines = engines
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
