@@ -12,8 +12,8 @@ turns into a ``google.rpc.RetryInfo`` in ``grpc-status-details-bin`` and a ``ret
   never sent a complete sentence hold none.
 
 The numbers are ``GatewaySettings.limits`` (``TTS_GATEWAY_MAX_STREAMS_PER_TENANT``, ``TTS_GATEWAY_RATE_PER_TENANT``,
-``TTS_GATEWAY_BURST_PER_TENANT``; 0 turns a limit off). Limits are per gateway process: with N gateway replicas a tenant gets up to N times the numbers below. Size them
-as "per replica" (the HPA's minReplicas gives the floor).
+``TTS_GATEWAY_BURST_PER_TENANT``; 0 turns a limit off). Limits are per gateway process: with N gateway replicas a
+tenant gets up to N times those numbers. Size them as "per replica" (the HPA's minReplicas gives the floor).
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
         raise InvalidArgument("config.sample_rate", f"{name} encoding requires sample_rate "
                               f"{' or '.join(map(str, OUTPUT_ENCODINGS[name].rates))}, got {rate}")
     if not chunk_size_ok(cfg.chunk_size):
-        raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..{CHUNK_SIZE_MAX} (0 = server default)")
+        raise InvalidArgument("config.chunk_size",
+                              f"{cfg.chunk_size} is outside 0..{CHUNK_SIZE_MAX} (0 = server default)")
     if cfg.speed and not speed_ok(cfg.speed):
         raise InvalidArgument("config.speed", f"{cfg.speed:g} is outside {SPEED_MIN}..{SPEED_MAX} (0 = 1.0)")
     if cfg.HasField("seed") and cfg.seed > MAX_SEED:
