@@ -175,8 +175,8 @@ class Stack:
         self.started: tuple[str, ...] = ()
 
     @property
-    def decoder(self) -> Service:
-        return self.decoders[0]
+    def decoder(self) -> Service | None:
+        return self.decoders[0] if self.decoders else None
 
     @decoder.setter
     def decoder(self, svc: Service) -> None:
