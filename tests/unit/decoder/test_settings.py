@@ -83,6 +83,12 @@ def test_every_registered_engine_has_its_section_and_takes_its_settings(name):
     assert set(entry.settings().engine_kwargs()) <= set(params)
 
 
+def test_every_engine_section_is_registered():
+    sections = {name for name, f in DecoderSettings.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, EngineSettings)}
+    assert sections == set(REGISTRY)
+
+
 def test_build_engines_constructs_the_enabled_ones_from_their_sections():
     from services.decoder.settings import EmbeddedSettings
 
