@@ -31,7 +31,7 @@ from tts.v1 import tts_pb2
 
 from .metrics import FIRST_CHUNK, PROMPT_RESENDS, RTF
 from .settings import GatewaySettings
-from .validate import ENCODINGS
+from .validate import ENCODINGS, check_model
 from .voices import VoiceRegistry, is_registered
 
 log = logging.getLogger("gateway.pipeline")
@@ -229,6 +229,20 @@ class Pipeline:
             self._builtin = {e.name: list(e.voices) for e in info.engines}
         return self._builtin
 
+    async def models(self) -> tuple[list[str], str]:
+        """The engines the decoders serve (their ``Info``) and the default one ("" = the decoders' default)."""
+        engines = await self.builtin_voices()
+        return list(engines), self.settings.default_model or self._default_engine
+
+    async def check_model(self, model: str) -> None:
+        """``config.model`` is one the decoders serve (INVALID_ARGUMENT naming them); unchecked while no decoder
+        answers ``Info`` (the decoder refuses an unknown engine itself)."""
+        try:
+            known, _ = await self.models()
+        except TTSError:
+            return
+        check_model(model, known)
+
     async def speaker_encoder(self, engine: str) -> str:
         """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default)."""
         try:
@@ -258,6 +272,7 @@ class Pipeline:
     async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False) -> Plan:
         """``offline``: the caller wants the whole audio at once (unary Synthesize, batch lines), so the decoder may
         render each segment in one piece (glmtts: the full-attention flow of the published offline inference)."""
+        await self.check_model(cfg.model)
         request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))

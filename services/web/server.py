@@ -291,8 +291,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 # ---- JSON API for the page ----------------------------------------------------------------------------------------------
 async def voices(request: web.Request) -> web.Response:
-    items = await request.app[CLIENT].voices(token=bearer(request))
-    return web.json_response({"voices": [to_dict(v) for v in items]})
+    resp = await request.app[CLIENT].list_voices(token=bearer(request))
+    return web.json_response({"voices": [to_dict(v) for v in resp.voices], "models": list(resp.models),
+                              "default_model": resp.default_model})
 
 
 async def analyze(request: web.Request) -> web.Response:

@@ -52,9 +52,8 @@ def pack_flow():
 
 def test_streaming_with_the_default_lookahead_is_close_to_offline(pack_flow):
     flow, x, off = pack_flow
-    settings = DecoderSettings()
-    blocks = [int(b) for b in settings.glmtts_chunk_schedule.split(",")]
-    lookahead = [int(a) for a in settings.glmtts_lookahead.split(",")]
+    settings = DecoderSettings().glmtts
+    blocks, lookahead = list(settings.chunk_schedule), list(settings.lookahead)
     at_ends, overall = _block_end_distance(flow, x, off, blocks, lookahead)
     assert at_ends <= 0.1 and overall <= 0.1, (at_ends, overall)          # measured 0.088 / 0.088
     assert emit_schedule(blocks, lookahead)[0] <= 16      # first chunk early: 16 tokens (27 before)
