@@ -20,7 +20,7 @@ from tts.decoder.v1 import decoder_pb2
 
 from .metrics import PROMPT_RESENDS
 
-log = logging.getLogger("gateway.pipeline")
+log = logging.getLogger("gateway.pipeline")       # the name its lines have always had in the logs
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
