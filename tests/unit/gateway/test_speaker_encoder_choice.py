@@ -1,0 +1,85 @@
+"""The gateway asks the speaker stage for the encoder the decoder engine's model needs (EngineInfo.speaker_encoder,
+e.g. a GLM-TTS checkpoint's own CAM++ ONNX) and labels the conditioning with it, for inline reference audio and for
+registered voices (issue 12: the glmtts flow refuses an embedding from any other encoder)."""
+import asyncio
+
+from services.gateway.pipeline import Pipeline
+from services.gateway.settings import GatewaySettings
+from services.gateway.voices import VoiceRecord, new_voice_id
+from tts.decoder.v1 import decoder_pb2
+from tts.speaker.v1 import speaker_pb2
+from tts.v1 import tts_pb2
+
+NEED = "campplus-onnx@0123456789abcdef"
+
+
+class FakeSpeaker:
+    def __init__(self):
+        self.embeds, self.gets = [], []
+
+    def _reply(self, encoder):
+        name, _, version = (encoder or "campplus@v1").partition("@")
+        return speaker_pb2.EmbedResponse(reference_id="r" * 64, encoder=name, encoder_version=version,
+                                         embedding=[0.1] * 192, prompt_pcm16k=b"\0\0" * 1600)
+
+    async def Embed(self, req, metadata=(), timeout=None):
+        self.embeds.append(req.encoder)
+        return self._reply(req.encoder)
+
+    async def GetEmbedding(self, req, metadata=(), timeout=None):
+        self.gets.append(req.encoder)
+        return self._reply(req.encoder)
+
+
+class FakeDecoder:
+    async def Info(self, req, timeout=None):
+        return decoder_pb2.InfoResponse(default_engine="embedded", engines=[
+            decoder_pb2.EngineInfo(name="embedded"), decoder_pb2.EngineInfo(name="glmtts", speaker_encoder=NEED)])
+
+
+class FakeStages:
+    def __init__(self):
+        self.speaker = FakeSpeaker()
+        self._decoder = FakeDecoder()
+
+    def decoder(self):
+        return self._decoder
+
+
+class FakeVoices:
+    def __init__(self, rec):
+        self.rec = rec
+
+    async def get(self, tenant, voice_id, with_audio=True):
+        assert voice_id == self.rec.id
+        return self.rec
+
+
+def _pipeline(rec=None):
+    return Pipeline(GatewaySettings(), FakeStages(), FakeVoices(rec))
+
+
+def test_reference_audio_is_embedded_with_the_engines_encoder():
+    async def go():
+        p = _pipeline()
+        plan = await p.plan("t", tts_pb2.SynthesisConfig(reference_audio=b"RIFF", model="glmtts"), (), None)
+        assert p.stages.speaker.embeds == [NEED]
+        assert plan.decode_config.speaker.encoder == NEED             # the id of the encoder that really ran
+        # an engine that needs no particular encoder gets the speaker stage's default
+        plan = await p.plan("t", tts_pb2.SynthesisConfig(reference_audio=b"RIFF", model="embedded"), (), None)
+        assert p.stages.speaker.embeds[-1] == "" and plan.decode_config.speaker.encoder == "campplus@v1"
+    asyncio.run(go())
+
+
+def test_registered_voice_is_sent_with_the_engines_encoder():
+    rec = VoiceRecord(id=new_voice_id(), name="a", reference_id="r" * 64, encoder="campplus@v1", prompt_text="",
+                      seconds=3.0, created_at="", audio=b"RIFF")
+
+    async def go():
+        p = _pipeline(rec)
+        plan = await p.plan("t", tts_pb2.SynthesisConfig(voice=rec.id, model="glmtts"), (), None)
+        assert plan.decode_config.speaker.encoder == NEED              # by reference: the decoder's cache key
+        full = await plan.full_speaker()                               # the resend after NOT_FOUND
+        assert p.stages.speaker.gets == [NEED] and full.encoder == NEED
+        assert list(full.embedding) and full.reference_id == rec.reference_id
+    asyncio.run(go())
