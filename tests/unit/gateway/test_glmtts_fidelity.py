@@ -1,6 +1,6 @@
-"""The gateway asks the speaker stage for the encoder the decoder engine's model needs (EngineInfo.speaker_encoder,
-e.g. a GLM-TTS checkpoint's own CAM++ ONNX) and labels the conditioning with it, for inline reference audio and for
-registered voices (issue 12: the glmtts flow refuses an embedding from any other encoder)."""
+"""What the gateway asks of the stages for the glmtts engine to match the published GLM-TTS inference (issue 12):
+the speaker encoder the decoder engine's model needs (EngineInfo.speaker_encoder, e.g. a checkpoint's own CAM++
+ONNX), for inline reference audio and registered voices; and the offline render for unary Synthesize."""
 import asyncio
 
 from services.gateway.pipeline import Pipeline
@@ -82,4 +82,54 @@ def test_registered_voice_is_sent_with_the_engines_encoder():
         full = await plan.full_speaker()                               # the resend after NOT_FOUND
         assert p.stages.speaker.gets == [NEED] and full.encoder == NEED
         assert list(full.embedding) and full.reference_id == rec.reference_id
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ unary Synthesize asks for the offline render
+
+class _Planned(Exception):
+    pass
+
+
+class RecordingPipeline:
+    def __init__(self):
+        self.offline = []
+
+    async def plan(self, tenant, cfg, metadata, deadline, *, offline=False):
+        self.offline.append(offline)
+        raise _Planned
+
+
+class _Auth:
+    def tenant(self, metadata):
+        return "t"
+
+
+class _Context:
+    def invocation_metadata(self):
+        return ()
+
+    def time_remaining(self):
+        return None
+
+
+def test_unary_synthesize_plans_an_offline_render():
+    """Unary Synthesize wants the whole audio: the decoder may render each segment whole (glmtts: the published
+    offline full-attention flow), and the plan says so to the decoder and the frontend."""
+    import pytest
+
+    from services.gateway.server import GatewayServicer
+
+    pipe = RecordingPipeline()
+    servicer = GatewayServicer(GatewaySettings(), pipe, _Auth())
+    with pytest.raises(_Planned):
+        asyncio.run(servicer.Synthesize(tts_pb2.SynthesizeRequest(text="你好。"), _Context()))
+    assert pipe.offline == [True]
+
+    async def go():
+        p = _pipeline()
+        whole = await p.plan("t", tts_pb2.SynthesisConfig(model="glmtts"), (), None, offline=True)
+        streamed = await p.plan("t", tts_pb2.SynthesisConfig(model="glmtts"), (), None)
+        assert whole.decode_config.offline and whole.normalize_config.whole_text
+        assert not streamed.decode_config.offline and not streamed.normalize_config.whole_text
     asyncio.run(go())
