@@ -1,9 +1,15 @@
 """What the gateway asks of the stages for the glmtts engine to match the published GLM-TTS inference (issue 12):
 the speaker encoder the decoder engine's model needs (EngineInfo.speaker_encoder, e.g. a checkpoint's own CAM++
-ONNX), for inline reference audio and registered voices; and the offline render for unary Synthesize."""
+ONNX), for inline reference audio and registered voices; and the offline render for unary Synthesize and batch
+lines."""
 import asyncio
 
+import pytest
+
+from services.gateway.batch.lines import LineSpec
+from services.gateway.batch.runner import Runner
 from services.gateway.pipeline import Pipeline
+from services.gateway.server import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.voices import VoiceRecord, new_voice_id
 from tts.decoder.v1 import decoder_pb2
@@ -116,10 +122,6 @@ class _Context:
 def test_unary_synthesize_plans_an_offline_render():
     """Unary Synthesize wants the whole audio: the decoder may render each segment whole (glmtts: the published
     offline full-attention flow), and the plan says so to the decoder and the frontend."""
-    import pytest
-
-    from services.gateway.server import GatewayServicer
-
     pipe = RecordingPipeline()
     servicer = GatewayServicer(GatewaySettings(), pipe, _Auth())
     with pytest.raises(_Planned):
@@ -133,3 +135,12 @@ def test_unary_synthesize_plans_an_offline_render():
         assert whole.decode_config.offline and whole.normalize_config.whole_text
         assert not streamed.decode_config.offline and not streamed.normalize_config.whole_text
     asyncio.run(go())
+
+
+def test_batch_lines_plan_an_offline_render(tmp_path):
+    pipe = RecordingPipeline()
+    runner = Runner(GatewaySettings(), pipe, store=None)
+    with pytest.raises(_Planned):
+        asyncio.run(runner._synthesize("t", "j_0123456789abcdef", tts_pb2.SynthesisConfig(), tmp_path,
+                                       LineSpec(uttid="u1", syn_text="你好。"), 1))
+    assert pipe.offline == [True]
