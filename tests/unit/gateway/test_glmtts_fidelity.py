@@ -40,7 +40,8 @@ class FakeSpeaker:
 class FakeDecoder:
     async def Info(self, req, timeout=None):
         return decoder_pb2.InfoResponse(default_engine="embedded", engines=[
-            decoder_pb2.EngineInfo(name="embedded"), decoder_pb2.EngineInfo(name="glmtts", speaker_encoder=NEED)])
+            decoder_pb2.EngineInfo(name="embedded"), decoder_pb2.EngineInfo(name="glmtts", speaker_encoder=NEED,
+                                                            segment_min_units=30, segment_max_units=60)])
 
 
 class FakeStages:
@@ -134,6 +135,9 @@ def test_unary_synthesize_plans_an_offline_render():
         streamed = await p.plan("t", tts_pb2.SynthesisConfig(model="glmtts"), (), None)
         assert whole.decode_config.offline and whole.normalize_config.whole_text
         assert not streamed.decode_config.offline and not streamed.normalize_config.whole_text
+        # the frontend merges segments into the range the engine's LM reads best (the published 30-60 units)
+        for plan in (whole, streamed):
+            assert (plan.normalize_config.merge_min_units, plan.normalize_config.merge_max_units) == (30, 60)
     asyncio.run(go())
 
 
