@@ -165,3 +165,11 @@ async def test_prompt_cache_key_is_reference_encoder_and_transcript(engine):
     other = engine.acoustic.prompt(Voice(prompt_text="世界", **base), engine.lm.encode_text)
     assert again is one                                   # cached
     assert other is not one and other.text_ids != one.text_ids
+    # the same audio and transcript embedded by another encoder is another prompt (its own embedding), never the
+    # cached one
+    emb2 = rng.standard_normal(192).astype(np.float32)
+    enc2 = engine.acoustic.prompt(Voice(prompt_text="你好", **{**base, "encoder": "campplus-onnx@ffffffffffffffff",
+                                                             "embedding": emb2}), engine.lm.encode_text)
+    assert enc2 is not one and not torch.equal(enc2.embedding, one.embedding)
+    assert engine.acoustic.prompt_key(Voice(prompt_text="你好", **base)) != engine.acoustic.prompt_key(
+        Voice(prompt_text="你好", **{**base, "encoder": "campplus-onnx@ffffffffffffffff"}))
