@@ -204,14 +204,14 @@ class Stack:
 
 
 def make_stack(tmp: Path, base: Stack | None = None, start: tuple[str, ...] = ROLES, decoders: int = 1,
-               decoder_addrs: Callable[[list[str]], list[str]] | None = None, **env) -> Stack:
+               decoder_addrs: Callable[[list[str]], list[str]] | None = None, timeout: float = 180, **env) -> Stack:
     """Start the roles named in ``start`` (of ``ROLES``); the others are ``base``'s, or, without a base, absent
     (a gateway then points at a port nobody listens on).
 
     ``env``: env var names and values (``TTS_GATEWAY_RATE_PER_TENANT=0``); a ``TTS_<STAGE>_`` name goes to that
     stage, any other (``TTS_INTERNAL_TOKEN``) to every service started here. The gateway is pointed at the stack's
     stages and redis unless ``env`` names its own addresses; ``decoder_addrs(addrs)`` rewrites the decoder list it
-    gets (a down decoder among them). The stages start at once, then the gateway.
+    gets (a down decoder among them). The stages start at once, then the gateway (each SERVING within ``timeout``).
     """
     unknown = set(start) - set(ROLES)
     if unknown:
@@ -245,7 +245,7 @@ def make_stack(tmp: Path, base: Stack | None = None, start: tuple[str, ...] = RO
     if "decoder" in start:
         s.decoders = [service("decoder") for _ in range(decoders)]
         stages += s.decoders
-    start_all(stages)
+    start_all(stages, timeout)
     if "gateway" in start:
         addrs = [d.addr for d in s.decoders]
         s.gateway_env = {**common, **{k: v for k, v in {
@@ -254,5 +254,5 @@ def make_stack(tmp: Path, base: Stack | None = None, start: tuple[str, ...] = RO
             "TTS_GATEWAY_DECODER_ADDRS": ",".join(decoder_addrs(addrs) if decoder_addrs else addrs),
             "TTS_GATEWAY_REDIS_URL": s.redis.url if s.redis else None}.items() if v is not None},
             **per_stage["gateway"]}
-        s.gateway = Service("gateway", env=s.gateway_env, log_dir=tmp).start()
+        s.gateway = Service("gateway", env=s.gateway_env, log_dir=tmp).start(timeout)
     return s
