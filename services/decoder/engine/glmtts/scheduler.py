@@ -132,6 +132,9 @@ class Scheduler:
         self._cv = threading.Condition()
         self._streams: dict[int, StreamState] = {}
         self._busy: set[int] = set()             # streams inside the pass running now
+        # streams removed during the pass using them: they still hold their cache until the pass ends, and count
+        # in active() / cache_bytes() until then; their on_freed callbacks run once it is freed
+        self._leaving: dict[int, tuple[StreamState, Callable[[], None] | None]] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0
@@ -152,6 +155,12 @@ class Scheduler:
             for st in list(self._streams.values()):
                 self._free(st)
             self._streams.clear()
+            leaving, self._leaving = list(self._leaving.values()), {}
+            for st, _ in leaving:
+                self._free(st)
+        for _, on_freed in leaving:
+            if on_freed is not None:
+                on_freed()
 
     # -- called from the event loop -----------------------------------------------------------------------------
 
@@ -193,14 +202,22 @@ class Scheduler:
             st.last_active = time.monotonic()
             self._cv.notify_all()
 
-    def remove(self, st: StreamState) -> None:
-        """Abort and forget a stream; its cache is freed now, or right after the pass using it."""
+    def remove(self, st: StreamState, on_freed: Callable[[], None] | None = None) -> None:
+        """Abort and forget a stream; its cache is freed now, or right after the pass using it. ``on_freed`` is
+        called once the cache is back in the pool (here, or on the scheduler thread after that pass): the engine
+        frees the stream's admission slot then, not before, so admitted streams never want more blocks than the
+        pool holds."""
         with self._cv:
             st.closed = True
             self._streams.pop(st.id, None)
-            if st.id not in self._busy:
+            busy = st.id in self._busy
+            if busy:
+                self._leaving[st.id] = (st, on_freed)
+            else:
                 self._free(st)
             self._cv.notify_all()
+        if not busy and on_freed is not None:
+            on_freed()
 
     def clear_idle(self) -> tuple[int, int]:
         """Free the caches of streams that are not decoding now; they recompute their context when text arrives."""
@@ -215,12 +232,15 @@ class Scheduler:
         return freed, n
 
     def cache_bytes(self) -> int:
+        """Bytes of cache held by the streams, removed ones still in a pass included."""
         with self._cv:
-            return sum(st.kv.nbytes for st in self._streams.values() if st.kv is not None)
+            states = list(self._streams.values()) + [st for st, _ in self._leaving.values()]
+            return sum(st.kv.nbytes for st in states if st.kv is not None)
 
     def active(self) -> int:
+        """Streams known to the scheduler, removed ones whose cache the running pass still holds included."""
         with self._cv:
-            return len(self._streams)
+            return len(self._streams) + len(self._leaving)
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -290,12 +310,17 @@ class Scheduler:
                 st.done = True
                 st.sink.fail(st, exc)
         finally:
+            freed = []
             with self._cv:
                 self._busy = set()
                 for st in batch:
                     if st.closed:
                         self._free(st)
+                        freed.append(self._leaving.pop(st.id, (st, None))[1])
                 self._cv.notify_all()
+            for on_freed in freed:
+                if on_freed is not None:
+                    on_freed()
         for st in batch:
             self._maybe_finish(st)
 

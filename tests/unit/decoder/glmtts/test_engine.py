@@ -1,6 +1,7 @@
 """The glmtts engine on a tiny random checkpoint: streaming, KV cache reuse, batching, admission, cancellation."""
 import gc
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -32,7 +33,11 @@ def shutdown(e):
 def engine(glmtts_checkpoint):
     e = make_engine(glmtts_checkpoint)
     yield e
-    shutdown(e)
+    try:   # after every test of the module: each stream gone, each KV block back in the pool
+        wait_until(lambda: e.stats()["active_streams"] == 0, 30, "the module's streams to leave")
+        assert e.scheduler.active() == 0 and e.lm.pool.free_blocks == e.lm.pool.n_blocks
+    finally:
+        shutdown(e)
 
 
 def seg(i, text):
@@ -260,6 +265,7 @@ async def test_a_thousand_cancelled_streams_leak_nothing(engine):
     gc.collect()
     assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes,
                               "buffered_bytes": 0, "stalled_streams": 0}
+    assert engine.lm.pool.free_blocks == engine.lm.pool.n_blocks     # every block is back in the pool
     assert _rss_bytes() - base < 64 * 2**20, (base, _rss_bytes())
 
 
@@ -348,3 +354,29 @@ async def test_a_new_voice_is_built_off_the_lm_thread(engine, monkeypatch):
         release.set()
     chunks, state = await slow
     assert chunks[-1].segment_end and len(state.prompt.speech_tokens) == 50
+
+
+async def test_a_stream_closed_during_its_pass_keeps_its_admission_slot_until_its_blocks_are_back(engine, monkeypatch):
+    inside, go = threading.Event(), threading.Event()
+    real = engine.lm.packed_forward
+
+    def held(items):                 # the LM pass of the stream below stops here until the test lets it go
+        out = real(items)
+        if not go.is_set():
+            inside.set()
+            go.wait(30)
+        return out
+
+    monkeypatch.setattr(engine.lm, "packed_forward", held)
+    pool = engine.lm.pool
+    stream = engine.open_stream(Voice(), StreamOptions(seed=3))
+    stream.feed(seg(0, "你好世界"))
+    try:
+        assert inside.wait(30)
+        await stream.close()                      # the reader leaves while the pass holds the stream's blocks
+        assert pool.free_blocks < pool.n_blocks
+        assert engine.stats()["active_streams"] == 1 and engine.scheduler.active() == 1
+    finally:
+        go.set()
+    wait_until(lambda: engine.stats()["active_streams"] == 0, 30, "the closed stream's pass to end")
+    assert pool.free_blocks == pool.n_blocks and engine.scheduler.active() == 0

@@ -241,3 +241,37 @@ def test_the_layout_drops_history_oldest_first_within_the_speech_budget():
     assert [s.index for s in h] == [1]                              # 2 + 4 + 4 + estimate > 10: segment 0 dropped
     assert ids == [9, 2, 3, BOA, ATS + 5, ATS + 5] + [ATS + 2] * 4
     assert layout.length_bounds([1, 2]) == (4, 40)                  # 2..20 speech tokens per text id
+
+
+def test_a_stream_removed_during_its_pass_is_counted_until_that_pass_frees_its_cache():
+    freed = []
+
+    class RemovingLM(FakeLM):        # the reader closes the stream while the pass is running
+        def packed_forward(self, items):
+            out = super().packed_forward(items)
+            if len(self.calls) < 2:
+                return out
+            sched.remove(st, on_freed=lambda: freed.append((kv.freed, sched.active())))
+            seen.append((kv.freed, sched.active(), sched.cache_bytes(), list(freed)))
+            return out
+
+    seen = []
+    sched, lm, sink = make(RemovingLM())
+    st = stream(sched, sink, 1, texts=[[20, 21]])
+    sched.step()                                  # prefill, no removal yet (st.kv exists after it)
+    kv = st.kv
+    sched.step()
+    # mid-pass: not freed, still counted in active() and cache_bytes(), the callback not yet run
+    assert seen[-1][0] is False and seen[-1][1] == 1 and seen[-1][2] > 0 and seen[-1][3] == []
+    assert freed == [(True, 0)]                   # after the pass: freed first, then the callback
+    assert st.kv is None and sched.active() == 0 and sched.cache_bytes() == 0
+
+
+def test_removing_an_idle_stream_calls_back_at_once():
+    sched, lm, sink = make()
+    st = stream(sched, sink, 1, texts=[[20, 21]])
+    sched.step()
+    kv = st.kv
+    called = []
+    sched.remove(st, on_freed=lambda: called.append(kv.freed))
+    assert called == [True]
