@@ -152,11 +152,11 @@ def test_growing_a_stream_adds_blocks_and_moves_nothing(lm):
     kv = lm.new_cache()
     lm.packed_forward([(kv, _prompt(lm)[: bs - 1])])
     first = list(kv.blocks)
-    keys = lm.pool.k[:, first].clone()
+    keys = lm.pool.k[:, :, first].clone()           # [layers, kv_heads, its blocks, block_size, head_dim]
     for t in range(bs + 2):                     # crosses two block boundaries
         lm.packed_forward([(kv, [lm.ats + t])])
     assert kv.blocks[: len(first)] == first and len(kv.blocks) == len(first) + 2
-    assert torch.equal(lm.pool.k[:, first][:, :, : bs - 1], keys[:, :, : bs - 1])   # old tokens stay where they were
+    assert torch.equal(lm.pool.k[:, :, first][..., : bs - 1, :], keys[..., : bs - 1, :])   # old tokens stay where they were
     kv.free()
 
 
