@@ -310,6 +310,44 @@ class SpeechLM:
         return -1 if pick == self.n_speech else pick
 
 
+    def sample_batch(self, logits: torch.Tensor, histories: list[list[int]], params: list[SamplingParams],
+                     generators: list[torch.Generator | None], allow_end: list[bool]) -> list[int]:
+        """:meth:`sample` for every row of ``logits`` ``[streams, vocab]`` at once, each row with its own history,
+        parameters and generator; row ``r`` gets the token ``sample(logits[r], histories[r], ...)`` would give
+        (same ops per row, same draws from the same generator). The score slicing, softmax, top-k and nucleus cut
+        run once per group of rows sharing their parameters; only the draws stay per row, as each stream's
+        generator must give that stream's seeded sequence."""
+        n = logits.shape[0]
+        end = logits[:, self.eoa: self.eoa + 1].clone()
+        barred = [r for r in range(n) if not allow_end[r]]
+        if barred:
+            end[barred] = -math.inf
+        scores = torch.cat([logits[:, self.ats: self.ate + 1], end], dim=1)
+        groups: dict[tuple, list[int]] = {}
+        for r, p in enumerate(params):
+            groups.setdefault((p.greedy, p.temperature, p.top_k, p.top_p), []).append(r)
+        picks = [0] * n
+        for (greedy, temperature, top_k, top_p), rows in groups.items():
+            sub = scores if len(rows) == n else scores[rows]
+            if greedy:
+                for r, pick in zip(rows, torch.argmax(sub, dim=1).tolist()):
+                    picks[r] = pick
+                continue
+            probs = torch.softmax(sub / max(temperature, 1e-5), dim=-1)
+            values, idx = torch.topk(probs, min(top_k, probs.shape[1]), dim=1)
+            keep = (torch.cumsum(values, 1) - values) < top_p
+            keep[:, 0] = True
+            for j, r in enumerate(rows):
+                kept = keep[j]
+                pick = int(idx[j][kept][torch.multinomial(values[j][kept], 1, generator=generators[r])])
+                p = params[r]
+                window = histories[r][-p.ras_window:]
+                if window and window.count(pick) >= p.ras_window * p.ras_tau:
+                    pick = int(torch.multinomial(probs[j], 1, generator=generators[r]))
+                picks[r] = pick
+        return [-1 if pick == self.n_speech else pick for pick in picks]
+
+
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)

@@ -12,7 +12,8 @@ Each stream owns one cache for its whole life. A pass of the scheduler:
      middle of a segment (one token each); a stream whose reader is too far behind is skipped (back-pressure);
   2. runs ONE packed forward over all of them, or, for streams opened with ``use_cache=False``, a full forward over
      their whole sequence;
-  3. samples a token per stream and, every chunk boundary, hands the tokens so far to the sink (the acoustic side).
+  3. samples a token per stream (all streams' rows in one set of tensor ops where the model offers
+     ``sample_batch``; each stream's draws from its own generator) and, every chunk boundary, hands the tokens so far to the sink (the acoustic side).
 New streams join between passes; a finished, cancelled or expired stream leaves and its cache is freed at once.
 If the thread itself dies (an exception outside a pass), ``on_dead`` is called so the engine can fail every stream
 and take the process out of service instead of leaving streams to hang.
@@ -59,6 +60,10 @@ class StepModel(Protocol):
     def sample(self, logits: torch.Tensor, history: list[int], params: SamplingParams,
                generator: torch.Generator | None, allow_end: bool) -> int:
         """A speech token number, or -1 for end of audio."""
+
+    # optional: ``sample`` for all rows of a pass at once (``SpeechLM.sample_batch``); a model without it (or with
+    # it set to None) is sampled row by row
+    # def sample_batch(self, logits, histories, params, generators, allow_end) -> list[int]: ...
 
 
 class PromptLayout(Protocol):
@@ -348,17 +353,30 @@ class Scheduler:
                     continue
                 prefill_budget -= len(st.next_ids)
             (cached if st.use_cache else uncached).append(st)
-        logits = []
+        rows = []
         if cached:   # one device→host copy per pass; sampling runs on the CPU with each stream's own generator
-            logits += list(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
+            rows.append(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
         for st in uncached:
             st.cached_ids.extend(st.next_ids)
-            logits.append(self.lm.full_forward(st.cached_ids).cpu())
+            rows.append(self.lm.full_forward(st.cached_ids).cpu()[None])
         self.steps += 1
-        for st, row in zip(cached + uncached, logits):
-            if st.use_cache:
-                st.cached_ids.extend(st.next_ids)
-            self._advance(st, row)
+        served = cached + uncached
+        if not served:
+            return
+        logits = rows[0] if len(rows) == 1 else torch.cat(rows)
+        for st in cached:
+            st.cached_ids.extend(st.next_ids)
+        segs = [st.current for st in served]
+        allow = [len(seg.tokens) >= seg.min_len for seg in segs]
+        sample_batch = getattr(self.lm, "sample_batch", None)
+        if sample_batch is not None:      # one set of tensor ops for all rows; per-stream draws inside
+            tokens = sample_batch(logits, [seg.tokens for seg in segs], [st.params for st in served],
+                                  [st.generator for st in served], allow)
+        else:
+            tokens = [self.lm.sample(logits[i], seg.tokens, st.params, st.generator, allow_end=allow[i])
+                      for i, (st, seg) in enumerate(zip(served, segs))]
+        for st, tok in zip(served, tokens):
+            self._advance(st, tok)
 
     def _start_segment(self, st: StreamState) -> None:
         with self._cv:
@@ -386,9 +404,9 @@ class Scheduler:
             st.cached_ids = []
             st.next_ids = ids
 
-    def _advance(self, st: StreamState, logits: torch.Tensor) -> None:
+    def _advance(self, st: StreamState, tok: int) -> None:
+        """``tok``: the stream's sampled speech token, or -1 for end of audio."""
         seg = st.current
-        tok = self.lm.sample(logits, seg.tokens, st.params, st.generator, allow_end=len(seg.tokens) >= seg.min_len)
         finished = tok < 0 or len(seg.tokens) + 1 >= seg.max_len
         if tok >= 0:
             seg.tokens.append(tok)

@@ -275,3 +275,28 @@ def test_removing_an_idle_stream_calls_back_at_once():
     called = []
     sched.remove(st, on_freed=lambda: called.append(kv.freed))
     assert called == [True]
+
+
+def test_a_model_with_sample_batch_samples_every_row_of_a_pass_in_one_call():
+    class BatchLM(FakeLM):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def sample(self, *a, **k):
+            raise AssertionError("sampled row by row")
+
+        def sample_batch(self, logits, histories, params, generators, allow_end):
+            self.batches.append(logits.shape[0])
+            return [int(row.argmax()) for row in logits]
+
+    runs = {}
+    for name, lm in (("row by row", FakeLM()), ("batched", BatchLM())):
+        sched, lm, sink = make(lm)
+        states = [stream(sched, sink, i, texts=[[20, 21, 22][: i + 1]]) for i in range(3)]
+        for st in states:
+            sched.end(st)
+        run_until_idle(sched)
+        runs[name] = ([st.history[0].tokens for st in states], list(sink.chunks))
+    assert runs["batched"] == runs["row by row"]
+    assert lm.batches[0] == 3 and len(lm.batches) == sched.steps
