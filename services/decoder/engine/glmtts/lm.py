@@ -188,6 +188,13 @@ class SpeechLM:
             table += used + [used[0]] * (n_blk - len(used))          # padding blocks are masked out
             tokens += range(offsets[i], offsets[i + 1])
             rows += range(r * n_q, r * n_q + lengths[i])
+        if len(members) == 1 and n_q == 1:
+            used = items[members[0]][0].blocks[:n_blk]
+            if used == list(range(used[0], used[0] + n_blk)):
+                # one stream, one query, its blocks side by side in the pool (the usual case for a lone stream):
+                # its keys are a view of the pool cut to its length, no gather and no mask
+                return _Group(1, 1, starts[members[0]] + 1, None,
+                              None if whole else torch.tensor(tokens, device=dev), None, None, span=(used[0], n_blk))
         start = torch.tensor([starts[i] for i in members], device=dev)[:, None]
         n_new = torch.tensor([lengths[i] for i in members], device=dev)[:, None]
         # query j of a stream sits at position start + j; padding queries (j >= its new ids) repeat its last one
@@ -258,8 +265,13 @@ class SpeechLM:
         """One attention call for the streams of group ``g``: their blocks gathered by block table, their queries
         laid out ``[streams, heads, n_q, head_dim]``; returns ``[their new tokens, heads × head_dim]``."""
         kvh, hd, H = self.kv_heads, self.head_dim, self.n_heads
-        K = pk.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)   # [batch, kvh, keys, hd]
-        V = pv.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)
+        if g.span is not None:
+            a, n = g.span
+            K = pk[:, a: a + n].reshape(kvh, -1, hd)[None, :, : g.n_keys]
+            V = pv[:, a: a + n].reshape(kvh, -1, hd)[None, :, : g.n_keys]
+        else:
+            K = pk.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)  # [batch, kvh, keys, hd]
+            V = pv.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)
         if g.tokens is not None:
             q = q.index_select(0, g.tokens)
         if g.rows is None:
@@ -368,10 +380,11 @@ class _Group:
     batch: int                    # streams
     n_q: int                      # queries per stream in the call (the longest new run)
     n_keys: int                   # keys per stream (the most blocks any of them uses × block size)
-    table: torch.Tensor           # [batch × blocks] block ids, row-major per stream
+    table: torch.Tensor | None    # [batch × blocks] block ids, row-major per stream (None: ``span``)
     tokens: torch.Tensor | None   # their new tokens' indices in the pass (None: all of the pass, in order)
     rows: torch.Tensor | None     # [their new tokens] row in [batch × n_q] (None: one query each)
-    mask: torch.Tensor            # [batch, 1, n_q, n_keys] True = attend
+    mask: torch.Tensor | None     # [batch, 1, n_q, n_keys] True = attend (None: every key is attended)
+    span: tuple[int, int] | None = None   # one stream whose blocks are first..first+n-1: K/V are a pool view
 
 
 @dataclass
