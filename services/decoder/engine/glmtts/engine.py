@@ -120,10 +120,9 @@ class GLMTTSStream:
         if self._closed:
             return
         self._closed = True
-        # the admission slot is freed once the scheduler has the stream's KV blocks back (after the pass using
-        # them, when one is running), so a stream admitted meanwhile never finds the pool short
-        self.engine.scheduler.remove(self.state, on_freed=lambda: self.engine._release(self))
+        self.engine.scheduler.remove(self.state)
         self.engine.acoustic_drop(self)
+        self.engine._release(self)
 
     # -- called from worker threads -------------------------------------------------------------------------------
 

@@ -137,9 +137,9 @@ class Scheduler:
         self._cv = threading.Condition()
         self._streams: dict[int, StreamState] = {}
         self._busy: set[int] = set()             # streams inside the pass running now
-        # streams removed during the pass using them: they still hold their cache until the pass ends, and count
-        # in active() / cache_bytes() until then; their on_freed callbacks run once it is freed
-        self._leaving: dict[int, tuple[StreamState, Callable[[], None] | None]] = {}
+        # streams removed during the pass using them: they hold their cache until the pass ends, and count in
+        # active() / cache_bytes() until then
+        self._leaving: dict[int, StreamState] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0
@@ -160,12 +160,9 @@ class Scheduler:
             for st in list(self._streams.values()):
                 self._free(st)
             self._streams.clear()
-            leaving, self._leaving = list(self._leaving.values()), {}
-            for st, _ in leaving:
+            for st in self._leaving.values():
                 self._free(st)
-        for _, on_freed in leaving:
-            if on_freed is not None:
-                on_freed()
+            self._leaving.clear()
 
     # -- called from the event loop -----------------------------------------------------------------------------
 
@@ -207,22 +204,18 @@ class Scheduler:
             st.last_active = time.monotonic()
             self._cv.notify_all()
 
-    def remove(self, st: StreamState, on_freed: Callable[[], None] | None = None) -> None:
-        """Abort and forget a stream; its cache is freed now, or right after the pass using it. ``on_freed`` is
-        called once the cache is back in the pool (here, or on the scheduler thread after that pass): the engine
-        frees the stream's admission slot then, not before, so admitted streams never want more blocks than the
-        pool holds."""
+    def remove(self, st: StreamState) -> None:
+        """Abort and forget a stream; its cache is freed now, or right after the pass using it (until then it still
+        counts in :meth:`active` and :meth:`cache_bytes`). A stream added meanwhile takes blocks only in a later
+        pass, after that free, so the engine may admit one as soon as this returns."""
         with self._cv:
             st.closed = True
             self._streams.pop(st.id, None)
-            busy = st.id in self._busy
-            if busy:
-                self._leaving[st.id] = (st, on_freed)
+            if st.id in self._busy:
+                self._leaving[st.id] = st
             else:
                 self._free(st)
             self._cv.notify_all()
-        if not busy and on_freed is not None:
-            on_freed()
 
     def clear_idle(self) -> tuple[int, int]:
         """Free the caches of streams that are not decoding now; they recompute their context when text arrives."""
@@ -239,7 +232,7 @@ class Scheduler:
     def cache_bytes(self) -> int:
         """Bytes of cache held by the streams, removed ones still in a pass included."""
         with self._cv:
-            states = list(self._streams.values()) + [st for st, _ in self._leaving.values()]
+            states = list(self._streams.values()) + list(self._leaving.values())
             return sum(st.kv.nbytes for st in states if st.kv is not None)
 
     def active(self) -> int:
@@ -315,17 +308,13 @@ class Scheduler:
                 st.done = True
                 st.sink.fail(st, exc)
         finally:
-            freed = []
             with self._cv:
                 self._busy = set()
                 for st in batch:
                     if st.closed:
                         self._free(st)
-                        freed.append(self._leaving.pop(st.id, (st, None))[1])
+                        self._leaving.pop(st.id, None)
                 self._cv.notify_all()
-            for on_freed in freed:
-                if on_freed is not None:
-                    on_freed()
         for st in batch:
             self._maybe_finish(st)
 

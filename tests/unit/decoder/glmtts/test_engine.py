@@ -34,8 +34,9 @@ def engine(glmtts_checkpoint):
     e = make_engine(glmtts_checkpoint)
     yield e
     try:   # after every test of the module: each stream gone, each KV block back in the pool
-        wait_until(lambda: e.stats()["active_streams"] == 0, 30, "the module's streams to leave")
-        assert e.scheduler.active() == 0 and e.lm.pool.free_blocks == e.lm.pool.n_blocks
+        wait_until(lambda: e.stats()["active_streams"] == 0 and e.scheduler.active() == 0, 30,
+                   "the module's streams to leave")
+        assert e.lm.pool.free_blocks == e.lm.pool.n_blocks
     finally:
         shutdown(e)
 
@@ -356,7 +357,9 @@ async def test_a_new_voice_is_built_off_the_lm_thread(engine, monkeypatch):
     assert chunks[-1].segment_end and len(state.prompt.speech_tokens) == 50
 
 
-async def test_a_stream_closed_during_its_pass_keeps_its_admission_slot_until_its_blocks_are_back(engine, monkeypatch):
+async def test_a_stream_closed_during_its_pass_is_counted_until_the_pass_returns_its_blocks(engine, monkeypatch):
+    """The 1000-cancel test once found 7 of 2048 blocks out of the pool after it: a stream closed during a pass
+    was no longer counted by the scheduler (active(), cache_bytes()) while that pass still held its blocks."""
     inside, go = threading.Event(), threading.Event()
     real = engine.lm.packed_forward
 
@@ -375,8 +378,9 @@ async def test_a_stream_closed_during_its_pass_keeps_its_admission_slot_until_it
         assert inside.wait(30)
         await stream.close()                      # the reader leaves while the pass holds the stream's blocks
         assert pool.free_blocks < pool.n_blocks
-        assert engine.stats()["active_streams"] == 1 and engine.scheduler.active() == 1
+        assert engine.scheduler.active() == 1
+        assert engine.stats()["cache_bytes"] == (pool.n_blocks - pool.free_blocks) * pool.block_bytes
     finally:
         go.set()
-    wait_until(lambda: engine.stats()["active_streams"] == 0, 30, "the closed stream's pass to end")
-    assert pool.free_blocks == pool.n_blocks and engine.scheduler.active() == 0
+    wait_until(lambda: engine.scheduler.active() == 0, 30, "the closed stream's pass to end")
+    assert pool.free_blocks == pool.n_blocks and engine.stats()["cache_bytes"] == 0

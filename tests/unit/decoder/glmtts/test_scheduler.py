@@ -244,37 +244,22 @@ def test_the_layout_drops_history_oldest_first_within_the_speech_budget():
 
 
 def test_a_stream_removed_during_its_pass_is_counted_until_that_pass_frees_its_cache():
-    freed = []
-
-    class RemovingLM(FakeLM):        # the reader closes the stream while the pass is running
+    class RemovingLM(FakeLM):        # the reader closes the stream while its second pass is running
         def packed_forward(self, items):
             out = super().packed_forward(items)
-            if len(self.calls) < 2:
-                return out
-            sched.remove(st, on_freed=lambda: freed.append((kv.freed, sched.active())))
-            seen.append((kv.freed, sched.active(), sched.cache_bytes(), list(freed)))
+            if len(self.calls) == 2:
+                sched.remove(st)
+                seen.append((kv.freed, sched.active(), sched.cache_bytes()))
             return out
 
     seen = []
     sched, lm, sink = make(RemovingLM())
     st = stream(sched, sink, 1, texts=[[20, 21]])
-    sched.step()                                  # prefill, no removal yet (st.kv exists after it)
+    sched.step()                                  # prefill
     kv = st.kv
     sched.step()
-    # mid-pass: not freed, still counted in active() and cache_bytes(), the callback not yet run
-    assert seen[-1][0] is False and seen[-1][1] == 1 and seen[-1][2] > 0 and seen[-1][3] == []
-    assert freed == [(True, 0)]                   # after the pass: freed first, then the callback
-    assert st.kv is None and sched.active() == 0 and sched.cache_bytes() == 0
-
-
-def test_removing_an_idle_stream_calls_back_at_once():
-    sched, lm, sink = make()
-    st = stream(sched, sink, 1, texts=[[20, 21]])
-    sched.step()
-    kv = st.kv
-    called = []
-    sched.remove(st, on_freed=lambda: called.append(kv.freed))
-    assert called == [True]
+    assert seen == [(False, 1, kv_bytes := seen[0][2])] and kv_bytes > 0    # mid-pass: held and counted
+    assert kv.freed and st.kv is None and sched.active() == 0 and sched.cache_bytes() == 0
 
 
 def test_a_model_with_sample_batch_samples_every_row_of_a_pass_in_one_call():
