@@ -5,9 +5,9 @@ The pool is allocated once, at warm-up, for the pod's whole budget: per layer, K
 come out as ``[streams, kv_heads, keys, head_dim]`` with each head's keys contiguous, the layout the CPU's SDPA
 kernel runs fastest on (measured: 1.5x faster than the same call on the token-major gather). Paged attention
 kernels (``block_table`` in ``torch.nn.attention.varlen.varlen_attn``, vLLM, flash-attention) take
-``[n_blocks, block_size, kv_heads, head_dim]``, a permute of the same pool away. A stream owns a list of block ids (its block
-table) and a length; growing takes free blocks from the pool (no copy), cropping to a common prefix gives the
-blocks past it back, freeing gives all of them back at once. Admission reserves blocks, so a stream never finds
+``[n_blocks, block_size, kv_heads, head_dim]``, a permute of the same pool away. A stream owns a list of block
+ids (its block table) and a length; growing takes free blocks from the pool (no copy), cropping to a common prefix
+gives the blocks past it back, freeing gives all of them back at once. Admission reserves blocks, so a stream never finds
 the pool empty (see the engine's budget).
 """
 from __future__ import annotations
