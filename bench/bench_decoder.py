@@ -184,9 +184,8 @@ POLICIES = [("default: small first block, look-ahead on every block", None, None
 def _policies():
     from services.decoder.settings import DecoderSettings
 
-    st = DecoderSettings()
-    default = (tuple(int(x) for x in st.glmtts_chunk_schedule.split(",")),
-               tuple(int(x) for x in st.glmtts_lookahead.split(",")))
+    st = DecoderSettings().glmtts
+    default = (st.chunk_schedule, st.lookahead)
     return [(name, b or default[0], a or default[1]) for name, b, a in POLICIES]
 
 

@@ -76,8 +76,12 @@ class AsyncTTSClient:
             call.cancel()
 
     # ---- voices / frontend / admin ----
+    async def list_voices(self, token: str | None = None) -> tts_pb2.ListVoicesResponse:
+        """Voices, and the models (engines) the server's decoders serve with the default one."""
+        return await self._unary(self.stub.ListVoices, tts_pb2.ListVoicesRequest(), token)
+
     async def voices(self, token: str | None = None) -> list:
-        return list((await self._unary(self.stub.ListVoices, tts_pb2.ListVoicesRequest(), token)).voices)
+        return list((await self.list_voices(token)).voices)
 
     async def register_voice(self, name: str, audio: bytes, prompt_text: str = "", token: str | None = None):
         return await self._unary(self.stub.RegisterVoice, tts_pb2.RegisterVoiceRequest(

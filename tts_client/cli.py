@@ -63,6 +63,13 @@ def cmd_voices(client: TTSClient, a) -> int:
     return 0
 
 
+def cmd_models(client: TTSClient, a) -> int:
+    models, default = client.models()
+    for name in sorted(models, key=lambda m: m != default):
+        print(f"{name}\tdefault" if name == default else name)
+    return 0
+
+
 def cmd_register(client: TTSClient, a) -> int:
     resp = client.register_voice(a.name, open(a.audio, "rb").read(), a.prompt_text or "")
     print(json.dumps(MessageToDict(resp), ensure_ascii=False, indent=2))
@@ -170,7 +177,7 @@ def main(argv=None) -> int:
     s.add_argument("--chunk-size", type=int, default=0)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--speed", type=float, default=0.0)
-    s.add_argument("--model", default="", choices=["", "embedded", "glmtts"])
+    s.add_argument("--model", default="", help="an engine the server serves (ttsctl models); default: the server's")
     s.add_argument("--use-cache", choices=["on", "off"], default=None)
     s.add_argument("--phoneme", action="store_true", help="phoneme mode: 我要[xie3]个字, {血|xie3}")
     s.add_argument("--stream", action="store_true", help="send the text in small pieces, as an LLM would")
@@ -178,6 +185,9 @@ def main(argv=None) -> int:
 
     v = sub.add_parser("voices", help="list voices")
     v.set_defaults(fn=cmd_voices)
+
+    m = sub.add_parser("models", help="list the models (decoder engines) the server serves, the default first")
+    m.set_defaults(fn=cmd_models)
 
     r = sub.add_parser("register", help="register a reference voice")
     r.add_argument("name")
@@ -203,7 +213,7 @@ def main(argv=None) -> int:
     b.add_argument("--sample-rate", type=int, default=0)
     b.add_argument("--seed", type=int, default=None)
     b.add_argument("--speed", type=float, default=0.0)
-    b.add_argument("--model", default="", choices=["", "embedded", "glmtts"])
+    b.add_argument("--model", default="", help="an engine the server serves (ttsctl models); default: the server's")
     b.set_defaults(fn=cmd_batch)
 
     h = sub.add_parser("health", help="gateway health")

@@ -100,9 +100,17 @@ class TTSClient:
                                     metadata=self.metadata, timeout=self.timeout)
 
     # ---- voices / frontend ----
+    def list_voices(self) -> tts_pb2.ListVoicesResponse:
+        """Voices, and the models (engines) the server's decoders serve with the default one."""
+        return self.stub.ListVoices(tts_pb2.ListVoicesRequest(), metadata=self.metadata, timeout=self.timeout)
+
     def voices(self) -> list:
-        return list(self.stub.ListVoices(tts_pb2.ListVoicesRequest(), metadata=self.metadata,
-                                         timeout=self.timeout).voices)
+        return list(self.list_voices().voices)
+
+    def models(self) -> tuple[list[str], str]:
+        """The values ``SynthesisConfig.model`` accepts on this server, and the one "" means."""
+        resp = self.list_voices()
+        return list(resp.models), resp.default_model
 
     def register_voice(self, name: str, audio: bytes, prompt_text: str = "") -> tts_pb2.RegisterVoiceResponse:
         return self.stub.RegisterVoice(tts_pb2.RegisterVoiceRequest(name=name, audio=audio, prompt_text=prompt_text),

@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser().parse_args(argv)
     settings = DecoderSettings()
-    path = prepare_model(settings.embedded_model_dir)
+    path = prepare_model(settings.embedded.model_dir)
     print(f"embedded model: {path} ({os.path.getsize(path) / 1e6:.1f} MB, sha256 ok)")
 
 

@@ -49,9 +49,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
         for name, engine in engines.items():
-            if "throughput" in engine.stats():        # engines that measure real-time capacity: read at scrape time
-                HEADROOM.labels(name).set_function(lambda e=engine: e.stats()["headroom_streams"])
-                THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats()["throughput"])
+            if engine.stats().throughput is not None:     # engines that measure real-time capacity: read at scrape time
+                HEADROOM.labels(name).set_function(lambda e=engine: e.stats().headroom_streams)
+                THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats().throughput)
 
     def _engine(self, name: str):
         name = name or self.default_engine
@@ -62,8 +62,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
     def _update_gauges(self) -> None:
         for name, engine in self.engines.items():
             stats = engine.stats()
-            ACTIVE_STREAMS.labels(name).set(stats["active_streams"])
-            CACHE_BYTES.labels(name).set(stats["cache_bytes"])
+            ACTIVE_STREAMS.labels(name).set(stats.active_streams)
+            CACHE_BYTES.labels(name).set(stats.cache_bytes)
 
     async def Decode(self, request_iterator, context):
         requests = request_iterator.__aiter__()
@@ -122,7 +122,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
                 engine=engine.name, voice=str(getattr(stream, "voice_name", "")),
                 conditioning=str(getattr(stream, "conditioning", "")),
-                compute_per_audio_s=engine.stats().get("compute_per_audio_s", 0.0)))
+                compute_per_audio_s=engine.stats().compute_per_audio_s))
         except asyncio.TimeoutError:
             raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
         finally:
@@ -146,11 +146,11 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             stats = engine.stats()
             infos.append(decoder_pb2.EngineInfo(
                 name=name, sample_rate=engine.sample_rate, voices=engine.voices(), loaded=True,
-                supports_cloning=engine.supports_cloning, active_streams=stats["active_streams"],
-                cache_bytes=stats["cache_bytes"], cache_budget_bytes=stats["cache_budget_bytes"],
-                buffered_bytes=stats.get("buffered_bytes", 0), stalled_streams=stats.get("stalled_streams", 0),
-                throughput=stats.get("throughput", 0.0), compute_per_audio_s=stats.get("compute_per_audio_s", 0.0),
-                headroom_streams=stats.get("headroom_streams", 0.0),
+                supports_cloning=engine.supports_cloning, active_streams=stats.active_streams,
+                cache_bytes=stats.cache_bytes, cache_budget_bytes=stats.cache_budget_bytes,
+                buffered_bytes=stats.buffered_bytes, stalled_streams=stats.stalled_streams,
+                throughput=stats.throughput or 0.0, compute_per_audio_s=stats.compute_per_audio_s,
+                headroom_streams=stats.headroom_streams,
                 speaker_encoder=getattr(engine, "speaker_encoder", ""),
                 segment_min_units=getattr(engine, "segment_units", (0, 0))[0],
                 segment_max_units=getattr(engine, "segment_units", (0, 0))[1]))

@@ -154,13 +154,14 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
     async def ListVoices(self, request, context):
         tenant, _ = self._tenant(context)
         voices = []
+        models, default_model = await self.pipeline.models()
         for engine, names in (await self.pipeline.builtin_voices()).items():
             voices += [tts_pb2.Voice(id=n, name=n, builtin=True, engine=engine) for n in names]
         for rec in await self.pipeline.voices.list(tenant):
             voices.append(tts_pb2.Voice(id=rec.id, name=rec.name, builtin=False, engine=self.settings.cloning_model,
                                         prompt_text=rec.prompt_text, reference_seconds=rec.seconds,
                                         created_at=rec.created_at))
-        return tts_pb2.ListVoicesResponse(voices=voices)
+        return tts_pb2.ListVoicesResponse(voices=voices, models=models, default_model=default_model)
 
     async def RegisterVoice(self, request, context):
         tenant, metadata = self._tenant(context)

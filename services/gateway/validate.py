@@ -13,7 +13,6 @@ from tts.v1 import tts_pb2
 # AudioEncoding value → its entry name in shared.encodings (UNSPECIFIED = LINEAR16)
 ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16",
              **{tts_pb2.AudioEncoding.Value(name): name for name in OUTPUT_ENCODINGS}}
-MODELS = ("", "embedded", "glmtts")
 LANGUAGES = ("", "auto", "zh", "en")
 MAX_SEED = 2**63 - 1
 
@@ -35,8 +34,6 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
         raise InvalidArgument("config.speed", f"{cfg.speed:g} is outside 0.5..2.0 (0 = 1.0)")
     if cfg.HasField("seed") and cfg.seed > MAX_SEED:
         raise InvalidArgument("config.seed", f"must be below 2^63, got {cfg.seed}")
-    if cfg.model not in MODELS:
-        raise InvalidArgument("config.model", f"unknown model {cfg.model!r}; use one of: embedded, glmtts")
     if cfg.language not in LANGUAGES:
         raise InvalidArgument("config.language", f"unknown language {cfg.language!r}; use '', auto, zh or en")
     if cfg.WhichOneof("voice_source") == "reference_audio" and len(cfg.reference_audio) > max_reference_bytes:
@@ -44,6 +41,12 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
                               f"{max_reference_bytes} byte limit")
     if len(cfg.prompt_text) > 1000:
         raise InvalidArgument("config.prompt_text", "longer than 1000 characters")
+
+
+def check_model(model: str, known) -> None:
+    """``config.model`` against the engines the decoders report in ``Info`` (``known``); "" = the default."""
+    if model and model not in known:
+        raise InvalidArgument("config.model", f"unknown model {model!r}; use one of: {', '.join(known)}")
 
 
 _ALLOWED_CONTROLS = {"\n", "\t", "\r"}

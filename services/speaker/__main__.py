@@ -10,6 +10,7 @@ from tts.speaker.v1 import speaker_pb2, speaker_pb2_grpc
 
 from .engine import SpeakerEngine
 from .engine.cache import EmbeddingCache
+from .engine.store import open_store
 from .engine.campplus import CamppEncoder
 from .metrics import CACHE
 from .server import SpeakerServicer
@@ -35,9 +36,15 @@ def main() -> None:
         raise SystemExit(f"TTS_SPEAKER_ENCODER={settings.encoder!r}: use 'campplus', 'campplus-onnx' or 'ecapa'")
     torch.set_num_threads(settings.torch_threads)
 
+    try:
+        store = open_store(settings.redis_url, settings.redis_timeout_ms)
+    except ValueError as exc:
+        raise SystemExit(f"TTS_SPEAKER_REDIS_URL: {exc}") from None
+
     async def run():
-        cache = EmbeddingCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_ms,
-                               settings.local_cache_entries, on_result=lambda r: CACHE.labels(r).inc())
+        cache = EmbeddingCache(store, settings.cache_ttl_s,
+                               settings.redis_timeout_ms, settings.local_cache_entries,
+                               on_result=lambda r: CACHE.labels(r).inc())
         engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes, extra_encoders=[onnx] if onnx else [])
 
         def register(server):

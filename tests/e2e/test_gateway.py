@@ -151,6 +151,19 @@ def test_service_keeps_serving_after_bad_input(client):
     assert res.summary.audio_ms > 500
 
 
+def test_models_are_the_engines_the_decoders_serve(client, stack, capsys):
+    """The gateway, the CLI and the page learn the model names from the decoders' Info (the stack enables both)."""
+    assert client.models() == (["embedded", "glmtts"], "embedded")
+    with pytest.raises(grpc.RpcError) as err:
+        client.stream(["你好。"], make_config(model="nope"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "config.model: unknown model 'nope'; use one of: embedded, glmtts"
+    from tts_client.cli import main
+
+    assert main(["--target", stack.gateway.addr, "models"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["embedded\tdefault", "glmtts"]
+
+
 def test_list_voices_has_builtin_voices(client):
     voices = client.voices()
     assert any(v.builtin and v.id == "jm_kumo" for v in voices)

@@ -197,8 +197,10 @@ async def test_page_health_voices_analyze(webstack):
         async with s.get(webstack.url + "/healthz") as r:
             assert r.status == 200 and (await r.json()) == {"status": "ok", "gateway": "SERVING"}
         async with s.get(webstack.url + "/api/voices") as r:
-            voices = (await r.json())["voices"]
-            assert any(v["builtin"] for v in voices)
+            data = await r.json()
+            assert any(v["builtin"] for v in data["voices"])
+            # the page's model list: the decoders' engines, as the gateway lists them
+            assert "embedded" in data["models"] and data["default_model"] in data["models"]
         async with s.post(webstack.url + "/api/analyze", json={"text": "我在银行工作。"}) as r:
             seg = (await r.json())["segments"][0]
             assert seg["normalized"] == "我在银行工作。"

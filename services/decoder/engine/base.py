@@ -7,6 +7,7 @@ finish, cancel or timeout).
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
@@ -65,6 +66,51 @@ class Chunk:
     segment_end: bool = False
 
 
+@dataclass
+class EngineStats:
+    """What an engine reports for metrics and ``Info``."""
+
+    active_streams: int = 0
+    cache_bytes: int = 0                         # per-stream decoding state held (KV cache)
+    cache_budget_bytes: int = 0
+    buffered_bytes: int = 0                      # audio queued for readers and not yet taken
+    stalled_streams: int = 0                     # streams held back because their reader is not reading
+    # engines that measure their real-time capacity (None = this one does not): seconds of audio per second when
+    # busy, compute seconds per audio second, and how many more real-time streams it would admit now
+    throughput: float | None = None
+    compute_per_audio_s: float = 0.0
+    headroom_streams: float = 0.0
+
+
+def _nbytes(item) -> int:
+    return item.audio.nbytes if isinstance(item, Chunk) else 0
+
+
+class ChunkQueue:
+    """A stream's queue to its reader: chunks, and the engine's end / error markers. It counts the audio bytes it
+    holds as they are put and taken (``buffered_bytes``), so stats never look inside the queue."""
+
+    def __init__(self, maxsize: int = 0):
+        self._items: asyncio.Queue = asyncio.Queue(maxsize)
+        self.buffered_bytes = 0
+
+    def full(self) -> bool:
+        return self._items.full()
+
+    def put_nowait(self, item) -> None:
+        self._items.put_nowait(item)
+        self.buffered_bytes += _nbytes(item)
+
+    async def put(self, item) -> None:
+        await self._items.put(item)
+        self.buffered_bytes += _nbytes(item)
+
+    async def get(self):
+        item = await self._items.get()
+        self.buffered_bytes -= _nbytes(item)
+        return item
+
+
 class Stream(Protocol):
     def feed(self, segment: SegmentInput) -> None:
         """Queue a segment. Never blocks; decoding starts as soon as the engine can."""
@@ -96,7 +142,6 @@ class Engine(Protocol):
     def clear_cache(self) -> tuple[int, int]:
         """Free all idle cached state; returns (bytes freed, streams freed)."""
 
-    def stats(self) -> dict:
-        """{"active_streams": int, "cache_bytes": int, "cache_budget_bytes": int}"""
+    def stats(self) -> EngineStats: ...
 
     async def close(self) -> None: ...

@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.errors import InvalidArgument, ResourceExhausted
 
-from .base import Chunk, SegmentInput, StreamOptions, Voice
+from .base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Voice
 from .realtime import RealtimeScheduler, Work
 
 log = logging.getLogger("decoder.embedded")
@@ -193,7 +193,7 @@ class EmbeddedStream:
     def __init__(self, engine: "EmbeddedEngine", voice: str, options: StreamOptions):
         self.engine, self.voice, self.options = engine, voice, options
         self.voice_name = voice
-        self._out: asyncio.Queue = asyncio.Queue(maxsize=engine.queue_chunks)
+        self._out = ChunkQueue(maxsize=engine.queue_chunks)
         self._ready: list = []                  # finished chunks not yet in _out (at most one job's)
         self._ready_event = asyncio.Event()
         self._pump: asyncio.Task | None = None
@@ -422,13 +422,12 @@ class EmbeddedEngine:
     def clear_cache(self) -> tuple[int, int]:
         return 0, 0          # no per-stream cache beyond queued audio, which belongs to live streams
 
-    def stats(self) -> dict:
-        queued = [s._out for s in self._streams]
-        return {"active_streams": len(self._streams), "cache_bytes": 0, "cache_budget_bytes": 0,
-                "buffered_bytes": sum(c.audio.nbytes for q in queued for c in list(q._queue) if isinstance(c, Chunk)),
-                "stalled_streams": sum(q.full() for q in queued),
-                "throughput": self.sched.throughput, "compute_per_audio_s": self.sched.cost,
-                "headroom_streams": self.sched.headroom() if self.target_utilization else 0.0}
+    def stats(self) -> EngineStats:
+        streams = list(self._streams)
+        return EngineStats(active_streams=len(streams), buffered_bytes=sum(s._out.buffered_bytes for s in streams),
+                           stalled_streams=sum(s._out.full() for s in streams), throughput=self.sched.throughput,
+                           compute_per_audio_s=self.sched.cost,
+                           headroom_streams=self.sched.headroom() if self.target_utilization else 0.0)
 
     async def close(self) -> None:
         for stream in list(self._streams):

@@ -71,6 +71,7 @@ class BatchManager:
             raise InvalidArgument("config.reference_audio", "not accepted for batch jobs; give prompt_speech per "
                                   "line or a registered voice id in config.voice")
         validate_config(cfg, st.default_sample_rate, st.max_reference_bytes)
+        await self.pipeline.check_model(cfg.model)
         await self._check_voice(tenant, cfg.voice, "config.voice")
         lines = split_jsonl(data, field, st.batch_max_lines)
         quota = {JOBS.field: 1, UNFINISHED_JOBS.field: 1, JOB_BYTES.field: len(data)}

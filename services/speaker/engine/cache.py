@@ -1,7 +1,8 @@
-"""Embedding cache: in-process LRU in front of Redis (shared by all pods and tenants, content-addressed).
+"""Embedding cache: in-process LRU in front of a shared store (Redis by default: ``store.py``), shared by all pods
+and tenants, content-addressed.
 
-Redis is optional at every moment: down, slow or returning garbage means a miss (computed and served anyway),
-counted in ``tts_speaker_cache_total{result="error"}``; the client reconnects on its own.
+The store is optional at every moment: down, slow or returning garbage means a miss (computed and served anyway),
+counted in ``tts_speaker_cache_total{result="error"}``; the Redis client reconnects on its own.
 Value format (schema 2): b"SPK" + version byte + uint16 dim + float32[dim] embedding + float32 seconds + uint32
 number of 16 kHz samples + 16 kHz PCM16 + 24 kHz PCM16 (the same stretch; prompt features). Schema 1 values (no
 24 kHz audio) are still read.
@@ -16,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis.asyncio as aioredis
+
+from .store import SharedStore
 
 log = logging.getLogger("speaker.cache")
 
@@ -64,25 +66,24 @@ def decode_entry(raw: bytes) -> Entry | None:
 
 
 class EmbeddingCache:
-    def __init__(self, redis_url: str, ttl_s: int = 7 * 86400, timeout_ms: int = 50, local_entries: int = 256,
-                 on_result=None):
-        self.redis = aioredis.from_url(redis_url, socket_timeout=timeout_ms / 1000,
-                                       socket_connect_timeout=timeout_ms / 1000) if redis_url else None
+    def __init__(self, store: SharedStore | None, ttl_s: int = 7 * 86400, timeout_ms: int = 50,
+                 local_entries: int = 256, on_result=None):
+        self.store = store
         self.ttl_s = ttl_s
         self.timeout = timeout_ms / 1000
         self.local: OrderedDict[str, Entry] = OrderedDict()
         self.local_entries = local_entries
         self.on_result = on_result or (lambda result: None)
-        self.redis_up = True
+        self.store_up = True
         self._last_error_log = 0.0
 
     def _error(self, op: str, exc: BaseException) -> None:
-        self.redis_up = False
+        self.store_up = False
         self.on_result("error")
         now = time.monotonic()
         if now - self._last_error_log > 30:
             self._last_error_log = now
-            log.warning("redis unavailable; serving without the shared cache",
+            log.warning("shared cache unavailable; serving without it",
                         extra={"op": op, "error": f"{type(exc).__name__}: {exc}"})
 
     def _remember(self, key: str, entry: Entry) -> None:
@@ -95,12 +96,12 @@ class EmbeddingCache:
         if key in self.local:
             self.local.move_to_end(key)
             return self.local[key]
-        if self.redis is None:
+        if self.store is None:
             return None
         try:
-            raw = await asyncio.wait_for(self.redis.getex(key, ex=self.ttl_s), self.timeout)
-            self.redis_up = True
-        except Exception as exc:  # noqa: BLE001 - any Redis trouble is a miss
+            raw = await asyncio.wait_for(self.store.get(key, self.ttl_s), self.timeout)
+            self.store_up = True
+        except Exception as exc:  # noqa: BLE001 - any store trouble is a miss
             self._error("get", exc)
             return None
         if raw is None:
@@ -114,14 +115,14 @@ class EmbeddingCache:
 
     async def put(self, key: str, entry: Entry) -> None:
         self._remember(key, entry)
-        if self.redis is None:
+        if self.store is None:
             return
         try:
-            await asyncio.wait_for(self.redis.set(key, encode_entry(entry), ex=self.ttl_s), self.timeout * 4)
-            self.redis_up = True
+            await asyncio.wait_for(self.store.set(key, encode_entry(entry), self.ttl_s), self.timeout * 4)
+            self.store_up = True
         except Exception as exc:  # noqa: BLE001
             self._error("set", exc)
 
     async def close(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
+        if self.store is not None:
+            await self.store.close()

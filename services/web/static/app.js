@@ -46,6 +46,20 @@ async function loadVoices() {
       sel.appendChild(o);
     }
     sel.value = keep;
+    const models = $("model");               // the engines the decoders serve, as the gateway lists them
+    const keepModel = models.value;
+    models.innerHTML = "";
+    const def = document.createElement("option");
+    def.value = "";
+    def.textContent = data.default_model ? `${data.default_model} (server default)` : "(server default)";
+    models.appendChild(def);
+    for (const m of data.models || []) {
+      if (m === data.default_model) continue;
+      const o = document.createElement("option");
+      o.value = o.textContent = m;
+      models.appendChild(o);
+    }
+    models.value = [...models.options].some((o) => o.value === keepModel) ? keepModel : "";
   } catch (e) {
     $("message").textContent = "voices: " + e.message;
   }

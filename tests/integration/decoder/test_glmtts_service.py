@@ -19,7 +19,7 @@ def decoder(tmp_path_factory, glmtts_checkpoint):
         "TTS_DECODER_GLMTTS_PATH": str(glmtts_checkpoint),
         "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": "3",
         "TTS_DECODER_GLMTTS_N_TIMESTEPS": "4",
-        "TTS_DECODER_MAX_STREAMS": "3",
+        "TTS_DECODER_GLMTTS_MAX_STREAMS": "3",
         "TTS_DECODER_GLMTTS_LOOKAHEAD": "2",      # a flow block waits for 2 tokens of right context
     }).start()
     yield svc

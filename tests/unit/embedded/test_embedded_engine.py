@@ -54,7 +54,7 @@ async def test_stream_yields_segments_in_order_with_segment_ends(engine):
     assert [c.segment_index for c in chunks if c.segment_end] == [0, 1]
     audio = np.concatenate([c.audio for c in chunks])
     assert len(audio) / 24000 > 0.8 and np.abs(audio).max() > 0.05
-    assert engine.stats()["active_streams"] == 0
+    assert engine.stats().active_streams == 0
 
 
 async def test_same_input_gives_identical_audio(engine):
@@ -90,9 +90,17 @@ async def test_slow_reader_bounds_buffered_audio(engine):
         stream.end()
         it = stream.chunks().__aiter__()
         await it.__anext__()                       # the producer is now running; read nothing more
-        for _ in range(50):                        # let it run as far as it can
+        for _ in range(1500):                      # bounded polling until its queue to the reader is full
+            if engine.stats().stalled_streams:
+                break
             await asyncio.sleep(0.02)
-        assert stream._out.qsize() <= engine.queue_chunks
+        stats = engine.stats()
+        assert stats.stalled_streams == 1
+        # what the stats count is exactly the audio of the chunks waiting in the full queue, taken next
+        queued = [await it.__anext__() for _ in range(engine.queue_chunks)]
+        assert stats.buffered_bytes == sum(c.audio.nbytes for c in queued) > 0
+        rest = [c async for c in it]
+        assert rest and engine.stats().buffered_bytes == 0
     finally:
         await stream.close()
 
@@ -114,7 +122,7 @@ async def test_admission_limit_and_release(engine):
     assert exc.value.retry_after_s > 0
     for s in streams:
         await s.close()
-    assert engine.stats()["active_streams"] == 0
+    assert engine.stats().active_streams == 0
     again = engine.open_stream(Voice(), StreamOptions())
     await again.close()
 
@@ -125,4 +133,4 @@ async def test_close_while_synthesizing_cancels_and_frees(engine):
         stream.feed(HELLO)
         await stream.close()
         await stream.close()                     # idempotent
-    assert engine.stats()["active_streams"] == 0
+    assert engine.stats().active_streams == 0

@@ -1,7 +1,7 @@
 import pytest
 
 from services.gateway.auth import Authenticator, hash_token
-from services.gateway.validate import check_text, has_speakable, validate_config
+from services.gateway.validate import check_model, check_text, has_speakable, validate_config
 from shared.errors import InvalidArgument, Unauthenticated
 from tts.v1 import tts_pb2
 
@@ -18,7 +18,6 @@ def cfg(**kw):
     (cfg(chunk_size=-1), "config.chunk_size"),
     (cfg(speed=0.1), "config.speed"),
     (cfg(seed=2**64 - 1), "config.seed"),
-    (cfg(model="gpt"), "config.model"),
     (cfg(language="fr"), "config.language"),
     (cfg(reference_audio=b"x" * 11), "config.reference_audio"),
 ])
@@ -26,6 +25,15 @@ def test_invalid_config_names_the_field(config, field):
     with pytest.raises(InvalidArgument) as exc:
         validate_config(config, 24000, max_reference_bytes=10)
     assert exc.value.field == field
+
+
+def test_unknown_model_names_the_field_and_the_known_ones():
+    with pytest.raises(InvalidArgument) as exc:
+        check_model("gpt", ["embedded", "glmtts"])
+    assert exc.value.field == "config.model"
+    assert "'gpt'" in str(exc.value) and "embedded, glmtts" in str(exc.value)
+    check_model("", ["embedded"])             # "" = the default
+    check_model("glmtts", ["embedded", "glmtts"])
 
 
 @pytest.mark.parametrize("config", [

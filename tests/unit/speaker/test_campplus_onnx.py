@@ -50,7 +50,7 @@ def test_onnx_encoder_follows_the_official_front_end(onnx_files):
 def test_engine_serves_the_onnx_encoder_next_to_the_default(onnx_files):
     a, b = CamppOnnxEncoder(str(onnx_files[0])), CamppOnnxEncoder(str(onnx_files[1]))
     assert a.version == file_version(onnx_files[0]) != b.version
-    engine = SpeakerEngine(a, EmbeddingCache(""), extra_encoders=[b])
+    engine = SpeakerEngine(a, EmbeddingCache(None), extra_encoders=[b])
     import io
 
     import soundfile as sf

@@ -34,7 +34,7 @@ def test_embeddings_are_deterministic_and_input_dependent(ecapa):
 
 
 def test_cache_key_names_the_encoder_and_its_weights(ecapa):
-    engine = SpeakerEngine(ecapa, EmbeddingCache(""))
+    engine = SpeakerEngine(ecapa, EmbeddingCache(None))
     result = asyncio.run(engine.embed((DATA / "BAC009S0764W0121.wav").read_bytes()))
     assert result.encoder == "ecapa" and len(result.embedding) == 96
     assert engine.key(result.reference_id).startswith(f"tts:spk:v1:ecapa@{ecapa.version}:")

@@ -139,7 +139,7 @@ def test_cache_value_roundtrip_and_garbage():
 
 def test_concurrent_identical_requests_compute_once(encoder):
     async def run():
-        engine = SpeakerEngine(encoder, EmbeddingCache(""))
+        engine = SpeakerEngine(encoder, EmbeddingCache(None))
         data = SAME_B.read_bytes()
         results = await asyncio.gather(*[engine.embed(data) for _ in range(50)])
         return engine, results
@@ -150,7 +150,7 @@ def test_concurrent_identical_requests_compute_once(encoder):
 
 
 def test_get_unknown_reference_is_not_found(encoder):
-    engine = SpeakerEngine(encoder, EmbeddingCache(""))
+    engine = SpeakerEngine(encoder, EmbeddingCache(None))
     with pytest.raises(NotFound):
         asyncio.run(engine.get("0" * 64))
     with pytest.raises(InvalidArgument):

@@ -8,7 +8,9 @@ import grpc
 import pytest
 
 from services.web.results import ResultStore
-from services.web.server import HTTPError, error_response, get_field, OPENAI_PARAMS
+from services.web.errors import HTTPError, error_response
+from services.web.inputs import get_field
+from services.web.openai_api import OPENAI_PARAMS
 from shared.errors import InvalidArgument
 from shared.interceptors import status_trailers
 from tts_client.errors import TTSError, from_rpc_error

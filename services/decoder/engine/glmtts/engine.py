@@ -26,7 +26,7 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_encoder
 
-from ..base import Chunk, SegmentInput, StreamOptions, Voice
+from ..base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .acoustic_queue import AcousticQueue
 from .checkpoint import Layout
@@ -82,7 +82,7 @@ class GLMTTSStream:
         self.voice_name = f"ref:{voice.reference_id}" if voice.reference_id else (voice.name or "default")
         self.conditioning = ""                         # digest of what conditioned the flow (set by the acoustic side)
         self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue = ChunkQueue()
         self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
         self.blocks: list[int] = []                      # flow block sizes (tokens) of streamed segments
         self.offline = False                             # segments rendered whole (full attention)
@@ -245,8 +245,8 @@ class GLMTTSEngine:
         if n_blocks < per_stream:
             raise SystemExit(f"glmtts: cache budget {n_blocks} KV blocks ({n_blocks * self.lm.block_bytes} bytes) "
                              f"holds no stream of {self.max_tokens_per_stream} tokens ({per_stream} blocks of "
-                             f"{self.lm.block_size} tokens); raise TTS_DECODER_CACHE_BUDGET_BYTES or lower "
-                             f"TTS_DECODER_MAX_TOKENS_PER_STREAM")
+                             f"{self.lm.block_size} tokens); raise TTS_DECODER_GLMTTS_CACHE_BUDGET_BYTES or lower "
+                             f"TTS_DECODER_GLMTTS_MAX_TOKENS_PER_STREAM")
         self.lm.allocate_cache(n_blocks)
         self.cache_budget_bytes = n_blocks * self.lm.block_bytes
         self.blocks_per_stream = per_stream
@@ -417,14 +417,13 @@ class GLMTTSEngine:
     def clear_cache(self) -> tuple[int, int]:
         return self.scheduler.clear_idle() if self.scheduler else (0, 0)
 
-    def stats(self) -> dict:
+    def stats(self) -> EngineStats:
         streams = list(self._streams.values())
-        return {"active_streams": len(streams),
-                "cache_bytes": self.scheduler.cache_bytes() if self.scheduler else 0,
-                "cache_budget_bytes": self.cache_budget_bytes,
-                "buffered_bytes": sum(c.audio.nbytes for s in streams for c in list(s.queue._queue)
-                                      if isinstance(c, Chunk)),
-                "stalled_streams": sum(s.state.ahead >= self.max_ahead for s in streams)}
+        return EngineStats(active_streams=len(streams),
+                           cache_bytes=self.scheduler.cache_bytes() if self.scheduler else 0,
+                           cache_budget_bytes=self.cache_budget_bytes,
+                           buffered_bytes=sum(s.queue.buffered_bytes for s in streams),
+                           stalled_streams=sum(s.state.ahead >= self.max_ahead for s in streams))
 
     # -- the scheduler's sink: audio work goes to the acoustic thread, in order --------------------------------------
 

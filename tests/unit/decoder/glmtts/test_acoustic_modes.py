@@ -52,9 +52,8 @@ def pack_flow():
 
 def test_streaming_with_the_default_lookahead_is_close_to_offline(pack_flow):
     flow, x, off = pack_flow
-    settings = DecoderSettings()
-    blocks = [int(b) for b in settings.glmtts_chunk_schedule.split(",")]
-    lookahead = [int(a) for a in settings.glmtts_lookahead.split(",")]
+    settings = DecoderSettings().glmtts
+    blocks, lookahead = list(settings.chunk_schedule), list(settings.lookahead)
     at_ends, overall = _block_end_distance(flow, x, off, blocks, lookahead)
     assert at_ends <= 0.1 and overall <= 0.1, (at_ends, overall)          # measured 0.088 / 0.088
     assert emit_schedule(blocks, lookahead)[0] <= 16      # first chunk early: 16 tokens (27 before)
@@ -166,3 +165,11 @@ async def test_prompt_cache_key_is_reference_encoder_and_transcript(engine):
     other = engine.acoustic.prompt(Voice(prompt_text="世界", **base), engine.lm.encode_text)
     assert again is one                                   # cached
     assert other is not one and other.text_ids != one.text_ids
+    # the same audio and transcript embedded by another encoder is another prompt (its own embedding), never the
+    # cached one
+    emb2 = rng.standard_normal(192).astype(np.float32)
+    enc2 = engine.acoustic.prompt(Voice(prompt_text="你好", **{**base, "encoder": "campplus-onnx@ffffffffffffffff",
+                                                             "embedding": emb2}), engine.lm.encode_text)
+    assert enc2 is not one and not torch.equal(enc2.embedding, one.embedding)
+    assert engine.acoustic.prompt_key(Voice(prompt_text="你好", **base)) != engine.acoustic.prompt_key(
+        Voice(prompt_text="你好", **{**base, "encoder": "campplus-onnx@ffffffffffffffff"}))

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
+from services.decoder.engine.base import EngineStats, SegmentInput, StreamOptions, Voice
 from services.decoder.engine.glmtts.engine import GLMTTSEngine
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from tests.procs import wait_until
@@ -34,7 +34,7 @@ def engine(glmtts_checkpoint):
     e = make_engine(glmtts_checkpoint)
     yield e
     try:   # after every test of the module: each stream gone, each KV block back in the pool
-        wait_until(lambda: e.stats()["active_streams"] == 0 and e.scheduler.active() == 0, 30,
+        wait_until(lambda: e.stats().active_streams == 0 and e.scheduler.active() == 0, 30,
                    "the module's streams to leave")
         assert e.lm.pool.free_blocks == e.lm.pool.n_blocks
     finally:
@@ -152,7 +152,7 @@ async def test_a_checkpoint_without_voices_or_speech_tokenizer_loads_and_says_wh
         voice = Voice(reference_id="ref-2", embedding=np.ones(192, np.float32), prompt_pcm16k=np.zeros(16000, np.float32))
         with pytest.raises(FailedPrecondition, match="speech_tokenizer"):
             await run(e, ["你好"], voice=voice)
-        assert e.stats()["active_streams"] == 0
+        assert e.stats().active_streams == 0
     finally:
         shutdown(e)
 
@@ -194,7 +194,7 @@ async def test_reader_that_does_not_read_stops_the_decoding(engine):
     try:
         wait_until(lambda: state.ahead >= engine.max_ahead, 30, "the stream to fill its read-ahead")
         assert not state.runnable()
-        assert engine.stats()["stalled_streams"] == 1
+        assert engine.stats().stalled_streams == 1
         produced = state.tokens_total
         await run(engine, ["你好"], seed=1)          # the scheduler keeps serving other streams meanwhile...
         assert state.tokens_total == produced       # ...and this one stays where its reader left it
@@ -214,10 +214,10 @@ async def test_clear_cache_frees_idle_streams(engine):
         if c.segment_end:
             break
     try:
-        assert engine.stats()["cache_bytes"] > 0
+        assert engine.stats().cache_bytes > 0
         freed, n = engine.clear_cache()
         assert n == 1 and freed > 0
-        assert engine.stats()["cache_bytes"] == 0
+        assert engine.stats().cache_bytes == 0
         stream.feed(seg(1, "世界"))               # a cleared stream recomputes its context and goes on
         stream.end()
         rest = [c async for c in stream.chunks()]
@@ -234,7 +234,7 @@ async def test_idle_stream_state_expires_after_ttl(glmtts_checkpoint):
         async for c in stream.chunks():
             if c.segment_end:
                 break
-        wait_until(lambda: e.stats()["cache_bytes"] == 0, 10, "the idle stream's cache to expire")
+        wait_until(lambda: e.stats().cache_bytes == 0, 10, "the idle stream's cache to expire")
         assert stream.state.kv is None
         await stream.close()
     finally:
@@ -257,15 +257,14 @@ async def test_a_thousand_cancelled_streams_leak_nothing(engine):
 
     for i in range(50):                          # warm up allocator pools before taking the baseline
         await cancelled(i, i % 10 == 0)
-    wait_until(lambda: engine.stats()["active_streams"] == 0 and engine.scheduler.active() == 0, 30, "streams to leave")
+    wait_until(lambda: engine.stats().active_streams == 0 and engine.scheduler.active() == 0, 30, "streams to leave")
     gc.collect()
     base = _rss_bytes()
     for i in range(1000):
         await cancelled(i, i % 25 == 0)
     wait_until(lambda: engine.scheduler.cache_bytes() == 0 and engine.scheduler.active() == 0, 30, "caches to be freed")
     gc.collect()
-    assert engine.stats() == {"active_streams": 0, "cache_bytes": 0, "cache_budget_bytes": engine.cache_budget_bytes,
-                              "buffered_bytes": 0, "stalled_streams": 0}
+    assert engine.stats() == EngineStats(cache_budget_bytes=engine.cache_budget_bytes)
     assert engine.lm.pool.free_blocks == engine.lm.pool.n_blocks     # every block is back in the pool
     assert _rss_bytes() - base < 64 * 2**20, (base, _rss_bytes())
 
@@ -379,8 +378,8 @@ async def test_a_stream_closed_during_its_pass_is_counted_until_the_pass_returns
         await stream.close()                      # the reader leaves while the pass holds the stream's blocks
         assert pool.free_blocks < pool.n_blocks
         assert engine.scheduler.active() == 1
-        assert engine.stats()["cache_bytes"] == (pool.n_blocks - pool.free_blocks) * pool.block_bytes
+        assert engine.stats().cache_bytes == (pool.n_blocks - pool.free_blocks) * pool.block_bytes
     finally:
         go.set()
     wait_until(lambda: engine.scheduler.active() == 0, 30, "the closed stream's pass to end")
-    assert pool.free_blocks == pool.n_blocks and engine.stats()["cache_bytes"] == 0
+    assert pool.free_blocks == pool.n_blocks and engine.stats().cache_bytes == 0

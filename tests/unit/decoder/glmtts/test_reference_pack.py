@@ -96,7 +96,9 @@ def test_hift_decode_with_official_source(hift_case):
 def test_speech_token_ids_identical():
     tok = SpeechTokenizer.load(PACK / "speech_tokenizer")
     clips = load_file(str(PACK / "speech_tokenizer" / "clips_16k.safetensors"))
+    clips.update(load_file(str(PACK / "speech_tokenizer" / "clip_31s_16k.safetensors")))   # two 30 s pieces
     expected = json.loads((PACK / "speech_tokenizer" / "token_ids.json").read_text())["token_ids"]
+    assert sorted(clips) == sorted(expected)                      # every clip of the pack: 1.0, 2.3, 9.7, 31.0 s
     for name, clip in clips.items():
         assert tok.tokenize(clip.numpy()) == expected[name], name
 

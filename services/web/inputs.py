@@ -1,0 +1,139 @@
+"""What a request brings, checked before any work: the caller's token, the request id, a body within its limit
+(read past ``preauth_kb`` only once the token was checked with the gateway), JSON and its typed fields. Also the
+application's keys (the gateway client, settings, result store, token cache)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from tts_client.aio import AsyncTTSClient
+
+from .errors import HTTPError
+from .results import ResultStore
+from .settings import WebSettings
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+CLIENT = web.AppKey("client", AsyncTTSClient)
+SETTINGS = web.AppKey("settings", WebSettings)
+RESULTS = web.AppKey("results", ResultStore)
+TOKEN_CACHE = web.AppKey("token_cache", dict)
+
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}")            # printable ASCII: anything else is no token of ours
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+INT_LIMIT = 2**31 - 1
+PREAUTH_CACHE_S = 60.0
+
+
+def bearer(request: web.Request, explicit: str = "") -> str:
+    """The caller's token (header, or an explicit one from a WebSocket message), else the configured one.
+    A token that cannot be one (non-ASCII, control characters, empty) is 401 here, never a 500 further on."""
+    header = request.headers.get("Authorization", "")
+    token = None
+    if explicit:
+        token = explicit
+    elif header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    elif header:
+        raise HTTPError(401, "the Authorization header must be 'Bearer <token>'")
+    if token is None:
+        return request.app[SETTINGS].token.get_secret_value()
+    if not _TOKEN_RE.fullmatch(token):
+        raise HTTPError(401, "the bearer token is not valid")
+    return token
+
+
+def request_id(request: web.Request) -> str:
+    rid = request.headers.get("X-Request-Id", "")
+    if rid and not _REQUEST_ID_RE.fullmatch(rid):
+        raise HTTPError(400, "must be 1..128 characters of A-Z a-z 0-9 . _ : -", "X-Request-Id")
+    return rid
+
+
+def owner_of(token: str) -> str:
+    """Results are kept per caller: a hash of the token that made them (never the token itself)."""
+    return hashlib.sha256(b"tts-web-results\0" + token.encode()).hexdigest()[:32]
+
+
+async def verify_token(request: web.Request, token: str) -> None:
+    """Ask the gateway whether ``token`` is valid (cached a minute); raises its UNAUTHENTICATED (→ 401)."""
+    cache: dict = request.app[TOKEN_CACHE]
+    key = hashlib.sha256(token.encode()).digest()
+    now = time.monotonic()
+    if cache.get(key, 0) > now:
+        return
+    await request.app[CLIENT].voices(token=token)
+    if len(cache) > 10000:
+        cache.clear()
+    cache[key] = now + PREAUTH_CACHE_S
+
+
+async def read_body(request: web.Request, limit: int, field: str = "body") -> bytes:
+    """The body, refused with 413 from its Content-Length before it is read; more than ``preauth_kb`` of it is read
+    only after the caller's token was checked."""
+    settings = request.app[SETTINGS]
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HTTPError(413, f"{length} bytes is over the limit of {limit}", field)
+    if length is None or length > settings.preauth_kb * 1024:
+        await verify_token(request, bearer(request))
+    try:
+        data = await request.content.read(limit + 1)
+        while len(data) <= limit and not request.content.at_eof():
+            more = await request.content.read(limit + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except (web.HTTPRequestEntityTooLarge, ValueError):
+        raise HTTPError(413, f"over the limit of {limit} bytes", field) from None
+    if len(data) > limit:
+        raise HTTPError(413, f"over the limit of {limit} bytes", field)
+    return data
+
+
+async def parse_json(data: bytes | str, what: str = "the request body"):
+    """json.loads, off the event loop when big; deep nesting is a 400 like any other bad JSON."""
+    try:
+        if len(data) > 64 * 1024:
+            return await asyncio.to_thread(json.loads, data)
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HTTPError(400, f"{what} is not valid JSON") from None
+
+
+async def json_body(request: web.Request) -> dict:
+    if request.content_type != "application/json":
+        raise HTTPError(415, "the request body must be JSON sent with Content-Type: application/json")
+    data = await read_body(request, request.app[SETTINGS].max_json_kb * 1024)
+    body = await parse_json(data)
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
+
+
+def get_field(body: dict, name: str, kind, default=None, required: bool = False):
+    value = body.get(name, default)
+    if value is None:
+        if required:
+            raise HTTPError(400, "is required", name)
+        return default
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+        raise HTTPError(400, f"must be a {kind.__name__}", name)
+    if kind is int and name != "seed" and not -INT_LIMIT <= value <= INT_LIMIT:
+        raise HTTPError(400, f"{value} is out of range", name)
+    if kind is int and name == "seed" and not 0 <= value < 2**63:
+        raise HTTPError(400, "must be in 0..2^63-1", name)
+    if kind is float and not math.isfinite(value):
+        raise HTTPError(400, "must be a finite number", name)
+    return value
