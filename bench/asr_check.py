@@ -5,6 +5,11 @@ Usage: make run; make asr-check        (or: python -m bench.asr_check --target l
        python -m bench.asr_check --streamed [--own-stack] [--pace-ms 50]
 Both sides are normalized the same way (wetext TN, traditional → simplified, punctuation removed) before scoring.
 
+``--groupings`` (offline: no stack) cuts the same replies as the stream does (the frontend in-process, at
+``--rtf``), then synthesizes them with Kokoro in-process grouped several ways: each segment alone; the first segment
+alone, then sentence by sentence; sentence by sentence from the start; the first clause, then sentences; the whole
+reply as one piece. It shows where streamed CER is lost.
+
 ``--streamed`` compares, on customer-service replies (bench/bench_stream.py's), an LLM-paced StreamingSynthesize
 (1-3 characters every 50 ms, the segment schedule as served) with the same reply's phonemes synthesized as one
 piece (AnalyzeText, then one segment straight to the decoder, ``--decoder``), and prints both CERs.
@@ -151,6 +156,64 @@ def streamed_check(a, model, norm) -> int:
     return 0
 
 
+SENTENCE_END = "。！？!?"
+CLAUSE_END = "，,、；;：:" + SENTENCE_END
+GROUPINGS = ("alone", "first+sentences", "sentences", "clause+sentences", "whole")
+
+
+def group_segments(segs: list, how: str) -> list[list]:
+    """Consecutive segments into model calls: see the module docstring."""
+    if how == "alone":
+        return [[s] for s in segs]
+    if how == "whole":
+        return [list(segs)]
+    groups, cur = [], []
+    for k, seg in enumerate(segs):
+        cur.append(seg)
+        tail = seg.text.rstrip()[-1:]
+        first = not groups
+        if tail in SENTENCE_END or first and (how == "first+sentences" or how == "clause+sentences" and tail in CLAUSE_END):
+            groups.append(cur)
+            cur = []
+    return groups + ([cur] if cur else [])
+
+
+def groupings_check(a, model, norm) -> int:
+    import random
+
+    from bench.bench_stream import REPLIES, llm_pieces
+    from services.decoder.engine.embedded import SAMPLE_RATE, KokoroModel, _pause_after
+    from services.frontend.engine.core import FrontendEngine
+
+    fe = FrontendEngine()
+    kokoro = KokoroModel("models/kokoro", threads=1)
+    kokoro.load()
+    voice = a.voice or "jm_kumo"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    totals = {g: [0.0, 0] for g in GROUPINGS}
+    for i, text in enumerate(REPLIES[:a.replies]):
+        stream = fe.stream(decoder_rtf=a.rtf)
+        segs = [seg for piece in llm_pieces(text, random.Random(i), 1, 3) for seg in stream.push(piece)]
+        segs += stream.flush()
+        ref = norm(text)
+        print(f"[{i}] {' | '.join(s.text for s in segs)}", flush=True)
+        for how in GROUPINGS:
+            parts = [kokoro.synthesize_segment(" ".join(s.phonemes for s in g), voice, 1.0, _pause_after(g[-1].text))[0]
+                     for g in group_segments(segs, how)]
+            pcm16 = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes()
+            path = out / f"group-{how}-{i:02d}.wav"
+            write_wav(path, pcm16, SAMPLE_RATE)
+            heard = "".join(x.text for x in model.transcribe(str(path), language="zh", beam_size=5)[0])
+            e = cer(ref, norm(heard))
+            totals[how][0] += e * len(ref)
+            totals[how][1] += len(ref)
+            print(f"    {how:17s} {e:6.1%}  {heard}", flush=True)
+    print(f"segments cut at decoder_rtf {a.rtf:g}, {a.replies} replies: " +
+          "; ".join(f"{g} {t[0] / max(t[1], 1):.1%}" for g, t in totals.items()))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default=os.environ.get("TTS_GATEWAY", "localhost:50051"))
@@ -161,6 +224,8 @@ def main() -> int:
     ap.add_argument("--own-stack", action="store_true")
     ap.add_argument("--pace-ms", type=float, default=50.0)
     ap.add_argument("--replies", type=int, default=6)
+    ap.add_argument("--groupings", action="store_true", help="offline: the streamed segments grouped several ways")
+    ap.add_argument("--rtf", type=float, default=1.2, help="--groupings: the decoder_rtf the segments are cut at")
     a = ap.parse_args()
     from faster_whisper import WhisperModel
 
@@ -168,6 +233,8 @@ def main() -> int:
     norm = normalizer()
     if a.streamed:
         return streamed_check(a, model, norm)
+    if a.groupings:
+        return groupings_check(a, model, norm)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     rows, total_err, total_len = [], 0.0, 0
     with TTSClient(a.target) as client:

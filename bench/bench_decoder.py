@@ -5,8 +5,10 @@ Prints, from one run:
   1. LM decoding speed for 500 speech tokens with the paged KV cache vs without (full recompute each step), and
      with the per-stream step it replaced (``reference.py``);
   2. LM decoding through the scheduler with 1, 2, 4, 8, 16, 32 concurrent streams (1, 4, 16, 64 for SIZE=full):
-     per-stream and total tok/s and the time of one LM pass, for the paged step and the per-stream step, one after
-     the other at each concurrency in the same run;
+     per-stream and total tok/s and the time of one LM pass, for the paged step (batched sampling) and the
+     per-stream step (``reference.PerStreamLM``: per-stream attention and per-stream sampling, the pass as it was
+     before the paged step), one after the other at each concurrency in the same run (``--scheduler-only``: this
+     section alone);
   3. time to the first audio chunk of a stream (prefill + first chunk of tokens + flow + vocoder);
   4. per-stream decoding speed through the whole engine (continuous batching; the acoustic worker renders audio at
      the same time), first chunk and peak device memory per row;
@@ -373,6 +375,22 @@ async def prompt_build_rows(engine, text: str, n_streams: int):
     return n_streams, alone, during, built[0]
 
 
+def print_scheduler_rows(lm_tokens: int, lm_rows) -> None:
+    print(f"| concurrent streams, LM through the scheduler ({lm_tokens} tokens each) | step | tok/s per "
+          f"stream (min) | total tok/s | LM pass | streams per pass | total vs per-stream step |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for n, paged, old in lm_rows:
+        for name, (lo, total, step, batch) in (("paged, one call", paged), ("per-stream", old)):
+            ratio = f"{paged[1] / old[1]:.2f}x" if name.startswith("paged") else ""
+            print(f"| {n} | {name} | {lo:.1f} | {total:.1f} | {step * 1000:.1f} ms | {batch:.2f} | {ratio} |")
+    verdicts = [f"{n} streams {paged[1] / old[1]:.2f}x: {'PASS' if paged[1] >= 1.5 * old[1] else 'FAIL'}"
+                for n, paged, old in lm_rows if n in (8, 16)]
+    four = [paged for n, paged, _ in lm_rows if n == 4]
+    if four:
+        verdicts.append(f"4 streams >= 25 tok/s each: {'PASS' if four[0][0] >= 25 else 'FAIL'} ({four[0][0]:.1f})")
+    print(f"\ntargets: total tok/s >= 1.5x the per-stream step: {'; '.join(verdicts)}\n", flush=True)
+
+
 def main() -> None:
     global DEVICE, DTYPE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -388,6 +406,8 @@ def main() -> None:
                     "1,4,16,64)")
     ap.add_argument("--streaming-only", action="store_true",
                     help="only section 6 (streaming policy: pack mel distance and first-chunk latency)")
+    ap.add_argument("--scheduler-only", action="store_true",
+                    help="only section 2 (LM through the scheduler, paged vs per-stream step, --concurrency)")
     args = ap.parse_args()
     DEVICE, DTYPE = pick_device(args.device, args.dtype)
     path = Path(args.checkpoint or ROOT / "models" / f"glmtts-{args.size}")
@@ -408,6 +428,11 @@ def main() -> None:
     print(f"\nglmtts decoder benchmark — {path.name}: {params / 1e6:.1f}M-parameter LLM, {where}, "
           f"{str(DTYPE).removeprefix('torch.')}; load average {_load()}\n", flush=True)
 
+    conc = [int(x) for x in (args.concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8,16,32")).split(",")]
+    if args.scheduler_only:
+        print_scheduler_rows(args.lm_tokens, scheduler_runs(path, args.lm_tokens, conc))
+        print(f"load average after section 2: {_load()}")
+        return
     print_policies(asyncio.run(streaming_only(path, runs=5)))
     print(f"load average after section 6: {_load()}\n", flush=True)
     if args.streaming_only:
@@ -425,21 +450,7 @@ def main() -> None:
           f"not slower than the per-stream step: {'PASS' if with_cache >= 0.97 * per_stream else 'FAIL'}\n",
           flush=True)
 
-    conc = [int(x) for x in (args.concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8,16,32")).split(",")]
-    lm_rows = scheduler_runs(path, args.lm_tokens, conc)
-    print(f"| concurrent streams, LM through the scheduler ({args.lm_tokens} tokens each) | step | tok/s per "
-          f"stream (min) | total tok/s | LM pass | streams per pass | total vs per-stream step |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for n, paged, old in lm_rows:
-        for name, (lo, total, step, batch) in (("paged, one call", paged), ("per-stream", old)):
-            ratio = f"{paged[1] / old[1]:.2f}x" if name.startswith("paged") else ""
-            print(f"| {n} | {name} | {lo:.1f} | {total:.1f} | {step * 1000:.1f} ms | {batch:.2f} | {ratio} |")
-    verdicts = [f"{n} streams {paged[1] / old[1]:.2f}x: {'PASS' if paged[1] >= 1.5 * old[1] else 'FAIL'}"
-                for n, paged, old in lm_rows if n in (8, 16)]
-    four = [paged for n, paged, _ in lm_rows if n == 4]
-    if four:
-        verdicts.append(f"4 streams >= 25 tok/s each: {'PASS' if four[0][0] >= 25 else 'FAIL'} ({four[0][0]:.1f})")
-    print(f"\ntargets: total tok/s >= 1.5x the per-stream step: {'; '.join(verdicts)}\n", flush=True)
+    print_scheduler_rows(args.lm_tokens, scheduler_runs(path, args.lm_tokens, conc))
 
     econc = [int(x) for x in (args.engine_concurrency or ("1,4,16,64" if args.size == "full" else "1,2,4,8")).split(",")]
     firsts, rows, builds = asyncio.run(engine_runs(path, args.stream_tokens, econc, first_chunk_runs=5))

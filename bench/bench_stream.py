@@ -2,13 +2,16 @@
 
     make bench-stream                                   # embedded engine, N = 1, 2, 4, 8
     .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
-        [--model glmtts --glmtts-path models/glmtts-50m]
+        [--model glmtts --glmtts-path models/glmtts-50m [--glmtts-token-ratio 5-6]]
 
 Each stream sends one customer-service reply as a chat model emits it (1-3 characters every 50 ms by default) and
 reads the audio. Client-side playback model: playback starts at the first chunk; a chunk that arrives after the
 audio before it has finished playing is a stall of that length. Per N it prints first-audio p50/p95 (from the first
 text piece sent), stalls, stall seconds / audio seconds, the share of streams with any stall > 50 ms, the server's
-smallest playback margin, and refused streams (RESOURCE_EXHAUSTED) with how fast they were refused.
+smallest playback margin, refused streams (RESOURCE_EXHAUSTED) with how fast they were refused, and the pod's
+throughput: seconds of audio the served streams got per second of wall time of their rounds (below 1 x N: the pod
+does not hold N real-time streams). ``--glmtts-token-ratio LO-HI`` bounds the glmtts LM's speech tokens per text
+token (a random checkpoint never samples its end token, so without it every segment runs to the upper bound, 20x).
 The stack (redis-server + the four services on free loopback ports) is started and stopped by this script.
 Never part of `make test`.
 """
@@ -129,8 +132,12 @@ def private_stack(args):
     """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder."""
     from tests.procs import make_stack
 
-    glmtts = {"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path} \
-        if args.model == "glmtts" else {}
+    glmtts = {}
+    if args.model == "glmtts":
+        glmtts = {"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        if args.glmtts_token_ratio:
+            lo, hi = args.glmtts_token_ratio.split("-")
+            glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
                       TTS_DECODER_EMBEDDED_MIN_STREAMS=1,          # admission by measured capacity, as deployed
                       TTS_GATEWAY_MAX_STREAMS_PER_TENANT=0, TTS_GATEWAY_RATE_PER_TENANT=0, **glmtts)
@@ -145,6 +152,7 @@ def main() -> int:
     ap.add_argument("--decoders", type=int, default=1)
     ap.add_argument("--model", default="embedded", choices=["embedded", "glmtts"])
     ap.add_argument("--glmtts-path", default="models/glmtts-50m")
+    ap.add_argument("--glmtts-token-ratio", default="", help="glmtts speech tokens per text token, lo-hi")
     ap.add_argument("--rounds", type=int, default=0, help="rounds per N (0: 3 for N=1, 2 for N=2, 1 above)")
     ap.add_argument("--timeout", type=float, default=120.0, help="per stream")
     ap.add_argument("--target", default="", help="an existing gateway instead of a private stack")
@@ -161,14 +169,18 @@ def main() -> int:
               f"{args.pace_ms:g} ms, {os.cpu_count()} CPUs, load average {load:.1f} at start", flush=True)
         run_round(target, 1, args, offset=len(REPLIES) - 1)          # warm-up (not counted)
         header = (f"{'N':>3} {'streams':>7} {'refused':>7} {'refused in ms p50/max':>22} {'first audio p50/p95 ms':>23} "
-                  f"{'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6}")
+                  f"{'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6} "
+                  f"{'audio s/wall s':>14}")
         print(header)
         rows = []
         for n in ns:
             rounds = args.rounds or (3 if n == 1 else 2 if n == 2 else 1)
             results = []
+            wall = 0.0
             for r in range(rounds):
+                t_round = time.perf_counter()
                 results += run_round(target, n, args, offset=r * n)
+                wall += time.perf_counter() - t_round
             served = [x for x in results if x.first_audio_s is not None and x.error is None]
             refused = [x.refused_after_s for x in results if x.refused_after_s is not None]
             errors = [x.error for x in results if x.error]
@@ -182,7 +194,8 @@ def main() -> int:
             row = (f"{n:>3} {len(results):>7} {len(refused):>7} {ref:>22} "
                    f"{pct(first, 50):>11.0f} / {pct(first, 95):<9.0f} {stalls:>6} "
                    f"{(stall_s / audio_s if audio_s else 0):>15.2%} {long_share:>11.0%} "
-                   f"{(min(margins) if margins else float('nan')):>13.0f} {len(errors):>6}")
+                   f"{(min(margins) if margins else float('nan')):>13.0f} {len(errors):>6} "
+                   f"{(audio_s / wall if wall else 0):>14.2f}")
             print(row, flush=True)
             rows.append(row)
             for e in errors[:3]:

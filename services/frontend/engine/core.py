@@ -307,15 +307,21 @@ class TextStream:
             b += 1
         if b == len(buf) and b < stop and not final:
             return None
-        best, solid, k = None, None, a
+        best, solid, k, after = None, None, a, None
         for w in jieba_tokenizer().lcut(buf[a:b]):
             k += len(w)
             if k <= cut:
                 best = k
                 if len(w) > 1 and buf[k - 1] not in COVERBS:
                     solid = k     # not after a one-character word or a preposition (为|每位: its object decides)
+            elif after is None:
+                after = k         # the end of the word the cut falls in
         best = solid or best
-        return best if best and best > 0 else cut
+        if best and best > 0:
+            return best
+        # the cut falls in the run's first word ("24小|时之内": 小时 after a number): cut after that word, when the
+        # window shows where it ends, rather than inside it
+        return after if after is not None and (after < b or b < len(buf) and not is_cjk(buf[b])) else cut
 
     def _drain(self, final: bool) -> list[Segment]:
         out: list[Segment] = []

@@ -110,3 +110,12 @@ def test_streamed_equals_whole_text_with_a_rate(engine):
         for seed in range(3):
             segs, _ = stream(engine, text, seed, rtf=0.7)
             assert [s.text for s in segs] == [s.text for s in whole]
+
+
+@pytest.mark.parametrize("rtf", [0.7, 1.2, 2.0, 3.0])
+def test_a_size_cut_in_the_word_after_a_number_moves_past_that_word(engine, rtf):
+    # the schedule's size is reached inside 小时 (after "24", where no cut may fall): the cut goes after 小时
+    text = "非常抱歉给您带来不便。您反馈的商品质量问题我已经记录下来了，售后专员会在24小时之内联系您，为您安排免费更换。"
+    bad = text.index("小时") + 1
+    for segs in [engine.analyze(text, decoder_rtf=rtf)] + [stream(engine, text, seed, rtf)[0] for seed in range(3)]:
+        assert bad not in {s.span[1] for s in segs[:-1]}, [s.text for s in segs]

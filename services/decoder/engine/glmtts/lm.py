@@ -188,6 +188,13 @@ class SpeechLM:
             table += used + [used[0]] * (n_blk - len(used))          # padding blocks are masked out
             tokens += range(offsets[i], offsets[i + 1])
             rows += range(r * n_q, r * n_q + lengths[i])
+        if len(members) == 1 and n_q == 1:
+            used = items[members[0]][0].blocks[:n_blk]
+            if used == list(range(used[0], used[0] + n_blk)):
+                # one stream, one query, its blocks side by side in the pool (the usual case for a lone stream):
+                # its keys are a view of the pool cut to its length, no gather and no mask
+                return _Group(1, 1, starts[members[0]] + 1, None,
+                              None if whole else torch.tensor(tokens, device=dev), None, None, span=(used[0], n_blk))
         start = torch.tensor([starts[i] for i in members], device=dev)[:, None]
         n_new = torch.tensor([lengths[i] for i in members], device=dev)[:, None]
         # query j of a stream sits at position start + j; padding queries (j >= its new ids) repeat its last one
@@ -205,7 +212,8 @@ class SpeechLM:
         new tokens packed into one matrix. Attention does not loop over streams: per layer the new K/V are written
         into their pool slots (one ``index_copy_``), and ONE ``scaled_dot_product_attention`` call serves all
         single-token steps of the pass — their blocks gathered by block table into ``[streams, kv_heads, keys,
-        head_dim]`` (one ``index_select``, keys padded to the longest stream and masked). Prefills in the same
+        head_dim]`` (one ``index_select`` on the heads-first pool, keys padded to the longest stream and
+        masked). Prefills in the same
         pass get one more call among themselves (queries ``[streams, heads, longest prefill, head_dim]``, causal
         mask): in one call with the steps, every step's single query would be padded to the prefill's length
         (measured here: a pass of 32 steps and one 150-token prefill ran 2.7x slower than the per-stream loop).
@@ -231,9 +239,9 @@ class SpeechLM:
             q = rope(q.reshape(-1, self.n_heads, self.head_dim), cos, sin)
             k = rope(k.reshape(-1, self.kv_heads, self.head_dim), cos, sin)
             v = v.reshape(-1, self.kv_heads, self.head_dim)
-            pk, pv = pool.k[li], pool.v[li]                      # [blocks, block_size, kv_heads, hd]
-            pk.view(-1, self.kv_heads, self.head_dim).index_copy_(0, plan.slots, k)
-            pv.view(-1, self.kv_heads, self.head_dim).index_copy_(0, plan.slots, v)
+            pk, pv = pool.k[li], pool.v[li]                      # [kv_heads, blocks, block_size, hd]
+            pk.view(self.kv_heads, -1, self.head_dim).index_copy_(1, plan.slots, k.transpose(0, 1))
+            pv.view(self.kv_heads, -1, self.head_dim).index_copy_(1, plan.slots, v.transpose(0, 1))
             if len(plan.groups) == 1:
                 o = self._attend(plan.groups[0], q, pk, pv, attn.scaling)
             else:
@@ -257,8 +265,13 @@ class SpeechLM:
         """One attention call for the streams of group ``g``: their blocks gathered by block table, their queries
         laid out ``[streams, heads, n_q, head_dim]``; returns ``[their new tokens, heads × head_dim]``."""
         kvh, hd, H = self.kv_heads, self.head_dim, self.n_heads
-        K = pk.index_select(0, g.table).view(g.batch, g.n_keys, kvh, hd).transpose(1, 2)
-        V = pv.index_select(0, g.table).view(g.batch, g.n_keys, kvh, hd).transpose(1, 2)
+        if g.span is not None:
+            a, n = g.span
+            K = pk[:, a: a + n].reshape(kvh, -1, hd)[None, :, : g.n_keys]
+            V = pv[:, a: a + n].reshape(kvh, -1, hd)[None, :, : g.n_keys]
+        else:
+            K = pk.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)  # [batch, kvh, keys, hd]
+            V = pv.index_select(1, g.table).view(kvh, g.batch, g.n_keys, hd).transpose(0, 1)
         if g.tokens is not None:
             q = q.index_select(0, g.tokens)
         if g.rows is None:
@@ -309,6 +322,44 @@ class SpeechLM:
         return -1 if pick == self.n_speech else pick
 
 
+    def sample_batch(self, logits: torch.Tensor, histories: list[list[int]], params: list[SamplingParams],
+                     generators: list[torch.Generator | None], allow_end: list[bool]) -> list[int]:
+        """:meth:`sample` for every row of ``logits`` ``[streams, vocab]`` at once, each row with its own history,
+        parameters and generator; row ``r`` gets the token ``sample(logits[r], histories[r], ...)`` would give
+        (same ops per row, same draws from the same generator). The score slicing, softmax, top-k and nucleus cut
+        run once per group of rows sharing their parameters; only the draws stay per row, as each stream's
+        generator must give that stream's seeded sequence."""
+        n = logits.shape[0]
+        end = logits[:, self.eoa: self.eoa + 1].clone()
+        barred = [r for r in range(n) if not allow_end[r]]
+        if barred:
+            end[barred] = -math.inf
+        scores = torch.cat([logits[:, self.ats: self.ate + 1], end], dim=1)
+        groups: dict[tuple, list[int]] = {}
+        for r, p in enumerate(params):
+            groups.setdefault((p.greedy, p.temperature, p.top_k, p.top_p), []).append(r)
+        picks = [0] * n
+        for (greedy, temperature, top_k, top_p), rows in groups.items():
+            sub = scores if len(rows) == n else scores[rows]
+            if greedy:
+                for r, pick in zip(rows, torch.argmax(sub, dim=1).tolist()):
+                    picks[r] = pick
+                continue
+            probs = torch.softmax(sub / max(temperature, 1e-5), dim=-1)
+            values, idx = torch.topk(probs, min(top_k, probs.shape[1]), dim=1)
+            keep = (torch.cumsum(values, 1) - values) < top_p
+            keep[:, 0] = True
+            for j, r in enumerate(rows):
+                kept = keep[j]
+                pick = int(idx[j][kept][torch.multinomial(values[j][kept], 1, generator=generators[r])])
+                p = params[r]
+                window = histories[r][-p.ras_window:]
+                if window and window.count(pick) >= p.ras_window * p.ras_tau:
+                    pick = int(torch.multinomial(probs[j], 1, generator=generators[r]))
+                picks[r] = pick
+        return [-1 if pick == self.n_speech else pick for pick in picks]
+
+
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -329,10 +380,11 @@ class _Group:
     batch: int                    # streams
     n_q: int                      # queries per stream in the call (the longest new run)
     n_keys: int                   # keys per stream (the most blocks any of them uses × block size)
-    table: torch.Tensor           # [batch × blocks] block ids, row-major per stream
+    table: torch.Tensor | None    # [batch × blocks] block ids, row-major per stream (None: ``span``)
     tokens: torch.Tensor | None   # their new tokens' indices in the pass (None: all of the pass, in order)
     rows: torch.Tensor | None     # [their new tokens] row in [batch × n_q] (None: one query each)
-    mask: torch.Tensor            # [batch, 1, n_q, n_keys] True = attend
+    mask: torch.Tensor | None     # [batch, 1, n_q, n_keys] True = attend (None: every key is attended)
+    span: tuple[int, int] | None = None   # one stream whose blocks are first..first+n-1: K/V are a pool view
 
 
 @dataclass

@@ -50,7 +50,11 @@ class ContiguousKV:
 
 
 class PerStreamLM:
-    """A :class:`SpeechLM` whose caches and step are the per-stream ones, for the scheduler in the benchmark."""
+    """A :class:`SpeechLM` whose caches and step are the per-stream ones, for the scheduler in the benchmark. It
+    also samples stream by stream (``sample`` per row, as the scheduler did before ``SpeechLM.sample_batch``), so
+    the benchmark's baseline is the whole pass as it was before the paged step (issue 17's "today")."""
+
+    sample_batch = None
 
     def __init__(self, lm: SpeechLM):
         self._lm = lm

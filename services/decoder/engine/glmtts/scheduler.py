@@ -12,7 +12,8 @@ Each stream owns one cache for its whole life. A pass of the scheduler:
      middle of a segment (one token each); a stream whose reader is too far behind is skipped (back-pressure);
   2. runs ONE packed forward over all of them, or, for streams opened with ``use_cache=False``, a full forward over
      their whole sequence;
-  3. samples a token per stream and, every chunk boundary, hands the tokens so far to the sink (the acoustic side).
+  3. samples a token per stream (all streams' rows in one set of tensor ops where the model offers
+     ``sample_batch``; each stream's draws from its own generator) and, every chunk boundary, hands the tokens so far to the sink (the acoustic side).
 New streams join between passes; a finished, cancelled or expired stream leaves and its cache is freed at once.
 If the thread itself dies (an exception outside a pass), ``on_dead`` is called so the engine can fail every stream
 and take the process out of service instead of leaving streams to hang.
@@ -59,6 +60,10 @@ class StepModel(Protocol):
     def sample(self, logits: torch.Tensor, history: list[int], params: SamplingParams,
                generator: torch.Generator | None, allow_end: bool) -> int:
         """A speech token number, or -1 for end of audio."""
+
+    # optional: ``sample`` for all rows of a pass at once (``SpeechLM.sample_batch``); a model without it (or with
+    # it set to None) is sampled row by row
+    # def sample_batch(self, logits, histories, params, generators, allow_end) -> list[int]: ...
 
 
 class PromptLayout(Protocol):
@@ -132,6 +137,9 @@ class Scheduler:
         self._cv = threading.Condition()
         self._streams: dict[int, StreamState] = {}
         self._busy: set[int] = set()             # streams inside the pass running now
+        # streams removed during the pass using them: they hold their cache until the pass ends, and count in
+        # active() / cache_bytes() until then
+        self._leaving: dict[int, StreamState] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0
@@ -152,6 +160,9 @@ class Scheduler:
             for st in list(self._streams.values()):
                 self._free(st)
             self._streams.clear()
+            for st in self._leaving.values():
+                self._free(st)
+            self._leaving.clear()
 
     # -- called from the event loop -----------------------------------------------------------------------------
 
@@ -194,11 +205,15 @@ class Scheduler:
             self._cv.notify_all()
 
     def remove(self, st: StreamState) -> None:
-        """Abort and forget a stream; its cache is freed now, or right after the pass using it."""
+        """Abort and forget a stream; its cache is freed now, or right after the pass using it (until then it still
+        counts in :meth:`active` and :meth:`cache_bytes`). A stream added meanwhile takes blocks only in a later
+        pass, after that free, so the engine may admit one as soon as this returns."""
         with self._cv:
             st.closed = True
             self._streams.pop(st.id, None)
-            if st.id not in self._busy:
+            if st.id in self._busy:
+                self._leaving[st.id] = st
+            else:
                 self._free(st)
             self._cv.notify_all()
 
@@ -215,12 +230,15 @@ class Scheduler:
         return freed, n
 
     def cache_bytes(self) -> int:
+        """Bytes of cache held by the streams, removed ones still in a pass included."""
         with self._cv:
-            return sum(st.kv.nbytes for st in self._streams.values() if st.kv is not None)
+            states = list(self._streams.values()) + list(self._leaving.values())
+            return sum(st.kv.nbytes for st in states if st.kv is not None)
 
     def active(self) -> int:
+        """Streams known to the scheduler, removed ones whose cache the running pass still holds included."""
         with self._cv:
-            return len(self._streams)
+            return len(self._streams) + len(self._leaving)
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -295,6 +313,7 @@ class Scheduler:
                 for st in batch:
                     if st.closed:
                         self._free(st)
+                        self._leaving.pop(st.id, None)
                 self._cv.notify_all()
         for st in batch:
             self._maybe_finish(st)
@@ -323,17 +342,30 @@ class Scheduler:
                     continue
                 prefill_budget -= len(st.next_ids)
             (cached if st.use_cache else uncached).append(st)
-        logits = []
+        rows = []
         if cached:   # one device→host copy per pass; sampling runs on the CPU with each stream's own generator
-            logits += list(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
+            rows.append(self.lm.packed_forward([(st.kv, st.next_ids) for st in cached]).cpu())
         for st in uncached:
             st.cached_ids.extend(st.next_ids)
-            logits.append(self.lm.full_forward(st.cached_ids).cpu())
+            rows.append(self.lm.full_forward(st.cached_ids).cpu()[None])
         self.steps += 1
-        for st, row in zip(cached + uncached, logits):
-            if st.use_cache:
-                st.cached_ids.extend(st.next_ids)
-            self._advance(st, row)
+        served = cached + uncached
+        if not served:
+            return
+        logits = rows[0] if len(rows) == 1 else torch.cat(rows)
+        for st in cached:
+            st.cached_ids.extend(st.next_ids)
+        segs = [st.current for st in served]
+        allow = [len(seg.tokens) >= seg.min_len for seg in segs]
+        sample_batch = getattr(self.lm, "sample_batch", None)
+        if sample_batch is not None:      # one set of tensor ops for all rows; per-stream draws inside
+            tokens = sample_batch(logits, [seg.tokens for seg in segs], [st.params for st in served],
+                                  [st.generator for st in served], allow)
+        else:
+            tokens = [self.lm.sample(logits[i], seg.tokens, st.params, st.generator, allow_end=allow[i])
+                      for i, (st, seg) in enumerate(zip(served, segs))]
+        for st, tok in zip(served, tokens):
+            self._advance(st, tok)
 
     def _start_segment(self, st: StreamState) -> None:
         with self._cv:
@@ -361,9 +393,9 @@ class Scheduler:
             st.cached_ids = []
             st.next_ids = ids
 
-    def _advance(self, st: StreamState, logits: torch.Tensor) -> None:
+    def _advance(self, st: StreamState, tok: int) -> None:
+        """``tok``: the stream's sampled speech token, or -1 for end of audio."""
         seg = st.current
-        tok = self.lm.sample(logits, seg.tokens, st.params, st.generator, allow_end=len(seg.tokens) >= seg.min_len)
         finished = tok < 0 or len(seg.tokens) + 1 >= seg.max_len
         if tok >= 0:
             seg.tokens.append(tok)

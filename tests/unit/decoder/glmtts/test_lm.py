@@ -152,11 +152,11 @@ def test_growing_a_stream_adds_blocks_and_moves_nothing(lm):
     kv = lm.new_cache()
     lm.packed_forward([(kv, _prompt(lm)[: bs - 1])])
     first = list(kv.blocks)
-    keys = lm.pool.k[:, first].clone()
+    keys = lm.pool.k[:, :, first].clone()           # [layers, kv_heads, its blocks, block_size, head_dim]
     for t in range(bs + 2):                     # crosses two block boundaries
         lm.packed_forward([(kv, [lm.ats + t])])
     assert kv.blocks[: len(first)] == first and len(kv.blocks) == len(first) + 2
-    assert torch.equal(lm.pool.k[:, first][:, :, : bs - 1], keys[:, :, : bs - 1])   # old tokens stay where they were
+    assert torch.equal(lm.pool.k[:, :, first][..., : bs - 1, :], keys[..., : bs - 1, :])   # old tokens stay where they were
     kv.free()
 
 
@@ -252,3 +252,37 @@ def test_attention_calls_per_layer_do_not_grow_with_the_streams(lm, monkeypatch)
         kv.free()
     assert decode == [9] * lm.n_layers              # one call per layer for all nine single-token steps
     assert calls == [6, 3] * lm.n_layers            # mixed: one call for the 6 steps, one for the 3 prefills
+
+
+def test_batched_sampling_gives_each_stream_the_token_its_own_sampling_would(lm):
+    """sample_batch over [streams, vocab] = sample() row by row, with the same seeded generators: mixed sampling
+    parameters (greedy, other top-k / top-p / temperature), end of audio allowed for some rows only, and histories
+    that trigger the repetition-aware fallback draw."""
+    vocab = lm.model.lm_head.out_features
+    torch.manual_seed(3)
+    kinds = [SamplingParams(), SamplingParams(), GREEDY, SamplingParams(top_k=5, top_p=0.5, temperature=0.7),
+             SamplingParams(top_k=1), SamplingParams()]
+    n = len(kinds)
+    seeds = list(range(10, 10 + n))
+    one = [torch.Generator().manual_seed(s) for s in seeds]
+    batch = [torch.Generator().manual_seed(s) for s in seeds]
+    hist_one, hist_batch = [[] for _ in range(n)], [[] for _ in range(n)]
+    fallbacks = ends = 0
+    for step in range(60):
+        logits = torch.randn(n, vocab) * 3
+        logits[:, lm.ats + 42] += 14.0                # a favourite token, so windows fill with it (RAS fallback)
+        if step % 7 == 0:
+            logits[:, lm.eoa] = 50.0                  # end of audio wins where it is allowed
+        allow = [(r + step) % 3 != 0 for r in range(n)]
+        want = [lm.sample(logits[r], hist_one[r], kinds[r], one[r], allow[r]) for r in range(n)]
+        got = lm.sample_batch(logits, hist_batch, kinds, batch, allow)
+        assert got == want, step
+        # row 4 (top-k 1) picks 42 whenever 42 leads; anything else there came from the fallback draw
+        fallbacks += 0 <= want[4] != 42 and int(logits[4, lm.ats:].argmax()) == 42
+        ends += sum(tok < 0 for tok in want)
+        for r, tok in enumerate(want):
+            if tok >= 0:
+                hist_one[r].append(tok)
+                hist_batch[r].append(tok)
+    assert fallbacks > 0 and ends > 0               # both paths were exercised
+    assert [g.get_state().tolist() for g in one] == [g.get_state().tolist() for g in batch]

@@ -241,3 +241,47 @@ def test_the_layout_drops_history_oldest_first_within_the_speech_budget():
     assert [s.index for s in h] == [1]                              # 2 + 4 + 4 + estimate > 10: segment 0 dropped
     assert ids == [9, 2, 3, BOA, ATS + 5, ATS + 5] + [ATS + 2] * 4
     assert layout.length_bounds([1, 2]) == (4, 40)                  # 2..20 speech tokens per text id
+
+
+def test_a_stream_removed_during_its_pass_is_counted_until_that_pass_frees_its_cache():
+    class RemovingLM(FakeLM):        # the reader closes the stream while its second pass is running
+        def packed_forward(self, items):
+            out = super().packed_forward(items)
+            if len(self.calls) == 2:
+                sched.remove(st)
+                seen.append((kv.freed, sched.active(), sched.cache_bytes()))
+            return out
+
+    seen = []
+    sched, lm, sink = make(RemovingLM())
+    st = stream(sched, sink, 1, texts=[[20, 21]])
+    sched.step()                                  # prefill
+    kv = st.kv
+    sched.step()
+    assert seen == [(False, 1, kv_bytes := seen[0][2])] and kv_bytes > 0    # mid-pass: held and counted
+    assert kv.freed and st.kv is None and sched.active() == 0 and sched.cache_bytes() == 0
+
+
+def test_a_model_with_sample_batch_samples_every_row_of_a_pass_in_one_call():
+    class BatchLM(FakeLM):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def sample(self, *a, **k):
+            raise AssertionError("sampled row by row")
+
+        def sample_batch(self, logits, histories, params, generators, allow_end):
+            self.batches.append(logits.shape[0])
+            return [int(row.argmax()) for row in logits]
+
+    runs = {}
+    for name, lm in (("row by row", FakeLM()), ("batched", BatchLM())):
+        sched, lm, sink = make(lm)
+        states = [stream(sched, sink, i, texts=[[20, 21, 22][: i + 1]]) for i in range(3)]
+        for st in states:
+            sched.end(st)
+        run_until_idle(sched)
+        runs[name] = ([st.history[0].tokens for st in states], list(sink.chunks))
+    assert runs["batched"] == runs["row by row"]
+    assert lm.batches[0] == 3 and len(lm.batches) == sched.steps
