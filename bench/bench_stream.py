@@ -128,33 +128,19 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
     return results
 
 
-class Stack:
-    def __init__(self, args):
-        from tests.procs import RedisServer, Service
+def private_stack(args):
+    """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder."""
+    from tests.procs import make_stack
 
-        tmp = Path(tempfile.mkdtemp(prefix="tts-bench-stream-"))
-        self.tmp = tmp
-        self.redis = RedisServer(log_dir=tmp).start()
-        dec_env = {"TTS_DECODER_EMBEDDED_MIN_STREAMS": "1"}          # admission by measured capacity, as deployed
-        if args.model == "glmtts":
-            dec_env.update({"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path})
-            if args.glmtts_token_ratio:
-                lo, hi = args.glmtts_token_ratio.split("-")
-                dec_env.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
-        self.procs = [Service("frontend", log_dir=tmp),
-                      Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)]
-        self.decoders = [Service("decoder", env=dec_env, log_dir=tmp) for _ in range(args.decoders)]
-        for s in self.procs + self.decoders:
-            s.start(timeout=300)
-        self.gateway = Service("gateway", log_dir=tmp, env={
-            "TTS_GATEWAY_FRONTEND_ADDR": self.procs[0].addr, "TTS_GATEWAY_SPEAKER_ADDR": self.procs[1].addr,
-            "TTS_GATEWAY_DECODER_ADDRS": ",".join(d.addr for d in self.decoders),
-            "TTS_GATEWAY_REDIS_URL": self.redis.url, "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": "0",
-            "TTS_GATEWAY_RATE_PER_TENANT": "0"}).start()
-
-    def stop(self):
-        for p in [self.gateway, *self.decoders, *self.procs, self.redis]:
-            p.stop()
+    glmtts = {}
+    if args.model == "glmtts":
+        glmtts = {"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        if args.glmtts_token_ratio:
+            lo, hi = args.glmtts_token_ratio.split("-")
+            glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
+    return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
+                      TTS_DECODER_EMBEDDED_MIN_STREAMS=1,          # admission by measured capacity, as deployed
+                      TTS_GATEWAY_MAX_STREAMS_PER_TENANT=0, TTS_GATEWAY_RATE_PER_TENANT=0, **glmtts)
 
 
 def main() -> int:
@@ -175,7 +161,7 @@ def main() -> int:
     ns = [int(x) for x in args.streams.split(",") if x.strip()]
 
     t_start = time.perf_counter()
-    stack = None if args.target else Stack(args)
+    stack = None if args.target else private_stack(args)
     target = args.target or stack.gateway.addr
     try:
         load = os.getloadavg()[0]

@@ -250,30 +250,16 @@ def soak_checks(before: dict, after: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
-class OwnStack:
-    def __init__(self):
-        import tempfile
+def own_stack():
+    """The whole system started here (tests/procs.py ``make_stack``), logs in a temp folder."""
+    import tempfile
 
-        from tests.procs import RedisServer, Service
+    from tests.procs import make_stack
 
-        tmp = Path(tempfile.mkdtemp(prefix="tts-load-"))
-        self.redis = RedisServer(log_dir=tmp).start()
-        self.frontend = Service("frontend", log_dir=tmp)
-        self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
-        self.decoder = Service("decoder", log_dir=tmp)
-        for s in (self.frontend, self.speaker, self.decoder):
-            s.start()
-        self.gateway = Service("gateway", log_dir=tmp, env={
-            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr, "TTS_GATEWAY_SPEAKER_ADDR": self.speaker.addr,
-            "TTS_GATEWAY_DECODER_ADDRS": self.decoder.addr, "TTS_GATEWAY_REDIS_URL": self.redis.url}).start()
-        print(f"own stack: gateway {self.gateway.addr}, logs in {tmp}")
-
-    def pids(self) -> dict[str, int]:
-        return {n: getattr(self, n).proc.pid for n in ("gateway", "frontend", "speaker", "decoder", "redis")}
-
-    def stop(self):
-        for p in (self.gateway, self.decoder, self.speaker, self.frontend, self.redis):
-            p.stop()
+    tmp = Path(tempfile.mkdtemp(prefix="tts-load-"))
+    stack = make_stack(tmp)
+    print(f"own stack: gateway {stack.gateway.addr}, logs in {tmp}")
+    return stack
 
 
 def main() -> int:
@@ -289,7 +275,7 @@ def main() -> int:
     ap.add_argument("--decoder", default=os.environ.get("TTS_LOAD_DECODER", "127.0.0.1:50054"))
     args = ap.parse_args()
 
-    own = OwnStack() if args.own_stack else None
+    own = own_stack() if args.own_stack else None
     try:
         target = own.gateway.addr if own else args.target
         redis_url = own.redis.url if own else args.redis_url

@@ -1,9 +1,9 @@
 """Shared-secret auth between the gateway and the internal stages.
 
-When ``TTS_INTERNAL_TOKEN`` is set:
+When ``TTS_INTERNAL_TOKEN`` is set (every service's settings read it: ``ServiceSettings.internal_token``):
 - every internal stage (frontend, speaker, decoder) rejects calls without metadata ``x-internal-token`` equal to it
   (constant-time compare) with UNAUTHENTICATED; grpc.health.v1 and reflection stay open (kubelet probes);
-- the gateway sends that metadata on every stage call (``client_interceptors()`` on its channels).
+- the gateway sends that metadata on every stage call (``client_interceptors(token)`` on its channels).
 
 The gateway's own public API is not affected (it authenticates tenants with bearer tokens). Unset = off (local dev,
 tests). mTLS between pods (a service mesh, or grpc.ssl_server_credentials with client auth) is the alternative; see
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 
 import grpc
+from pydantic import SecretStr
 
-TOKEN_ENV = "TTS_INTERNAL_TOKEN"
 METADATA_KEY = "x-internal-token"
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 PUBLIC_SERVICES = frozenset({"gateway"})   # serve() names whose API is public (tenant auth instead)
@@ -25,8 +24,8 @@ PUBLIC_SERVICES = frozenset({"gateway"})   # serve() names whose API is public (
 log = logging.getLogger("shared.internal_auth")
 
 
-def internal_token() -> str:
-    return os.environ.get(TOKEN_ENV, "").strip()
+def _plain(token: SecretStr | str) -> str:
+    return (token.get_secret_value() if isinstance(token, SecretStr) else token).strip()
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -71,9 +70,9 @@ class InternalTokenInterceptor(grpc.aio.ServerInterceptor):
         return _deny(handler, f"missing or wrong '{METADATA_KEY}' metadata (internal service; call the gateway)")
 
 
-def server_interceptors(service: str) -> list[grpc.aio.ServerInterceptor]:
-    """What ``serve()`` adds for ``service``: the token check for internal stages when the env var is set."""
-    token = internal_token()
+def server_interceptors(service: str, token: SecretStr | str) -> list[grpc.aio.ServerInterceptor]:
+    """What ``serve()`` adds for ``service``: the token check for internal stages when a token is set."""
+    token = _plain(token)
     if not token or service in PUBLIC_SERVICES:
         return []
     return [InternalTokenInterceptor(token)]
@@ -116,7 +115,7 @@ def token_client_interceptors(token: str) -> list:
     return [cls(token) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
-def client_interceptors() -> list:
-    """For ``grpc.aio.*_channel(..., interceptors=...)``: empty when ``TTS_INTERNAL_TOKEN`` is not set."""
-    token = internal_token()
+def client_interceptors(token: SecretStr | str) -> list:
+    """For ``grpc.aio.*_channel(..., interceptors=...)``: empty when no token is set."""
+    token = _plain(token)
     return token_client_interceptors(token) if token else []

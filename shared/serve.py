@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .interceptors import ErrorInterceptor
 from .internal_auth import server_interceptors as internal_auth_interceptors
+from .limits import KEEPALIVE_TIME_MS
 from .logging import setup_logging
 from .metrics import start_metrics_server
 from .settings import ServiceSettings
@@ -33,7 +34,7 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         # is read and refused by the error interceptor as INVALID_ARGUMENT naming the limit
         ("grpc.max_receive_message_length", 2 * size),
         ("grpc.max_send_message_length", size),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
@@ -64,7 +65,7 @@ async def serve(
     """
     setup_logging(name, settings.log_level)
     settings.log_once(logging.getLogger(name))
-    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name), *interceptors,
+    server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name, settings.internal_token), *interceptors,
                                            ErrorInterceptor(name, settings.max_message_mb * 1024 * 1024)],
                              options=server_options(settings))
     services = list(register(server))

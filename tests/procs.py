@@ -1,4 +1,5 @@
-"""Helpers to run real services and redis-server as subprocesses on free loopback ports (used by fixtures)."""
+"""Helpers to run real services and redis-server as subprocesses on free loopback ports (used by fixtures), and
+``make_stack``: the one way tests and benchmarks start the whole system, or part of it over another stack."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -138,3 +140,119 @@ class Service(Proc):
 
         wait_until(ready, timeout, f"{self.stage} SERVING", interval=0.1)
         return self
+
+
+def start_all(services, timeout: float = 180) -> None:
+    """Start several services at once, then wait for each to be SERVING."""
+    for svc in services:
+        Proc.start(svc)
+    for svc in services:
+        def ready(svc=svc):
+            if not svc.alive():
+                raise RuntimeError(f"{svc.stage} exited:\n{svc.log()}")
+            return svc.health() == "SERVING"
+        wait_until(ready, timeout, f"{svc.stage} SERVING", interval=0.1)
+
+
+# ---- the whole system ---------------------------------------------------------------------------------------------
+ROLES = ("redis", "frontend", "speaker", "decoder", "gateway")
+_PREFIXES = {f"TTS_{stage.upper()}_": stage for stage in ("frontend", "speaker", "decoder", "gateway")}
+
+
+class Stack:
+    """Redis, the three stages and a gateway on loopback, as ``make_stack`` started them (or borrowed them from
+    another stack). ``stop()`` stops only what this stack started, as its attributes name them then (a test may
+    replace a process it restarted)."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.redis: RedisServer | None = None
+        self.frontend: Service | None = None
+        self.speaker: Service | None = None
+        self.decoders: list[Service] = []
+        self.gateway: Service | None = None
+        self.gateway_env: dict[str, str] = {}
+        self.started: tuple[str, ...] = ()
+
+    @property
+    def decoder(self) -> Service | None:
+        return self.decoders[0] if self.decoders else None
+
+    @decoder.setter
+    def decoder(self, svc: Service) -> None:
+        self.decoders[0] = svc
+
+    def start_gateway(self) -> Service:
+        """A new gateway process with the same env on the same port (after the old one was stopped or killed)."""
+        self.gateway = Service("gateway", env=self.gateway_env, port=self.gateway.port, log_dir=self.tmp).start()
+        return self.gateway
+
+    def client(self, **kw):
+        from tts_client import TTSClient
+
+        return TTSClient(self.gateway.addr, **kw)
+
+    def pids(self) -> dict[str, int]:
+        return {role: getattr(self, role).proc.pid for role in ROLES if getattr(self, role) is not None}
+
+    def stop(self) -> None:
+        for role in reversed(ROLES):
+            if role in self.started:
+                for proc in (self.decoders if role == "decoder" else [getattr(self, role)]):
+                    if proc is not None:
+                        proc.stop()
+
+
+def make_stack(tmp: Path, base: Stack | None = None, start: tuple[str, ...] = ROLES, decoders: int = 1,
+               decoder_addrs: Callable[[list[str]], list[str]] | None = None, timeout: float = 180, **env) -> Stack:
+    """Start the roles named in ``start`` (of ``ROLES``); the others are ``base``'s, or, without a base, absent
+    (a gateway then points at a port nobody listens on).
+
+    ``env``: env var names and values (``TTS_GATEWAY_RATE_PER_TENANT=0``); a ``TTS_<STAGE>_`` name goes to that
+    stage, any other (``TTS_INTERNAL_TOKEN``) to every service started here. The gateway is pointed at the stack's
+    stages and redis unless ``env`` names its own addresses; ``decoder_addrs(addrs)`` rewrites the decoder list it
+    gets (a down decoder among them). The stages start at once, then the gateway (each SERVING within ``timeout``).
+    """
+    unknown = set(start) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; use {ROLES}")
+    per_stage: dict[str, dict[str, str]] = {stage: {} for stage in _PREFIXES.values()}
+    common: dict[str, str] = {}
+    for name, value in env.items():
+        stage = next((s for p, s in _PREFIXES.items() if name.startswith(p)), None)
+        if stage is not None and stage not in start:
+            raise ValueError(f"{name}: the {stage} is not started by this stack")
+        (per_stage[stage] if stage else common)[name] = str(value)
+    s = Stack(tmp)
+    s.started = tuple(start)
+    for role in ROLES:
+        if role not in start and base is not None:
+            setattr(s, "decoders" if role == "decoder" else role,
+                    list(base.decoders) if role == "decoder" else getattr(base, role))
+    if "redis" in start:
+        s.redis = RedisServer(log_dir=tmp).start()
+
+    def service(stage: str, **defaults) -> Service:
+        return Service(stage, env={**common, **defaults, **per_stage[stage]}, log_dir=tmp)
+
+    stages = []
+    if "frontend" in start:
+        s.frontend = service("frontend")
+        stages.append(s.frontend)
+    if "speaker" in start:
+        s.speaker = service("speaker", **({"TTS_SPEAKER_REDIS_URL": s.redis.url} if s.redis else {}))
+        stages.append(s.speaker)
+    if "decoder" in start:
+        s.decoders = [service("decoder") for _ in range(decoders)]
+        stages += s.decoders
+    start_all(stages, timeout)
+    if "gateway" in start:
+        addrs = [d.addr for d in s.decoders]
+        s.gateway_env = {**common, **{k: v for k, v in {
+            "TTS_GATEWAY_FRONTEND_ADDR": s.frontend.addr if s.frontend else f"127.0.0.1:{free_port()}",
+            "TTS_GATEWAY_SPEAKER_ADDR": s.speaker.addr if s.speaker else f"127.0.0.1:{free_port()}",
+            "TTS_GATEWAY_DECODER_ADDRS": ",".join(decoder_addrs(addrs) if decoder_addrs else addrs),
+            "TTS_GATEWAY_REDIS_URL": s.redis.url if s.redis else None}.items() if v is not None},
+            **per_stage["gateway"]}
+        s.gateway = Service("gateway", env=s.gateway_env, log_dir=tmp).start(timeout)
+    return s

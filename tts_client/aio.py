@@ -10,15 +10,12 @@ from typing import AsyncIterable, AsyncIterator, Iterable
 import grpc
 from google.protobuf import json_format
 
+from shared.limits import client_channel_options
+
 from .client import batch_line_record, make_config  # noqa: F401  (re-exported: built the same way)
 from .client import tts_pb2, tts_pb2_grpc
 from .errors import TTSError, from_rpc_error
 
-_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 def to_dict(message) -> dict:
@@ -32,7 +29,7 @@ class AsyncTTSClient:
         self.target = target
         self.token = token
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(target, options=client_channel_options())
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
 
     async def close(self) -> None:

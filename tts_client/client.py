@@ -8,6 +8,7 @@ from typing import Iterable, Iterator
 
 import grpc
 
+from shared.limits import client_channel_options
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
 # every tts.v1 AudioEncoding by its lower-case name: linear16, wav, mulaw, ogg_opus, mp3, flac, aac
@@ -50,9 +51,7 @@ def make_config(voice: str = "", reference_audio: bytes = b"", prompt_text: str 
 class TTSClient:
     def __init__(self, target: str | None = None, token: str | None = None, timeout: float = 120.0):
         self.target = target or os.environ.get("TTS_GATEWAY", "localhost:50051")
-        self.channel = grpc.insecure_channel(self.target, options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        self.channel = grpc.insecure_channel(self.target, options=client_channel_options())
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
         token = token if token is not None else os.environ.get("TTS_TOKEN", "")
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -10,6 +10,7 @@ import numpy as np
 from shared.aio import race
 from shared.audio import float32_bytes
 from shared.errors import InvalidArgument
+from shared.limits import CHUNK_SIZE_MAX, SPEED_MAX, SPEED_MIN, STREAM_IDLE_TIMEOUT_S, chunk_size_ok, speed_ok
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
@@ -44,7 +45,7 @@ def voice_from_config(cfg) -> Voice:
 
 
 class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
-    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = 60.0):
+    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S):
         self.engines = engines
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
@@ -76,10 +77,10 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         cfg = first.config
         engine = self._engine(cfg.engine)
         speed = cfg.speed or 1.0
-        if not 0.5 <= speed <= 2.0:
-            raise InvalidArgument("config.speed", f"{speed} is outside 0.5..2.0")
-        if cfg.chunk_size < 0 or cfg.chunk_size > 1000:
-            raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000")
+        if not speed_ok(speed):
+            raise InvalidArgument("config.speed", f"{speed} is outside {SPEED_MIN}..{SPEED_MAX}")
+        if not chunk_size_ok(cfg.chunk_size):
+            raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..{CHUNK_SIZE_MAX}")
         options = StreamOptions(
             chunk_size=cfg.chunk_size, seed=cfg.seed if cfg.HasField("seed") else None, speed=speed,
             use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id,

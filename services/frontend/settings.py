@@ -1,5 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
+from shared.limits import MAX_TEXT_CHARS
 from shared.settings import ServiceSettings
 
 
@@ -12,4 +13,4 @@ class FrontendSettings(ServiceSettings):
     redis_url: str = ""
     max_segment_chars: int = 60          # Chinese-character equivalents per segment (size-limit split)
     dict_check_interval_s: float = 1.0   # replace dictionary mtime is checked at most this often
-    max_text_chars: int = 20000          # per request, all pieces together
+    max_text_chars: int = MAX_TEXT_CHARS  # per request, all pieces together

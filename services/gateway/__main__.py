@@ -16,11 +16,11 @@ from .voices import VoiceRegistry
 
 def main() -> None:
     settings = GatewaySettings()
-    auth = Authenticator(settings.tokens_file)
+    auth = Authenticator.from_settings(settings.auth)
 
     async def run():
         stages = Stages(settings)
-        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms,
+        voices = VoiceRegistry(settings.redis_url, settings.redis_timeout_ms, quotas=settings.quotas,
                                max_connections=settings.redis_max_connections)
         pipeline = Pipeline(settings, stages, voices)
         batches = BatchManager(settings, pipeline)      # batch jobs: resumes unfinished ones once serving

@@ -1,6 +1,6 @@
 """Bearer tokens → tenant. Tokens are stored hashed (sha256 hex), never in clear.
 
-Two sources, merged (auth is on when either is set):
+Two sources, merged (auth is on when either is set), both in ``GatewaySettings.auth``:
 - ``TTS_GATEWAY_TOKENS_FILE``: one ``tenant sha256hex`` per line, ``#`` starts a comment;
 - ``TTS_GATEWAY_TOKENS``: ``tenant:sha256hex,tenant2:sha256hex`` (handy for a k8s Secret as an env var).
 
@@ -9,11 +9,12 @@ Hash a token with ``printf %s "$TOKEN" | sha256sum`` (or ``services.gateway.auth
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 from shared.errors import Unauthenticated
+
+from .settings import AuthSettings
 
 DEFAULT_TENANT = "default"
 TOKENS_ENV = "TTS_GATEWAY_TOKENS"
@@ -57,10 +58,8 @@ def parse_tokens_env(value: str) -> list[tuple[str, str]]:
 
 
 class Authenticator:
-    def __init__(self, tokens_file: str = "", tokens: str | None = None):
-        """``tokens`` defaults to the ``TTS_GATEWAY_TOKENS`` env var."""
-        if tokens is None:
-            tokens = os.environ.get(TOKENS_ENV, "")
+    def __init__(self, tokens_file: str = "", tokens: str = "", admins: set[str] = frozenset()):
+        self.admins = set(admins)               # tenants allowed the admin RPCs when auth is on
         entries = (parse_tokens_file(tokens_file) if tokens_file else []) + parse_tokens_env(tokens)
         self.enabled = bool(tokens_file or tokens.strip())
         self._tenants: dict[str, str] = {}
@@ -69,6 +68,14 @@ class Authenticator:
             if other is not None and other != tenant:
                 raise SystemExit(f"the same token hash is given to tenants {other!r} and {tenant!r}")
             self._tenants[digest] = tenant
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> "Authenticator":
+        return cls(settings.tokens_file, settings.tokens.get_secret_value(), settings.admins())
+
+    def is_admin(self, tenant: str) -> bool:
+        """Admin RPCs act on every tenant: allowed with auth off, else only to TTS_GATEWAY_ADMIN_TENANTS."""
+        return not self.enabled or tenant in self.admins
 
     @property
     def tenants(self) -> set[str]:

@@ -11,8 +11,9 @@ turns into a ``google.rpc.RetryInfo`` in ``grpc-status-details-bin`` and a ``ret
   decoder slot only from its first segment on (the gateway opens the decoder call lazily), so idle streams that
   never sent a complete sentence hold none.
 
-Limits are per gateway process: with N gateway replicas a tenant gets up to N times the numbers below. Size them
-as "per replica" (the HPA's minReplicas gives the floor).
+The numbers are ``GatewaySettings.limits`` (``TTS_GATEWAY_MAX_STREAMS_PER_TENANT``, ``TTS_GATEWAY_RATE_PER_TENANT``,
+``TTS_GATEWAY_BURST_PER_TENANT``; 0 turns a limit off). Limits are per gateway process: with N gateway replicas a
+tenant gets up to N times those numbers. Size them as "per replica" (the HPA's minReplicas gives the floor).
 """
 from __future__ import annotations
 
@@ -20,23 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from shared.errors import ResourceExhausted
 
-
-class LimitSettings(BaseSettings):
-    """``TTS_GATEWAY_MAX_STREAMS_PER_TENANT``, ``TTS_GATEWAY_RATE_PER_TENANT``, ``TTS_GATEWAY_BURST_PER_TENANT``.
-
-    0 turns a limit off.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="TTS_GATEWAY_", extra="ignore")
-
-    max_streams_per_tenant: int = 16       # concurrent StreamingSynthesize + Synthesize + WatchBatch calls
-    rate_per_tenant: float = 50.0          # RPCs per second, sustained
-    burst_per_tenant: float = 100.0        # RPCs allowed at once after an idle period (bucket size)
-    stream_retry_after_s: float = 1.0      # retry hint when the concurrent-stream limit is hit
+from .settings import LimitSettings
 
 
 @dataclass

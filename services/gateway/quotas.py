@@ -8,27 +8,17 @@ always free space, even in a full store).
 
 A tenant over a quota gets RESOURCE_EXHAUSTED naming the quota and its setting; the store itself never fills up as
 long as its ``maxmemory`` covers the tenants' quotas (docs/deploying.md, "Redis roles"), so one tenant can never make
-another tenant's writes fail. 0 turns a quota off.
+another tenant's writes fail. The limits are ``GatewaySettings.quotas``; 0 turns a quota off.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from shared.errors import ResourceExhausted, Unavailable
 
-
-class QuotaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TTS_GATEWAY_", extra="ignore")
-
-    max_voices_per_tenant: int = 50                         # registered voices
-    max_voice_bytes_per_tenant: int = 64 * 1024 * 1024      # their stored prompt audio + records
-    max_jobs_per_tenant: int = 100                          # batch jobs kept (finished ones until deleted or expired)
-    max_job_bytes_per_tenant: int = 64 * 1024 * 1024        # JSONL of those jobs, stored in Redis
-    max_output_bytes_per_tenant: int = 2 * 1024 * 1024 * 1024   # batch WAV files on the gateway's disk
-    quota_retry_after_s: float = 30.0                       # retry hint (a quota frees only when something is deleted)
+from .settings import QuotaSettings
 
 
 @dataclass(frozen=True)

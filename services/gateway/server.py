@@ -7,6 +7,7 @@ import time
 
 
 from shared.errors import InvalidArgument, PermissionDenied
+from shared.limits import LANGUAGES
 from shared.logging import tenant_var
 from tts.decoder.v1 import decoder_pb2
 from tts.frontend.v1 import frontend_pb2
@@ -48,7 +49,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.settings = settings
         self.pipeline = pipeline
         self.auth = auth
-        self.limits = limits or TenantLimits()      # per-tenant rate + concurrent streams (TTS_GATEWAY_*_PER_TENANT)
+        self.limits = limits or TenantLimits(settings.limits)   # per-tenant rate + concurrent streams
         self.batches = batches                      # batch.BatchManager (None: the batch RPCs raise FAILED_PRECONDITION)
 
     def _tenant(self, context) -> tuple[str, tuple]:
@@ -62,8 +63,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
     def _admin(self, context) -> tuple[str, tuple]:
         """Admin RPCs act on every tenant: allowed with auth off, else only to TTS_GATEWAY_ADMIN_TENANTS."""
         tenant, metadata = self._tenant(context)
-        admins = {t.strip() for t in self.settings.admin_tenants.split(",") if t.strip()}
-        if self.auth.enabled and tenant not in admins:
+        if not self.auth.is_admin(tenant):
             raise PermissionDenied("admin RPC: this tenant is not in TTS_GATEWAY_ADMIN_TENANTS")
         return tenant, metadata
 
@@ -189,7 +189,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         self._tenant(context)
         check_text(request.text, len(request.text), self.settings.max_text_chars)
         check_ssml(request.text)
-        if request.language not in ("", "auto", "zh", "en"):
+        if request.language not in LANGUAGES:
             raise InvalidArgument("language", f"unknown language {request.language!r}")
         resp = await call_stage("frontend", self.pipeline.stages.frontend.Analyze(
             frontend_pb2.AnalyzeRequest(text=request.text, config=frontend_pb2.NormalizeConfig(

@@ -8,6 +8,7 @@ import grpc
 
 from shared.errors import from_rpc_error
 from shared.internal_auth import client_interceptors
+from shared.limits import stage_channel_options
 from tts.decoder.v1 import decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2_grpc
 from tts.speaker.v1 import speaker_pb2_grpc
@@ -19,23 +20,11 @@ class Stages:
     """Channels and stubs to the three stages."""
 
     def __init__(self, settings: GatewaySettings):
-        opts = [("grpc.max_receive_message_length", settings.max_message_mb * 1024 * 1024),
-                ("grpc.max_send_message_length", settings.max_message_mb * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 30_000),
-                # a restarted stage is used again within a second or two, not after minutes of backoff
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                # with a dns:/// target naming a headless Service, spread calls over all pods
-                ("grpc.lb_policy_name", "round_robin"),
-                # a fixed 256 KB stream window instead of BDP growth to ~4 MB: what a stage may send ahead of a slow
-                # client stays ~2.7 s of decoder audio per stream, so back-pressure reaches the decoder's queue
-                ("grpc.http2.bdp_probe", 0),
-                ("grpc.http2.lookahead_bytes", 256 * 1024)]
+        opts = stage_channel_options(settings.max_message_mb * 1024 * 1024)
         self.channels = []
 
         def channel(addr):
-            ch = grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors() or None)
+            ch = grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors(settings.internal_token) or None)
             self.channels.append(ch)
             return ch
 

@@ -7,13 +7,13 @@ import unicodedata
 from shared.audio import SUPPORTED_OUTPUT_RATES
 from shared.encodings import ENCODINGS as OUTPUT_ENCODINGS
 from shared.errors import InvalidArgument
+from shared.limits import CHUNK_SIZE_MAX, LANGUAGES, SPEED_MAX, SPEED_MIN, chunk_size_ok, speed_ok
 
 from tts.v1 import tts_pb2
 
 # AudioEncoding value → its entry name in shared.encodings (UNSPECIFIED = LINEAR16)
 ENCODINGS = {tts_pb2.AUDIO_ENCODING_UNSPECIFIED: "LINEAR16",
              **{tts_pb2.AudioEncoding.Value(name): name for name in OUTPUT_ENCODINGS}}
-LANGUAGES = ("", "auto", "zh", "en")
 MAX_SEED = 2**63 - 1
 
 
@@ -28,10 +28,11 @@ def validate_config(cfg, default_rate: int, max_reference_bytes: int) -> None:
     if rate not in OUTPUT_ENCODINGS[name].rates:
         raise InvalidArgument("config.sample_rate", f"{name} encoding requires sample_rate "
                               f"{' or '.join(map(str, OUTPUT_ENCODINGS[name].rates))}, got {rate}")
-    if cfg.chunk_size < 0 or cfg.chunk_size > 1000:
-        raise InvalidArgument("config.chunk_size", f"{cfg.chunk_size} is outside 0..1000 (0 = server default)")
-    if cfg.speed and not 0.5 <= cfg.speed <= 2.0:
-        raise InvalidArgument("config.speed", f"{cfg.speed:g} is outside 0.5..2.0 (0 = 1.0)")
+    if not chunk_size_ok(cfg.chunk_size):
+        raise InvalidArgument("config.chunk_size",
+                              f"{cfg.chunk_size} is outside 0..{CHUNK_SIZE_MAX} (0 = server default)")
+    if cfg.speed and not speed_ok(cfg.speed):
+        raise InvalidArgument("config.speed", f"{cfg.speed:g} is outside {SPEED_MIN}..{SPEED_MAX} (0 = 1.0)")
     if cfg.HasField("seed") and cfg.seed > MAX_SEED:
         raise InvalidArgument("config.seed", f"must be below 2^63, got {cfg.seed}")
     if cfg.language not in LANGUAGES:

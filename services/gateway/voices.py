@@ -21,7 +21,8 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
-from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, QuotaSettings, Quotas, quota_key
+from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, Quotas, quota_key
+from .settings import QuotaSettings
 
 # KEYS: record, index, quota. ARGV[1] = id, ARGV[2..] = quota triples, then the record's field/value pairs.
 _ADD = RESERVE_LUA + """

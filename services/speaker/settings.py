@@ -1,5 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
+from shared.limits import MAX_REFERENCE_BYTES
 from shared.settings import ServiceSettings
 
 
@@ -17,5 +18,5 @@ class SpeakerSettings(ServiceSettings):
     redis_timeout_ms: int = 50
     cache_ttl_s: int = 7 * 86400
     local_cache_entries: int = 256
-    max_audio_bytes: int = 10 * 1024 * 1024
+    max_audio_bytes: int = MAX_REFERENCE_BYTES
     torch_threads: int = 2

@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.procs import Service
+from tests.procs import make_stack
 from tts.v1 import tts_pb2
 from tts_client.client import make_config
 from tts_client.errors import from_rpc_error
@@ -345,12 +345,9 @@ def test_text_of_10000_digits_is_cut_into_short_segments(stack, client):
 # ---- idle streams (a gateway of our own with a short idle timeout, in front of the session stack's stages) -----
 @pytest.fixture(scope="module")
 def idle_gateway(stack):
-    gw = Service("gateway", log_dir=stack.tmp, env={
-        "TTS_GATEWAY_FRONTEND_ADDR": stack.frontend.addr, "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
-        "TTS_GATEWAY_DECODER_ADDRS": stack.decoder.addr, "TTS_GATEWAY_REDIS_URL": stack.redis.url,
-        "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "0.5"}).start()
-    yield gw
-    gw.stop()
+    own = make_stack(stack.tmp, base=stack, start=("gateway",), TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=0.5)
+    yield own.gateway
+    own.stop()
 
 
 @pytest.mark.parametrize("sent, needle", [

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from services.gateway.auth import hash_token
-from tests.procs import ROOT, RedisServer, Service, wait_until
+from tests.procs import ROOT, Service, make_stack, wait_until
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
 from tts_client import cli
@@ -37,40 +37,28 @@ class BatchStack:
         self.outputs = tmp / "outputs"
         (self.inputs / "a").mkdir(parents=True)                 # each tenant has its own input folder
         (self.inputs / "a" / "broken.wav").write_bytes(b"RIFF not really a wav file" * 50)
-        self.redis = RedisServer(log_dir=tmp).start()
-        self.frontend = Service("frontend", log_dir=tmp)
-        self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
-        self.decoder = Service("decoder", log_dir=tmp)
-        for svc in (self.frontend, self.speaker, self.decoder):
-            svc.start()
-        self.env = {
-            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr,
-            "TTS_GATEWAY_SPEAKER_ADDR": self.speaker.addr,
-            "TTS_GATEWAY_DECODER_ADDRS": self.decoder.addr,
-            "TTS_GATEWAY_REDIS_URL": self.redis.url,
-            "TTS_GATEWAY_TOKENS": ",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
-            "TTS_GATEWAY_RATE_PER_TENANT": "0",
-            "TTS_GATEWAY_BATCH_INPUT_DIR": str(self.inputs),
-            "TTS_GATEWAY_BATCH_OUTPUT_DIR": str(self.outputs),
-            "TTS_GATEWAY_BATCH_CONCURRENCY": str(CONCURRENCY),
-            "TTS_GATEWAY_BATCH_MAX_LINES": "300",
-            "TTS_GATEWAY_BATCH_MAX_BYTES": str(64 * 1024),
-            "TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT": "3",
-            "TTS_GATEWAY_BATCH_LEASE_S": "1.5",
-            "TTS_GATEWAY_BATCH_WATCH_POLL_S": "0.2",
-        }
-        self.gateway = Service("gateway", env=self.env, log_dir=tmp).start()
+        self.own = make_stack(
+            tmp, TTS_GATEWAY_TOKENS=",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
+            TTS_GATEWAY_RATE_PER_TENANT=0, TTS_GATEWAY_BATCH_INPUT_DIR=self.inputs,
+            TTS_GATEWAY_BATCH_OUTPUT_DIR=self.outputs, TTS_GATEWAY_BATCH_CONCURRENCY=CONCURRENCY,
+            TTS_GATEWAY_BATCH_MAX_LINES=300, TTS_GATEWAY_BATCH_MAX_BYTES=64 * 1024,
+            TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT=3, TTS_GATEWAY_BATCH_LEASE_S=1.5, TTS_GATEWAY_BATCH_WATCH_POLL_S=0.2)
+        self.redis, self.frontend, self.speaker, self.decoder = (
+            self.own.redis, self.own.frontend, self.own.speaker, self.own.decoder)
+
+    @property
+    def gateway(self) -> Service:
+        return self.own.gateway
 
     def start_gateway(self) -> None:
         """A new gateway process on the same port (after the old one was stopped or killed)."""
-        self.gateway = Service("gateway", env=self.env, port=self.gateway.port, log_dir=self.tmp).start()
+        self.own.start_gateway()
 
     def client(self, tenant: str) -> TTSClient:
         return TTSClient(self.gateway.addr, token=TOKENS[tenant], timeout=60)
 
     def stop(self):
-        for proc in (self.gateway, self.decoder, self.speaker, self.frontend, self.redis):
-            proc.stop()
+        self.own.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.e2e.test_faults import Streamer, info, start_all
-from tests.procs import Service, wait_until
+from tests.e2e.test_faults import Streamer, info
+from tests.procs import make_stack, wait_until
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
 
@@ -18,18 +18,12 @@ ONE_STREAM = {"TTS_DECODER_EMBEDDED_TARGET_UTILIZATION": "0.000001", "TTS_DECODE
 
 @pytest.fixture(scope="module")
 def cap(stack):
-    decoders = [Service("decoder", env=ONE_STREAM, log_dir=stack.tmp) for _ in range(2)]
-    start_all(decoders)
-    gateway = Service("gateway", log_dir=stack.tmp, env={
-        "TTS_GATEWAY_FRONTEND_ADDR": stack.frontend.addr, "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
-        "TTS_GATEWAY_DECODER_ADDRS": ",".join(d.addr for d in decoders), "TTS_GATEWAY_REDIS_URL": stack.redis.url,
-        "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "120"}).start()
-    channel = grpc.insecure_channel(gateway.addr)
-    yield tts_pb2_grpc.TextToSpeechStub(channel), decoders, gateway
+    own = make_stack(stack.tmp, base=stack, start=("decoder", "gateway"), decoders=2, **ONE_STREAM,
+                     TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=120)
+    channel = grpc.insecure_channel(own.gateway.addr)
+    yield tts_pb2_grpc.TextToSpeechStub(channel), own.decoders, own.gateway
     channel.close()
-    gateway.stop()
-    for d in decoders:
-        d.stop()
+    own.stop()
 
 
 def synth(stub, text="好的。"):

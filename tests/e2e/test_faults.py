@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.procs import Proc, RedisServer, Service, free_port, wait_until
+from tests.procs import RedisServer, Service, free_port, make_stack, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
@@ -27,18 +27,6 @@ QUEUE_CHUNKS = 2
 CHUNK_BYTES = int(24000 * 0.320 * 4 * 4 / 3)      # float32 320 ms chunk, + a folded short tail (embedded engine)
 # a client that does not let gRPC read ahead much for it (default: windows grow to ~4 MB)
 SLOW_CLIENT_OPTS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 * 1024)]
-
-
-def start_all(services, timeout: float = 180) -> None:
-    """Start several services at once, then wait for each to be SERVING."""
-    for svc in services:
-        Proc.start(svc)
-    for svc in services:
-        def ready(svc=svc):
-            if not svc.alive():
-                raise RuntimeError(f"{svc.stage} exited:\n{svc.log()}")
-            return svc.health() == "SERVING"
-        wait_until(ready, timeout, f"{svc.stage} SERVING", interval=0.1)
 
 
 def info(addr: str):
@@ -97,17 +85,14 @@ class Streamer(threading.Thread):
 class FaultStack:
     def __init__(self, stack):
         self.tmp = stack.tmp
-        env = {"TTS_DECODER_EMBEDDED_QUEUE_CHUNKS": str(QUEUE_CHUNKS)}
-        self.decoders = [Service("decoder", env=env, log_dir=stack.tmp) for _ in range(2)]
-        start_all(self.decoders)
         # a decoder that is down from the start, listed second: the gateway's one Info lookup (engine segment units,
         # cached) takes the round-robin's first pick, so the first stream's Decode goes to the down one
         self.down = f"127.0.0.1:{free_port()}"
-        self.gateway = Service("gateway", log_dir=stack.tmp, env={
-            "TTS_GATEWAY_FRONTEND_ADDR": stack.frontend.addr, "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
-            "TTS_GATEWAY_DECODER_ADDRS": ",".join([self.decoders[0].addr, self.down, self.decoders[1].addr]),
-            "TTS_GATEWAY_REDIS_URL": stack.redis.url, "TTS_GATEWAY_GRACE_SECONDS": "10",
-            "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "60"}).start()
+        self.own = make_stack(stack.tmp, base=stack, start=("decoder", "gateway"), decoders=2,
+                              decoder_addrs=lambda addrs: [addrs[0], self.down, addrs[1]],
+                              TTS_DECODER_EMBEDDED_QUEUE_CHUNKS=QUEUE_CHUNKS, TTS_GATEWAY_GRACE_SECONDS=10,
+                              TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=60)
+        self.decoders, self.gateway = self.own.decoders, self.own.gateway
         self.channel = grpc.insecure_channel(self.gateway.addr, options=SLOW_CLIENT_OPTS)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
 
@@ -125,9 +110,7 @@ class FaultStack:
 
     def stop(self):
         self.channel.close()
-        self.gateway.stop()
-        for d in self.decoders:
-            d.stop()
+        self.own.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.auth import hash_token
-from tests.procs import ROOT, RedisServer, Service, free_port, wait_until
+from tests.procs import ROLES, ROOT, Service, free_port, make_stack, wait_until
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
 
@@ -30,31 +30,13 @@ class MetricsStack:
         self.dict_path = tmp / "replace_dict.jsonl"
         shutil.copy(ROOT / "configs" / "G2P_replace_dict.jsonl", self.dict_path)
         self.metrics = {name: free_port() for name in ("gateway", "frontend", "decoder")}
-        self.procs = []
-        self.redis = RedisServer(log_dir=tmp).start()
-        self.procs.append(self.redis)
-        self.frontend = Service("frontend", log_dir=tmp, env={
-            "TTS_FRONTEND_METRICS_PORT": str(self.metrics["frontend"]),
-            "TTS_FRONTEND_REPLACE_DICT_PATH": str(self.dict_path),
-            "TTS_FRONTEND_DICT_CHECK_INTERVAL_S": "0"})
-        self.decoder = Service("decoder", log_dir=tmp, env={"TTS_DECODER_METRICS_PORT": str(self.metrics["decoder"])})
-        stages = [self.frontend, self.decoder]
-        if HAVE_SPEAKER:
-            self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
-            stages.append(self.speaker)
-        for svc in stages:
-            self.procs.append(svc)
-            svc.start()
-        self.gateway = Service("gateway", log_dir=tmp, env={
-            "TTS_GATEWAY_METRICS_PORT": str(self.metrics["gateway"]),
-            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr,
-            "TTS_GATEWAY_SPEAKER_ADDR": self.speaker.addr if HAVE_SPEAKER else f"127.0.0.1:{free_port()}",
-            "TTS_GATEWAY_DECODER_ADDRS": self.decoder.addr,
-            "TTS_GATEWAY_REDIS_URL": self.redis.url,
-            "TTS_GATEWAY_TOKENS": f"obs-tenant:{hash_token(TOKEN)}",
-        })
-        self.procs.append(self.gateway)
-        self.gateway.start()
+        self.own = make_stack(
+            tmp, start=ROLES if HAVE_SPEAKER else tuple(r for r in ROLES if r != "speaker"),
+            TTS_FRONTEND_METRICS_PORT=self.metrics["frontend"], TTS_FRONTEND_REPLACE_DICT_PATH=self.dict_path,
+            TTS_FRONTEND_DICT_CHECK_INTERVAL_S=0, TTS_DECODER_METRICS_PORT=self.metrics["decoder"],
+            TTS_GATEWAY_METRICS_PORT=self.metrics["gateway"], TTS_GATEWAY_TOKENS=f"obs-tenant:{hash_token(TOKEN)}")
+        self.redis, self.frontend, self.speaker, self.decoder, self.gateway = (
+            self.own.redis, self.own.frontend, self.own.speaker, self.own.decoder, self.own.gateway)
         self.channel = grpc.insecure_channel(self.gateway.addr)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
 
@@ -71,8 +53,7 @@ class MetricsStack:
 
     def stop(self):
         self.channel.close()
-        for proc in reversed(self.procs):
-            proc.stop()
+        self.own.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from services.gateway.auth import hash_token
 from tests.e2e.webstack import WebProc
-from tests.procs import ROOT, RedisServer, Service, free_port, wait_until
+from tests.procs import ROOT, RedisServer, free_port, make_stack, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
@@ -38,59 +38,46 @@ WAV = (ROOT / "tests" / "data" / "BAC009S0764W0121.wav").read_bytes()
 class SafetyStack:
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self.procs = []
-        self.store = self._add(RedisServer(log_dir=tmp, policy="noeviction").start())
-        self.cache = self._add(RedisServer(log_dir=tmp).start())
+        self.store = RedisServer(log_dir=tmp, policy="noeviction").start()
         self.inputs = tmp / "inputs"
         (self.inputs / "alice").mkdir(parents=True)
         (self.inputs / "bob").mkdir(parents=True)
         self.outputs = tmp / "outputs"
-        self.frontends = []
+        # the speaker (with the embedding cache's own redis) and the decoder, shared by two frontend + gateway replicas
+        self.stages = make_stack(tmp, start=("redis", "speaker", "decoder"))
+        self.cache, self.speaker, self.decoder = self.stages.redis, self.stages.speaker, self.stages.decoder
+        self.replicas = []
         for n in range(2):                      # each replica has its own copy of the file, as pods do
             path = tmp / f"replace_dict_{n}.jsonl"
             shutil.copy(ROOT / "configs" / "G2P_replace_dict.jsonl", path)
-            self.frontends.append(Service("frontend", log_dir=tmp, env={
-                "TTS_FRONTEND_REPLACE_DICT_PATH": str(path), "TTS_FRONTEND_REDIS_URL": self.store.url}))
-        self.speaker = Service("speaker", env={"TTS_SPEAKER_REDIS_URL": self.cache.url}, log_dir=tmp)
-        self.decoder = Service("decoder", log_dir=tmp)
-        for svc in (*self.frontends, self.speaker, self.decoder):
-            self._add(svc).start()
-        self.gateways = []
-        for fe in self.frontends:
-            self.gateways.append(self._add(Service("gateway", log_dir=tmp, env={
-                "TTS_GATEWAY_FRONTEND_ADDR": fe.addr,
-                "TTS_GATEWAY_SPEAKER_ADDR": self.speaker.addr,
-                "TTS_GATEWAY_DECODER_ADDRS": self.decoder.addr,
-                "TTS_GATEWAY_REDIS_URL": self.store.url,
-                "TTS_GATEWAY_TOKENS": ",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
-                "TTS_GATEWAY_ADMIN_TENANTS": "admin",
-                "TTS_GATEWAY_RATE_PER_TENANT": "0",
-                "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": str(MAX_STREAMS),
-                "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "30",
-                "TTS_GATEWAY_MAX_VOICES_PER_TENANT": str(MAX_VOICES),
-                "TTS_GATEWAY_MAX_JOBS_PER_TENANT": str(MAX_JOBS),
-                "TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT": str(MAX_UNFINISHED),
-                "TTS_GATEWAY_MAX_OUTPUT_BYTES_PER_TENANT": str(MAX_OUTPUT),
-                "TTS_GATEWAY_BATCH_INPUT_DIR": str(self.inputs),
-                "TTS_GATEWAY_BATCH_OUTPUT_DIR": str(self.outputs),
-                "TTS_GATEWAY_BATCH_WATCH_POLL_S": "0.2",
-                "TTS_GATEWAY_MAX_MESSAGE_MB": "4",
-            })).start())
+            self.replicas.append(make_stack(
+                tmp, base=self.stages, start=("frontend", "gateway"),
+                TTS_FRONTEND_REPLACE_DICT_PATH=path, TTS_FRONTEND_REDIS_URL=self.store.url,
+                TTS_GATEWAY_REDIS_URL=self.store.url,
+                TTS_GATEWAY_TOKENS=",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
+                TTS_GATEWAY_ADMIN_TENANTS="admin", TTS_GATEWAY_RATE_PER_TENANT=0,
+                TTS_GATEWAY_MAX_STREAMS_PER_TENANT=MAX_STREAMS, TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=30,
+                TTS_GATEWAY_MAX_VOICES_PER_TENANT=MAX_VOICES, TTS_GATEWAY_MAX_JOBS_PER_TENANT=MAX_JOBS,
+                TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT=MAX_UNFINISHED,
+                TTS_GATEWAY_MAX_OUTPUT_BYTES_PER_TENANT=MAX_OUTPUT, TTS_GATEWAY_BATCH_INPUT_DIR=self.inputs,
+                TTS_GATEWAY_BATCH_OUTPUT_DIR=self.outputs, TTS_GATEWAY_BATCH_WATCH_POLL_S=0.2,
+                TTS_GATEWAY_MAX_MESSAGE_MB=4))
+        self.frontends = [r.frontend for r in self.replicas]
+        self.gateways = [r.gateway for r in self.replicas]
         web = WebProc(self.gateways[0].addr, tmp)
         web.env["TTS_WEB_WS_SEND_TIMEOUT_S"] = "2"
         web.env["TTS_WEB_WS_HEARTBEAT_S"] = "600"       # so that only the send timeout can drop a stalled reader
-        self.web = self._add(web.start())
-
-    def _add(self, proc):
-        self.procs.append(proc)
-        return proc
+        self.web = web.start()
 
     def client(self, tenant: str, gateway: int = 0) -> TTSClient:
         return TTSClient(self.gateways[gateway].addr, token=TOKENS[tenant], timeout=60)
 
     def stop(self):
-        for proc in reversed(self.procs):
-            proc.stop()
+        self.web.stop()
+        for replica in reversed(self.replicas):
+            replica.stop()
+        self.stages.stop()
+        self.store.stop()
 
 
 @pytest.fixture(scope="module")

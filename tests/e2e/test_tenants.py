@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from services.gateway.auth import hash_token
 from services.gateway.voices import VoiceRegistry
 from shared.errors import NotFound
-from tests.procs import ROOT, RedisServer, Service, free_port, wait_until
+from tests.procs import ROLES, ROOT, make_stack, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from tts.v1 import tts_pb2, tts_pb2_grpc
@@ -37,41 +37,20 @@ class TenantStack:
         # a, b, d from the file; c from the TTS_GATEWAY_TOKENS env var (both sources are merged)
         tokens_file.write_text("# tenant sha256(token)\n" +
                                "".join(f"{t} {hash_token(TOKENS[t])}\n" for t in ("a", "b", "d")))
-        common = {"TTS_INTERNAL_TOKEN": INTERNAL}
-        self.procs = []
-        self.redis = RedisServer(log_dir=tmp).start()
-        self.procs.append(self.redis)
-        self.frontend = Service("frontend", env=common, log_dir=tmp)
-        self.decoder = Service("decoder", env=common, log_dir=tmp)
-        stages = [self.frontend, self.decoder]
-        if HAVE_SPEAKER:
-            self.speaker = Service("speaker", env={**common, "TTS_SPEAKER_REDIS_URL": self.redis.url}, log_dir=tmp)
-            stages.append(self.speaker)
-        for svc in stages:
-            self.procs.append(svc)
-            svc.start()
-        self.gateway = Service("gateway", log_dir=tmp, env={
-            **common,
-            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr,
-            "TTS_GATEWAY_SPEAKER_ADDR": self.speaker.addr if HAVE_SPEAKER else f"127.0.0.1:{free_port()}",
-            "TTS_GATEWAY_DECODER_ADDRS": self.decoder.addr,
-            "TTS_GATEWAY_REDIS_URL": self.redis.url,
-            "TTS_GATEWAY_TOKENS_FILE": str(tokens_file),
-            "TTS_GATEWAY_TOKENS": f"c:{hash_token(TOKENS['c'])}",
-            "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": str(MAX_STREAMS),
-            "TTS_GATEWAY_RATE_PER_TENANT": str(RATE),
-            "TTS_GATEWAY_BURST_PER_TENANT": str(BURST),
-            "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "30",
-        })
-        self.procs.append(self.gateway)
-        self.gateway.start()
+        self.own = make_stack(
+            tmp, start=ROLES if HAVE_SPEAKER else tuple(r for r in ROLES if r != "speaker"),
+            TTS_INTERNAL_TOKEN=INTERNAL,          # every stage, and the gateway
+            TTS_GATEWAY_TOKENS_FILE=tokens_file, TTS_GATEWAY_TOKENS=f"c:{hash_token(TOKENS['c'])}",
+            TTS_GATEWAY_MAX_STREAMS_PER_TENANT=MAX_STREAMS, TTS_GATEWAY_RATE_PER_TENANT=RATE,
+            TTS_GATEWAY_BURST_PER_TENANT=BURST, TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=30)
+        self.redis, self.frontend, self.speaker, self.decoder, self.gateway = (
+            self.own.redis, self.own.frontend, self.own.speaker, self.own.decoder, self.own.gateway)
         self.channel = grpc.insecure_channel(self.gateway.addr)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
 
     def stop(self):
         self.channel.close()
-        for proc in reversed(self.procs):
-            proc.stop()
+        self.own.stop()
 
 
 @pytest.fixture(scope="module")

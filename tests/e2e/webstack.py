@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from services.gateway.auth import hash_token
-from tests.procs import ROOT, Proc, Service, free_port, wait_until
+from tests.procs import ROOT, Proc, free_port, make_stack, wait_until
 
 TOKENS = {t: f"tok-{t}-{secrets.token_hex(8)}" for t in ("admin", "alice")}
 
@@ -53,19 +53,12 @@ class WebStack:
         self.tmp = tmp
         self.dict_path = tmp / "replace_dict.jsonl"
         shutil.copy(ROOT / "configs" / "G2P_replace_dict.jsonl", self.dict_path)
-        self.frontend = Service("frontend", log_dir=tmp, env={
-            "TTS_FRONTEND_REPLACE_DICT_PATH": str(self.dict_path)}).start()
-        self.gateway = Service("gateway", log_dir=tmp, env={
-            "TTS_GATEWAY_FRONTEND_ADDR": self.frontend.addr,
-            "TTS_GATEWAY_SPEAKER_ADDR": stack.speaker.addr,
-            "TTS_GATEWAY_DECODER_ADDRS": stack.decoder.addr,
-            "TTS_GATEWAY_REDIS_URL": stack.redis.url,
-            "TTS_GATEWAY_TOKENS": ",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
-            "TTS_GATEWAY_ADMIN_TENANTS": "admin",
-            "TTS_GATEWAY_MAX_STREAMS_PER_TENANT": "2",
-            "TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S": "20",
-            "TTS_GATEWAY_BATCH_OUTPUT_DIR": str(tmp / "batch"),
-        }).start()
+        self.own = make_stack(
+            tmp, base=stack, start=("frontend", "gateway"), TTS_FRONTEND_REPLACE_DICT_PATH=self.dict_path,
+            TTS_GATEWAY_TOKENS=",".join(f"{t}:{hash_token(tok)}" for t, tok in TOKENS.items()),
+            TTS_GATEWAY_ADMIN_TENANTS="admin", TTS_GATEWAY_MAX_STREAMS_PER_TENANT=2,
+            TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=20, TTS_GATEWAY_BATCH_OUTPUT_DIR=tmp / "batch")
+        self.frontend, self.gateway = self.own.frontend, self.own.gateway
         self.web = WebProc(self.gateway.addr, tmp, token=TOKENS["admin"]).start()
 
     @property
@@ -73,8 +66,8 @@ class WebStack:
         return self.web.url
 
     def stop(self):
-        for proc in (self.web, self.gateway, self.frontend):
-            proc.stop()
+        self.web.stop()
+        self.own.stop()
 
 
 @pytest.fixture(scope="session")

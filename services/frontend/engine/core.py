@@ -9,6 +9,7 @@ import threading
 import time
 
 from shared.errors import InvalidArgument
+from shared.limits import LANGUAGES, MAX_TEXT_CHARS
 
 from . import markup
 from .dictionary import ReplaceDictionary, file_stamp, load_dictionary, parse_dictionary
@@ -24,14 +25,13 @@ from .zh_rules import latin_is_zh_context
 
 log = logging.getLogger("frontend.engine")
 
-LANGUAGES = ("", "auto", "zh", "en")
 # a segment without Chinese characters in a request that has some is read in Chinese up to this many Latin words
 ZH_REQUEST_LATIN_WORDS = 2
 
 
 class FrontendEngine:
     def __init__(self, replace_dict_path: str | None = None, max_segment_chars: int = 60,
-                 dict_check_interval_s: float = 1.0, max_text_chars: int = 20000):
+                 dict_check_interval_s: float = 1.0, max_text_chars: int = MAX_TEXT_CHARS):
         self.replace_dict_path = replace_dict_path or None
         self.max_segment_chars = max_segment_chars
         self.dict_check_interval_s = dict_check_interval_s

@@ -5,7 +5,7 @@ The Redis schema: ``store.py``. Quotas (``quotas.py``, one counter hash per tena
 across replicas): jobs kept, unfinished jobs, bytes of JSONL stored and bytes of output files on disk. Submit reserves the first three; each WAV
 reserves its size before it is written (over the quota, the line fails naming it); a delete gives everything back.
 
-Output: ``<batch_output_dir>/<tenant>/<job>/<uttid>.wav`` (written to a temp name, then renamed, before the line is
+Output: ``<batch.output_dir>/<tenant>/<job>/<uttid>.wav`` (written to a temp name, then renamed, before the line is
 recorded as done) and ``results.jsonl`` (every line, in line order) when the job ends.
 
 The package: ``lines.py`` (the JSONL input and the tenant's input folder), ``store.py`` (the Redis schema, every

@@ -44,8 +44,8 @@ class Runner:
         self.pipeline = pipeline
         self.store = store
         self.owner = secrets.token_hex(8)
-        self.slots = asyncio.Semaphore(max(1, settings.batch_concurrency))
-        self.output_root = Path(settings.batch_output_dir).resolve()
+        self.slots = asyncio.Semaphore(max(1, settings.batch.concurrency))
+        self.output_root = Path(settings.batch.output_dir).resolve()
         self.running: dict[str, asyncio.Task] = {}
         self._scanner: asyncio.Task | None = None
         self._kick = asyncio.Event()
@@ -80,7 +80,7 @@ class Runner:
 
     # ---- finding jobs -----------------------------------------------------------------------------------------
     async def _scan_forever(self) -> None:
-        interval = max(self.settings.batch_lease_s / 2, 0.1)
+        interval = max(self.settings.batch.lease_s / 2, 0.1)
         while True:
             try:
                 await self._scan()
@@ -94,7 +94,7 @@ class Runner:
 
     async def _scan(self) -> None:
         active = await self.store.active()
-        lease_ms = int(self.settings.batch_lease_s * 1000)
+        lease_ms = int(self.settings.batch.lease_s * 1000)
         await self._reap()
         for job_id, tenant in active.items():
             if job_id in self.running:
@@ -164,7 +164,7 @@ class Runner:
                         await self._do_line(tenant, job_id, cfg, out_dir, idx, lineno, raw)
 
             workers = [asyncio.get_running_loop().create_task(worker())
-                       for _ in range(min(self.settings.batch_concurrency, len(pending)) or 0)]
+                       for _ in range(min(self.settings.batch.concurrency, len(pending)) or 0)]
             try:
                 await asyncio.gather(*workers)
             finally:
@@ -192,9 +192,9 @@ class Runner:
             self.notify()
 
     async def _keep_lease(self, tenant: str, job_id: str, runner: asyncio.Task) -> None:
-        lease_ms = int(self.settings.batch_lease_s * 1000)
+        lease_ms = int(self.settings.batch.lease_s * 1000)
         while True:
-            await asyncio.sleep(self.settings.batch_lease_s / 3)
+            await asyncio.sleep(self.settings.batch.lease_s / 3)
             try:
                 kept = await self.store.renew_lease(tenant, job_id, self.owner, lease_ms)
                 state = await self.store.state(tenant, job_id)
@@ -216,14 +216,14 @@ class Runner:
             await self._record(tenant, job_id, idx, {**rec, "status": "failed", "error": str(exc)})
             return
         delay = 0.5
-        for attempt in range(st.batch_line_retries + 1):
+        for attempt in range(st.batch.line_retries + 1):
             await self.store.attempt(tenant, job_id, idx)
             try:
                 result = await self._synthesize(tenant, job_id, cfg, out_dir, spec, lineno)
             except LineError as exc:
                 result = {"status": "failed", "error": str(exc)}
             except TTSError as exc:
-                if exc.code in TRANSIENT and attempt < st.batch_line_retries:
+                if exc.code in TRANSIENT and attempt < st.batch.line_retries:
                     log.warning("batch line retried", extra={"job": job_id, "line": lineno, "error": exc.message})
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 8.0)
@@ -272,7 +272,7 @@ class Runner:
                 cfg.voice = ps
             else:
                 try:
-                    path = resolve_inside(st.batch_input_dir, tenant, ps, "prompt_speech")
+                    path = resolve_inside(st.batch.input_dir, tenant, ps, "prompt_speech")
                 except InvalidArgument as exc:
                     raise LineError(exc.message) from None
                 if path.stat().st_size > st.max_reference_bytes:
@@ -284,7 +284,7 @@ class Runner:
                           lineno: int) -> dict:
         cfg = await self._line_config(tenant, job_cfg, spec)
         ps = spec.prompt_speech
-        deadline = time.time() + self.settings.batch_line_timeout_s
+        deadline = time.time() + self.settings.batch.line_timeout_s
         metadata = (("x-request-id", f"{job_id[2:14]}-{lineno}"),)
         try:
             plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
@@ -351,4 +351,4 @@ class Runner:
 
     async def _retire(self, tenant: str, job_id: str) -> None:
         """Off the active list (the unfinished-jobs quota given back once); due for deletion after the retention."""
-        await guarded(self.store.retire(tenant, job_id, time.time() + self.settings.batch_retention_hours * 3600))
+        await guarded(self.store.retire(tenant, job_id, time.time() + self.settings.batch.retention_hours * 3600))

@@ -51,18 +51,18 @@ class BatchManager:
         source = request.WhichOneof("source")
         if source == "server_path":
             field = "server_path"
-            path = resolve_inside(st.batch_input_dir, tenant, request.server_path, field)
+            path = resolve_inside(st.batch.input_dir, tenant, request.server_path, field)
             size = path.stat().st_size
-            if size > st.batch_max_bytes:
-                raise InvalidArgument(field, f"{size} bytes is over the {st.batch_max_bytes} byte limit "
+            if size > st.batch.max_bytes:
+                raise InvalidArgument(field, f"{size} bytes is over the {st.batch.max_bytes} byte limit "
                                              "(TTS_GATEWAY_BATCH_MAX_BYTES)")
             data = await asyncio.to_thread(path.read_bytes)
         elif source == "jsonl":
             field, data = "jsonl", request.jsonl
         else:
             raise InvalidArgument("jsonl", "the job is empty: set jsonl (the content) or server_path")
-        if len(data) > st.batch_max_bytes:
-            raise InvalidArgument(field, f"{len(data)} bytes is over the {st.batch_max_bytes} byte limit "
+        if len(data) > st.batch.max_bytes:
+            raise InvalidArgument(field, f"{len(data)} bytes is over the {st.batch.max_bytes} byte limit "
                                          "(TTS_GATEWAY_BATCH_MAX_BYTES)")
         if len(request.name) > 200:
             raise InvalidArgument("name", "longer than 200 characters")
@@ -73,7 +73,7 @@ class BatchManager:
         validate_config(cfg, st.default_sample_rate, st.max_reference_bytes)
         await self.pipeline.check_model(cfg.model)
         await self._check_voice(tenant, cfg.voice, "config.voice")
-        lines = split_jsonl(data, field, st.batch_max_lines)
+        lines = split_jsonl(data, field, st.batch.max_lines)
         quota = {JOBS.field: 1, UNFINISHED_JOBS.field: 1, JOB_BYTES.field: len(data)}
         quotas = self.store.quotas
         await quotas.reserve(tenant, **quota)                  # atomic across gateways; refused: nothing taken
@@ -163,7 +163,7 @@ class BatchManager:
         meta = await self._meta(tenant, job_id)
         if meta.get("state", b"").decode() not in TERMINAL:
             await guarded(self.store.set_state(tenant, job_id, CANCELLED, True, QUEUED, RUNNING))
-            self.runner.stop(job_id)    # another gateway's runner sees the lease gone within batch_lease_s / 3
+            self.runner.stop(job_id)    # another gateway's runner sees the lease gone within batch.lease_s / 3
         freed = await self.runner.delete_job(tenant, job_id)
         log.info("batch deleted", extra={"job": job_id, "freed_bytes": freed})
         self.runner.notify()
@@ -178,7 +178,7 @@ class BatchManager:
         while True:
             if not first:
                 try:
-                    await asyncio.wait_for(tick.wait(), self.settings.batch_watch_poll_s)
+                    await asyncio.wait_for(tick.wait(), self.settings.batch.watch_poll_s)
                 except asyncio.TimeoutError:
                     pass
             tick = self.runner.tick             # taken before reading: a change after the reads wakes us

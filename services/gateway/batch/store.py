@@ -12,9 +12,9 @@ Redis, for job ``J`` of tenant ``T`` (``P`` = ``tts:job:v1:{T}:{J}``):
 - ``P:lease``      string: the gateway process running the job (PX lease, renewed while it runs)
 
 ``tts:jobs:v1:active`` (hash job → tenant) lists unfinished jobs: every gateway scans it and takes over jobs whose
-lease has lapsed (after a crash, within ``batch_lease_s``). ``tts:jobs:v1:{T}`` (zset by creation time) lists a
+lease has lapsed (after a crash, within ``batch.lease_s``). ``tts:jobs:v1:{T}`` (zset by creation time) lists a
 tenant's jobs. A finished job goes into ``tts:jobs:v1:expiry`` (zset ``tenant\tjob`` by the time it is due); every
-gateway's scan deletes due jobs (records and files) after ``batch_retention_hours``, as ``DeleteBatch`` does at once.
+gateway's scan deletes due jobs (records and files) after ``batch.retention_hours``, as ``DeleteBatch`` does at once.
 
 Calls here let Redis errors through as they are (the runner retries at its next tick); the RPC side wraps them with
 ``guarded`` (UNAVAILABLE / RESOURCE_EXHAUSTED naming the store).
@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 
 from tts.v1 import tts_pb2
 
-from ..quotas import GIVE_LUA, RESERVE_LUA, QuotaSettings, Quotas, quota_key
+from ..quotas import GIVE_LUA, RESERVE_LUA, Quotas, quota_key
 from ..quotas import call as quota_call
 from ..settings import GatewaySettings
 from .lines import tenant_dir
@@ -150,7 +150,7 @@ class JobStore:
         timeout = max(settings.redis_timeout_ms / 1000, 1.0)
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=timeout * 5,
                                        socket_connect_timeout=timeout, max_connections=settings.redis_max_connections)
-        self.quotas = Quotas(self.redis, QuotaSettings(), unfinished_jobs=settings.batch_max_jobs_per_tenant)
+        self.quotas = Quotas(self.redis, settings.quotas, unfinished_jobs=settings.batch.max_jobs_per_tenant)
         self._finish_line = self.redis.register_script(_FINISH_LINE)
         self._set_state = self.redis.register_script(_SET_STATE)
         self._renew = self.redis.register_script(_RENEW)

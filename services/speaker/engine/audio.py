@@ -7,11 +7,13 @@ import numpy as np
 
 from shared.audio import decode_audio, resample
 from shared.errors import InvalidArgument
+from shared.limits import GOOD_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S, MIN_REFERENCE_SPEECH_S
 
 RATE = 16000
 PROMPT_RATE = 24000                  # the glmtts flow's prompt mel rate
-MIN_SPEECH_S, MAX_SPEECH_S = 1.0, 30.0
-GOOD_MIN_S, GOOD_MAX_S = 3.0, 10.0
+MIN_SPEECH_S, MAX_SPEECH_S = MIN_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S
+GOOD_MIN_S, GOOD_MAX_S = GOOD_REFERENCE_SPEECH_S
+_BEST = f"{GOOD_MIN_S:g}-{GOOD_MAX_S:g} s"
 
 
 def _trim_bounds(audio: np.ndarray, frame: int = 320, rel_db: float = -40.0, pad: int = 1600) -> tuple[int, int]:
@@ -89,15 +91,16 @@ def canonical(data: bytes, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list
     if seconds == 0:
         raise InvalidArgument("audio", "is silence only")
     if seconds < MIN_SPEECH_S:
-        raise InvalidArgument("audio", f"has {seconds:.2f} s of speech; at least {MIN_SPEECH_S:.0f} s is needed (3-10 s is best)")
+        raise InvalidArgument("audio", f"has {seconds:.2f} s of speech; at least {MIN_SPEECH_S:.0f} s is needed "
+                              f"({_BEST} is best)")
     if seconds > MAX_SPEECH_S:
-        raise InvalidArgument("audio", f"has {seconds:.1f} s of speech; at most {MAX_SPEECH_S:.0f} s (3-10 s is best)")
+        raise InvalidArgument("audio", f"has {seconds:.1f} s of speech; at most {MAX_SPEECH_S:.0f} s ({_BEST} is best)")
     problem = speech_problem(speech)
     if problem:
         raise InvalidArgument("audio", problem)
     warnings = []
     if not GOOD_MIN_S <= seconds <= GOOD_MAX_S:
-        warnings.append(f"{seconds:.1f} s of speech; 3-10 s gives the best voice clone")
+        warnings.append(f"{seconds:.1f} s of speech; {_BEST} gives the best voice clone")
     # canonical form: PCM16 resolution, so the content hash is stable
     speech = np.round(np.clip(speech, -1, 1) * 32767).astype(np.int16)
     pcm24 = resample(mono, rate, PROMPT_RATE)

@@ -4,7 +4,8 @@ import asyncio
 import pytest
 
 from services.gateway.auth import Authenticator, hash_token
-from services.gateway.limits import LimitSettings, TenantLimits
+from services.gateway.limits import TenantLimits
+from services.gateway.settings import AuthSettings, GatewaySettings, LimitSettings
 from shared.errors import ResourceExhausted
 from tests.fakes import FakeClock
 
@@ -136,8 +137,8 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("TTS_GATEWAY_MAX_STREAMS_PER_TENANT", "7")
     monkeypatch.setenv("TTS_GATEWAY_RATE_PER_TENANT", "1.5")
     monkeypatch.setenv("TTS_GATEWAY_BURST_PER_TENANT", "4")
-    s = LimitSettings()
-    assert (s.max_streams_per_tenant, s.rate_per_tenant, s.burst_per_tenant) == (7, 1.5, 4)
+    for s in (LimitSettings(), GatewaySettings().limits):       # the gateway's section reads the same names
+        assert (s.max_streams_per_tenant, s.rate_per_tenant, s.burst_per_tenant) == (7, 1.5, 4)
 
 
 # ---- tenant tokens from the env var (auth.py) ---------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_tokens_from_env_var_and_file_are_merged(tmp_path, monkeypatch):
     f = tmp_path / "tokens"
     f.write_text(f"acme {hash_token('s3cret')}\n")
     monkeypatch.setenv("TTS_GATEWAY_TOKENS", f"globex:{hash_token('g')}, initech:{hash_token('i').upper()}")
-    auth = Authenticator(str(f))
+    auth = Authenticator.from_settings(AuthSettings(tokens_file=str(f)))
     assert auth.tenants == {"acme", "globex", "initech"}
     assert auth.tenant({"authorization": "Bearer g"}) == "globex"
     assert auth.tenant({"authorization": "Bearer i"}) == "initech"
@@ -154,7 +155,7 @@ def test_tokens_from_env_var_and_file_are_merged(tmp_path, monkeypatch):
 
 def test_tokens_env_alone_enables_auth(monkeypatch):
     monkeypatch.setenv("TTS_GATEWAY_TOKENS", f"acme:{hash_token('x')}")
-    auth = Authenticator("")
+    auth = Authenticator.from_settings(GatewaySettings().auth)
     assert auth.enabled
     from shared.errors import Unauthenticated
     with pytest.raises(Unauthenticated):

@@ -4,6 +4,8 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.decoder.settings import DecoderSettings
+from services.gateway.settings import GatewaySettings
 from shared import internal_auth
 from shared.internal_auth import InternalTokenInterceptor, token_client_interceptors
 
@@ -93,12 +95,16 @@ async def test_client_interceptor_adds_the_token_to_every_kind_of_call(server):
 
 
 def test_env_switches(monkeypatch):
+    """TTS_INTERNAL_TOKEN reaches every service's settings (whatever its prefix) and switches both sides on."""
     monkeypatch.delenv("TTS_INTERNAL_TOKEN", raising=False)
-    assert internal_auth.server_interceptors("decoder") == []
-    assert internal_auth.client_interceptors() == []
+    assert internal_auth.server_interceptors("decoder", DecoderSettings().internal_token) == []
+    assert internal_auth.client_interceptors(GatewaySettings().internal_token) == []
     monkeypatch.setenv("TTS_INTERNAL_TOKEN", TOKEN)
-    assert [type(i) for i in internal_auth.server_interceptors("decoder")] == [InternalTokenInterceptor]
-    assert internal_auth.server_interceptors("gateway") == []        # the public API uses tenant tokens
-    assert len(internal_auth.client_interceptors()) == 4        # unary-unary, unary-stream, stream-unary, stream-stream
+    assert [type(i) for i in internal_auth.server_interceptors("decoder", DecoderSettings().internal_token)] == \
+        [InternalTokenInterceptor]
+    # the public API uses tenant tokens
+    assert internal_auth.server_interceptors("gateway", GatewaySettings().internal_token) == []
+    # unary-unary, unary-stream, stream-unary, stream-stream
+    assert len(internal_auth.client_interceptors(GatewaySettings().internal_token)) == 4
     with pytest.raises(ValueError):
         InternalTokenInterceptor("")
