@@ -23,17 +23,26 @@ from .settings import QuotaSettings
 
 @dataclass(frozen=True)
 class Quota:
+    """One counter of a tenant's hash and where its limit comes from: a ``QuotaSettings`` field (``attr``) or, with
+    ``setting``, a limit the owner passes in (``Quotas(extra=...)``). A new quota = one line here + its settings field
+    + a ``reserve``/``release`` where the thing is made and deleted."""
+
     field: str          # counter in the tenant's hash
-    setting: str        # the env var that sets its limit
     unit: str
+    attr: str = ""      # the QuotaSettings field with its limit
+    setting: str = ""   # the env var naming the limit, when it is not a QuotaSettings field
+
+    @property
+    def env(self) -> str:
+        return self.setting or f"{QuotaSettings.model_config['env_prefix']}{self.attr.upper()}"
 
 
-VOICES = Quota("voices", "TTS_GATEWAY_MAX_VOICES_PER_TENANT", "voices")
-VOICE_BYTES = Quota("voice_bytes", "TTS_GATEWAY_MAX_VOICE_BYTES_PER_TENANT", "bytes")
-JOBS = Quota("jobs", "TTS_GATEWAY_MAX_JOBS_PER_TENANT", "jobs")
-UNFINISHED_JOBS = Quota("unfinished_jobs", "TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT", "unfinished jobs")
-JOB_BYTES = Quota("job_bytes", "TTS_GATEWAY_MAX_JOB_BYTES_PER_TENANT", "bytes")
-OUTPUT_BYTES = Quota("output_bytes", "TTS_GATEWAY_MAX_OUTPUT_BYTES_PER_TENANT", "bytes")
+VOICES = Quota("voices", "voices", attr="max_voices_per_tenant")
+VOICE_BYTES = Quota("voice_bytes", "bytes", attr="max_voice_bytes_per_tenant")
+JOBS = Quota("jobs", "jobs", attr="max_jobs_per_tenant")
+UNFINISHED_JOBS = Quota("unfinished_jobs", "unfinished jobs", setting="TTS_GATEWAY_BATCH_MAX_JOBS_PER_TENANT")
+JOB_BYTES = Quota("job_bytes", "bytes", attr="max_job_bytes_per_tenant")
+OUTPUT_BYTES = Quota("output_bytes", "bytes", attr="max_output_bytes_per_tenant")
 BY_FIELD = {q.field: q for q in (VOICES, VOICE_BYTES, JOBS, UNFINISHED_JOBS, JOB_BYTES, OUTPUT_BYTES)}
 
 # reserve(key, ARGV, at): ARGV[at] = n, then n (field, delta, limit) triples. Returns "field current" for the first
@@ -80,12 +89,12 @@ class Quotas:
     """Builds the quota part of the scripts' arguments and turns a refusal into RESOURCE_EXHAUSTED."""
 
     def __init__(self, redis, settings: QuotaSettings | None = None, unfinished_jobs: int = 0):
+        """``unfinished_jobs``: the batch section's limit (a quota whose setting lives there)."""
         self.redis = redis
         self.settings = settings or QuotaSettings()
         s = self.settings
-        self.limits = {VOICES.field: s.max_voices_per_tenant, VOICE_BYTES.field: s.max_voice_bytes_per_tenant,
-                       JOBS.field: s.max_jobs_per_tenant, UNFINISHED_JOBS.field: unfinished_jobs,
-                       JOB_BYTES.field: s.max_job_bytes_per_tenant, OUTPUT_BYTES.field: s.max_output_bytes_per_tenant}
+        given = {UNFINISHED_JOBS.field: unfinished_jobs}
+        self.limits = {q.field: getattr(s, q.attr) if q.attr else given[q.field] for q in BY_FIELD.values()}
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
 
@@ -105,7 +114,7 @@ class Quotas:
         limit = self.limits[f]
         raise ResourceExhausted(
             f"tenant {tenant!r} is over its quota of {limit} {q.unit} ({q.field}: {cur} used, {deltas.get(f, 0)} "
-            f"more asked; the limit is {limit} per tenant, {q.setting}); delete some first",
+            f"more asked; the limit is {limit} per tenant, {q.env}); delete some first",
             retry_after_s=self.settings.quota_retry_after_s)
 
     async def reserve(self, tenant: str, **deltas: int) -> None:
