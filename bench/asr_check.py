@@ -86,6 +86,16 @@ def write_wav(path: Path, pcm16: bytes, sr: int) -> float:
     return len(pcm16) / 2 / sr
 
 
+def score(model, norm, ref: str, path: Path, pcm16: bytes, sr: int, total: list) -> tuple[float, str]:
+    """Write the clip, transcribe it, add its CER (weighted by the reference's length) to ``total``."""
+    write_wav(path, pcm16, sr)
+    heard = "".join(x.text for x in model.transcribe(str(path), language="zh", beam_size=5)[0])
+    e = cer(ref, norm(heard))
+    total[0] += e * len(ref)
+    total[1] += len(ref)
+    return e, heard
+
+
 def whole_piece(decoder: str, phonemes: str, voice: str) -> tuple[bytes, int]:
     """One segment holding the whole reply's phonemes, straight to the decoder: synthesized as one piece."""
     import grpc
@@ -136,12 +146,7 @@ def streamed_check(a, model, norm) -> int:
                 ref = norm(text)
                 row = [text]
                 for kind, (pcm16, sr, nseg) in clips.items():
-                    path = out / f"{kind}-{i:02d}.wav"
-                    write_wav(path, pcm16, sr)
-                    heard = "".join(x.text for x in model.transcribe(str(path), language="zh", beam_size=5)[0])
-                    e = cer(ref, norm(heard))
-                    totals[kind][0] += e * len(ref)
-                    totals[kind][1] += len(ref)
+                    e, heard = score(model, norm, ref, out / f"{kind}-{i:02d}.wav", pcm16, sr, totals[kind])
                     row += [e, nseg, heard]
                 rows.append(row)
                 print(f"{row[1]:6.1%} ({row[2]} seg) {row[4]:6.1%}  {text}\n    streamed → {row[3]}\n"
@@ -202,12 +207,7 @@ def groupings_check(a, model, norm) -> int:
             parts = [kokoro.synthesize_segment(" ".join(s.phonemes for s in g), voice, 1.0, _pause_after(g[-1].text))[0]
                      for g in group_segments(segs, how)]
             pcm16 = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes()
-            path = out / f"group-{how}-{i:02d}.wav"
-            write_wav(path, pcm16, SAMPLE_RATE)
-            heard = "".join(x.text for x in model.transcribe(str(path), language="zh", beam_size=5)[0])
-            e = cer(ref, norm(heard))
-            totals[how][0] += e * len(ref)
-            totals[how][1] += len(ref)
+            e, heard = score(model, norm, ref, out / f"group-{how}-{i:02d}.wav", pcm16, SAMPLE_RATE, totals[how])
             print(f"    {how:17s} {e:6.1%}  {heard}", flush=True)
     print(f"segments cut at decoder_rtf {a.rtf:g}, {a.replies} replies: " +
           "; ".join(f"{g} {t[0] / max(t[1], 1):.1%}" for g, t in totals.items()))
