@@ -187,7 +187,7 @@ def groupings_check(a, model, norm) -> int:
     import random
 
     from bench.bench_stream import REPLIES, llm_pieces
-    from services.decoder.engine.embedded import SAMPLE_RATE, KokoroModel, _pause_after
+    from services.decoder.engine.kokoro import SAMPLE_RATE, KokoroModel, _pause_after
     from services.frontend.engine.core import FrontendEngine
 
     fe = FrontendEngine()

@@ -39,7 +39,8 @@ import torch
 from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
 from services.decoder.engine.glmtts.checkpoint import (
     Layout, write_published_size_checkpoint, write_tiny_checkpoint)
-from services.decoder.engine.glmtts.engine import GLMTTSEngine, pick_device
+from services.decoder.engine.glmtts.device import pick_device
+from services.decoder.engine.glmtts.engine import GLMTTSEngine
 from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
 from services.decoder.engine.glmtts.prompt import GLMTTSLayout, Prompt
 from services.decoder.engine.glmtts.reference import PerStreamLM

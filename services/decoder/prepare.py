@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .engine.embedded import prepare_model
+from .engine.kokoro import prepare_model
 from .settings import DecoderSettings
 
 

@@ -65,7 +65,7 @@ class GLMTTSSettings(EngineSettings):
 
     path: str = "models/glmtts-tiny"
     device: str = "auto"                    # "cpu", "cuda", "cuda:1", "auto"
-    # LM + flow: "auto" (bf16 on a GPU, fp32 on CPU); the names of glmtts.engine.DTYPES
+    # LM + flow: "auto" (bf16 on a GPU, fp32 on CPU); the names of glmtts.device.DTYPES
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_streams: int = Field(8, gt=0)
     max_tokens_per_stream: int = Field(4096, gt=0)

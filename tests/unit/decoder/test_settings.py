@@ -64,7 +64,7 @@ def test_a_retired_name_stops_the_decoder_naming_the_new_one(monkeypatch, old):
 
 
 def test_glmtts_dtypes_are_the_engines():
-    from services.decoder.engine.glmtts.engine import DTYPES
+    from services.decoder.engine.glmtts.device import DTYPES
     from services.decoder.settings import GLMTTSSettings
 
     assert set(GLMTTSSettings.model_fields["dtype"].annotation.__args__) == {"auto", *DTYPES}

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
-from services.decoder.engine.embedded import EmbeddedEngine, prepare_model, split_phonemes
+from services.decoder.engine.embedded import EmbeddedEngine
+from services.decoder.engine.kokoro import prepare_model, split_phonemes
 from shared.errors import InvalidArgument, ResourceExhausted
 
 HELLO = SegmentInput(0, "你好，", "你好，", phonemes="ni↗ xau↓,")

@@ -26,38 +26,21 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_encoder
 
-from ..base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Voice
+from ..base import Chunk, EngineStats, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .acoustic_queue import AcousticQueue
 from .checkpoint import Layout
+from .device import pick_device
 from .lm import SamplingParams, SpeechLM
 from .lm_text import force_end, inventory, join_lm_texts, lm_text, official_form
 from .prompt import GLMTTSLayout
-from .scheduler import Scheduler, Segment, StreamState
+from .scheduler import Scheduler, StreamState
+from .stream import END, GLMTTSStream
 
 log = logging.getLogger("decoder.glmtts")
 
-_END = object()
 PROMPT_UNKNOWN = "prompt unknown:"
 PROMPT_THREAD_NICE = 10         # the prompt thread's CPU priority below the LM and acoustic threads
-
-
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def pick_device(setting: str, dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """The device, and the LM/flow dtype: bf16 (fp16 without bf16 support) on a GPU, fp32 on the CPU, unless
-    ``dtype`` names one (bf16 on the CPU runs the GPU's dtype logic on a machine without one)."""
-    if setting in ("", "auto"):
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(setting)
-    if dtype not in ("", "auto"):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
-        return device, DTYPES[dtype]
-    if device.type == "cuda":
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
 
 
 def prompt_lm_text(voice: Voice) -> str:
@@ -72,77 +55,6 @@ def prompt_lm_text(voice: Voice) -> str:
 
 def _cloned(voice: Voice) -> bool:
     return voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
-
-
-class GLMTTSStream:
-    def __init__(self, engine: "GLMTTSEngine", state: StreamState, voice: Voice, loop):
-        self.engine = engine
-        self.state = state
-        # the voice this stream speaks, as the summary reports it: a reference id for a cloned voice
-        self.voice_name = f"ref:{voice.reference_id}" if voice.reference_id else (voice.name or "default")
-        self.conditioning = ""                         # digest of what conditioned the flow (set by the acoustic side)
-        self.loop = loop
-        self.queue = ChunkQueue()
-        self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
-        self.blocks: list[int] = []                      # flow block sizes (tokens) of streamed segments
-        self.offline = False                             # segments rendered whole (full attention)
-        self._closed = False
-        self._error: BaseException | None = None
-
-    def feed(self, segment: SegmentInput) -> None:
-        text = segment.normalized.strip() or segment.text.strip()
-        if not text or not any(c.isalnum() for c in text):
-            return                  # nothing to say (a lone mark): the LM would be asked to speak an end mark
-        text = lm_text(segment.normalized, segment.words, phonemes=self.engine.phoneme_tokens) \
-            if segment.normalized.strip() else official_form(segment.text)
-        ids = self.engine.lm.encode_text(text)
-        self.engine.scheduler.feed(self.state, Segment(index=segment.index, text_ids=ids))
-
-    def end(self) -> None:
-        self.engine.scheduler.end(self.state)
-
-    async def chunks(self):
-        while True:
-            if self._error is not None:
-                raise self._error
-            item = await self.queue.get()
-            if self._error is not None:          # a dead engine overtakes whatever was queued
-                raise self._error
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            self.engine.scheduler.consumed(self.state)
-            if len(item.audio) or item.segment_end:
-                yield item
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.engine.scheduler.remove(self.state)
-        self.engine.acoustic_drop(self)
-        self.engine._release(self)
-
-    # -- called from worker threads -------------------------------------------------------------------------------
-
-    def deliver(self, item) -> None:
-        if not self._closed:
-            try:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-            except RuntimeError:          # loop closed: the stream is gone
-                pass
-
-    def fail_now(self, exc: BaseException) -> None:
-        """Fail the stream ahead of any audio still queued (the engine died)."""
-        def fail():
-            self._error = exc
-            self.queue.put_nowait(exc)
-        if not self._closed:
-            try:
-                self.loop.call_soon_threadsafe(fail)
-            except RuntimeError:
-                pass
 
 
 class GLMTTSEngine:
@@ -454,7 +366,7 @@ class GLMTTSEngine:
                 if kind == "drop":
                     stream.renderers.clear()
                 elif kind == "end":
-                    stream.deliver(_END)
+                    stream.deliver(END)
                 elif kind == "fail":
                     stream.renderers.clear()
                     stream.deliver(job[2])
