@@ -109,6 +109,7 @@ class Service(Proc):
     def __init__(self, stage: str, env: dict | None = None, port: int | None = None, log_dir: Path | None = None):
         self.stage = stage
         self.port = port or free_port()
+        self.stage_env, self.log_dir = dict(env or {}), log_dir
         env = {f"TTS_{stage.upper()}_PORT": str(self.port), f"TTS_{stage.upper()}_GRACE_SECONDS": "5", **(env or {})}
         if stage == "decoder":
             # test stacks share busy CI cores, where the measured real-time capacity can be below one stream: admit a
@@ -119,6 +120,10 @@ class Service(Proc):
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def again(self, timeout: float = 120) -> "Service":
+        """A new process of this stage with the same env, port and log folder (after this one was killed)."""
+        return Service(self.stage, env=self.stage_env, port=self.port, log_dir=self.log_dir).start(timeout)
 
     def health(self) -> str:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.procs import RedisServer, Service, free_port, make_stack, wait_until
+from tests.procs import RedisServer, free_port, make_stack, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
@@ -243,8 +243,7 @@ def test_speaker_down_then_back(stack, client):
         assert err.value.details().startswith("speaker unavailable"), err.value.details()
         assert client.stream(["好"], make_config()).summary.audio_ms > 200       # built-in voices need no speaker
     finally:
-        stack.speaker = Service("speaker", port=stack.speaker.port, log_dir=stack.tmp,
-                                env={"TTS_SPEAKER_REDIS_URL": stack.redis.url}).start()
+        stack.speaker = stack.speaker.again()
 
     def registered():
         try:

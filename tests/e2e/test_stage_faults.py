@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.procs import Service, wait_until
+from tests.procs import wait_until
 from tts_client.client import make_config
 
 
@@ -25,7 +25,7 @@ def test_frontend_down_then_back(stack, client):
         assert err.value.details().startswith("frontend unavailable")
         assert stack.gateway.health() == "SERVING"
     finally:
-        stack.frontend = Service("frontend", port=stack.frontend.port, log_dir=stack.tmp).start()
+        stack.frontend = stack.frontend.again()
     assert wait_until(lambda: served_again(client), 15, "the gateway to reach the restarted stage", interval=0.2)
 
 
@@ -37,5 +37,5 @@ def test_decoder_down_then_back(stack, client):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert err.value.details().startswith("decoder unavailable")
     finally:
-        stack.decoder = Service("decoder", port=stack.decoder.port, log_dir=stack.tmp).start()
+        stack.decoder = stack.decoder.again()
     assert wait_until(lambda: served_again(client), 15, "the gateway to reach the restarted stage", interval=0.2)
