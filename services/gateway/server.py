@@ -9,6 +9,7 @@ import time
 from shared.errors import InvalidArgument, PermissionDenied
 from shared.limits import LANGUAGES
 from shared.logging import tenant_var
+from shared.speaker_encoders import encoder_id
 from tts.decoder.v1 import decoder_pb2
 from tts.frontend.v1 import frontend_pb2
 from tts.v1 import tts_pb2, tts_pb2_grpc
@@ -172,7 +173,9 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         if len(request.audio) > self.settings.max_reference_bytes:
             raise InvalidArgument("audio", f"over the {self.settings.max_reference_bytes} byte limit")
         emb = await self.pipeline.embed(request.audio, metadata, context.time_remaining())
-        rec = await self.pipeline.voices.add(tenant, request.name.strip(), emb.reference_id, emb.encoder,
+        # the full encoder id (name@version): a decoder can tell an embedding from another version of the encoder
+        rec = await self.pipeline.voices.add(tenant, request.name.strip(), emb.reference_id,
+                                             encoder_id(emb.encoder, emb.encoder_version),
                                              request.prompt_text, emb.speech_seconds, emb.prompt_pcm16k)
         log.info("voice registered", extra={"voice_id": rec.id, "seconds": rec.seconds})
         return tts_pb2.RegisterVoiceResponse(

@@ -92,6 +92,25 @@ def test_registered_voice_is_sent_with_the_engines_encoder():
     asyncio.run(go())
 
 
+class AddingVoices(FakeVoices):
+    def __init__(self):
+        super().__init__(None)
+
+    async def add(self, tenant, name, reference_id, encoder, prompt_text, seconds, audio):
+        self.rec = VoiceRecord(id=new_voice_id(), name=name, reference_id=reference_id, encoder=encoder,
+                               prompt_text=prompt_text, seconds=seconds, created_at="", audio=audio)
+        return self.rec
+
+
+def test_a_registered_voice_keeps_the_version_of_its_encoder():
+    """Stored as name@version, so without the decoder's Info the decoder still refuses an embedding from another
+    version of the encoder (a bare name matches every version)."""
+    voices = AddingVoices()
+    servicer = GatewayServicer(GatewaySettings(), Pipeline(GatewaySettings(), FakeStages(), voices), _Auth())
+    asyncio.run(servicer.RegisterVoice(tts_pb2.RegisterVoiceRequest(name="a", audio=b"RIFF"), _Context()))
+    assert voices.rec.encoder == "campplus@v1"
+
+
 # ------------------------------------------------------------------ unary Synthesize asks for the offline render
 
 class _Planned(Exception):
