@@ -22,8 +22,8 @@ log = logging.getLogger("decoder")
 def segment_from_proto(seg) -> SegmentInput:
     return SegmentInput(
         index=seg.index, text=seg.text, normalized=seg.normalized, phonemes=seg.phonemes,
-        words=[WordInput(w.text, w.lang, list(w.pinyin), w.phonemes,
-                         (w.span.start, w.span.end) if w.HasField("span") else None, list(w.citation_pinyin))
+        words=[WordInput(w.text, w.lang, list(w.pinyin), span=(w.span.start, w.span.end) if w.HasField("span") else None,
+                         citation=list(w.citation_pinyin), phonemes=w.phonemes)
                for w in seg.words])
 
 

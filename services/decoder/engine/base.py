@@ -36,16 +36,31 @@ class StreamOptions:
     use_cache: bool = True
     request_id: str = ""
     offline: bool = False                        # whole segments wanted, not chunks (unary / batch)
+    alignment: bool = False                      # Chunk.alignment wanted (else an engine may skip the work)
+    tenant: str = ""                             # whose stream: real-time capacity is shared fairly between tenants
+    batch: bool = False                          # offline work that waits for capacity and uses what live streams leave
+
+
+@dataclass
+class Pronunciation:
+    """One piece of an English word as it is said (frontend.v1.Pronunciation)."""
+
+    text: str                                    # the letters of the word it covers
+    arpabet: str                                 # CMUdict phones with stress digits, space-separated
+    spelled: bool = False                        # one letter said by its name
 
 
 @dataclass
 class WordInput:
+    """The frontend's engine-neutral reading of one word; each engine makes its own symbols from it."""
+
     text: str
     lang: str                                    # "zh", "en", "punct", "other"
-    pinyin: list[str] = field(default_factory=list)   # tone digits, neutral = 5
-    phonemes: str = ""
+    pinyin: list[str] = field(default_factory=list)   # spoken tones, one per character; erhua 儿 = "r5"
     span: tuple[int, int] | None = None          # in the segment's normalized text
     citation: list[str] = field(default_factory=list)  # the same syllables before tone sandhi (dictionary tones)
+    english: list[Pronunciation] = field(default_factory=list)   # lang "en": how it is said, piece by piece
+    phonemes: str = ""                           # DEPRECATED: Kokoro's symbols (moving into the Kokoro engine)
 
 
 @dataclass
@@ -53,8 +68,20 @@ class SegmentInput:
     index: int
     text: str                                    # original text
     normalized: str
-    phonemes: str = ""                           # the embedded engine's phoneme string for the whole segment
     words: list[WordInput] = field(default_factory=list)
+    phonemes: str = ""                           # DEPRECATED: Kokoro's symbols (moving into the Kokoro engine)
+
+
+@dataclass
+class Timing:
+    """Where a stretch of a segment's normalized text sounds, in samples from the first sample of its chunk (a
+    stretch may run on into later chunks)."""
+
+    start: int                                   # [start, end) in the segment's normalized text
+    end: int
+    start_sample: int
+    end_sample: int
+    silent: bool = False                         # punctuation / pause: no voice
 
 
 @dataclass
@@ -64,6 +91,8 @@ class Chunk:
     segment_index: int
     tokens: int = 0                              # tokens decoded for this chunk
     segment_end: bool = False
+    alignment: list[Timing] = field(default_factory=list)   # stretches whose sound starts in this chunk
+    alignment_estimated: bool = False
 
 
 @dataclass
