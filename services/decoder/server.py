@@ -84,7 +84,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         options = StreamOptions(
             chunk_size=cfg.chunk_size, seed=cfg.seed if cfg.HasField("seed") else None, speed=speed,
             use_cache=cfg.use_cache if cfg.HasField("use_cache") else True, request_id=cfg.request_id,
-            offline=cfg.offline)
+            offline=cfg.offline, alignment=cfg.alignment, tenant=cfg.tenant,
+            batch=cfg.priority == decoder_pb2.BATCH)
         stream = engine.open_stream(voice_from_config(cfg), options)
         self._update_gauges()
         t0 = time.perf_counter()

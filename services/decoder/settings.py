@@ -118,6 +118,9 @@ class GLMTTSSettings(EngineSettings):
                     phonemes=self.phonemes, speaker_encoder=self.speaker_encoder)
 
 
+from .engine.fastspeech2.settings import FastSpeech2Settings  # noqa: E402  (its section builds on EngineSettings)
+
+
 class DecoderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_DECODER_", extra="ignore")
 
@@ -128,6 +131,7 @@ class DecoderSettings(ServiceSettings):
     # one section per engine in engine/registry.py, under the field of the engine's name
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     glmtts: GLMTTSSettings = Field(default_factory=GLMTTSSettings)
+    fastspeech2: FastSpeech2Settings = Field(default_factory=FastSpeech2Settings)
 
     @model_validator(mode="after")
     def _check(self):

@@ -147,16 +147,19 @@ class Pipeline:
         return list(resp.segments)
 
     # ---- planning ----------------------------------------------------------------------------------------------
-    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False) -> Plan:
+    async def plan(self, tenant: str, cfg, metadata: tuple, deadline: float | None, *, offline: bool = False,
+                   batch: bool = False) -> Plan:
         """``offline``: the caller wants the whole audio at once (unary Synthesize, batch lines), so the decoder may
-        render each segment in one piece (glmtts: the full-attention flow of the published offline inference)."""
+        render each segment in one piece (glmtts: the full-attention flow of the published offline inference).
+        ``batch``: offline work that waits for capacity and uses only what live streams leave (batch lines)."""
         await self.check_model(cfg.model)
         request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))
         timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
         dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id,
-                                        offline=offline)
+                                        offline=offline, tenant=tenant, alignment=cfg.alignment,
+                                        priority=decoder_pb2.BATCH if batch else decoder_pb2.LIVE)
         if cfg.HasField("seed"):
             dcfg.seed = cfg.seed
         if cfg.HasField("use_cache"):
@@ -240,7 +243,7 @@ class Pipeline:
             ready = asyncio.Event()
             loop = asyncio.get_running_loop()
             helpers += [loop.create_task(text_to_frontend(pieces, fe_q, summary)),
-                        loop.create_task(segments_to_decoder(fe_call, decoder, segments, on_segment, ready))]
+                        loop.create_task(segments_to_decoder(fe_call, decoder, segments, on_segment, ready, summary))]
             async for _ in race(_when(ready), *helpers):     # a failing helper (frontend, bad text) ends it here
                 pass
             if not segments:

@@ -31,11 +31,15 @@ async def text_to_frontend(pieces, queue: asyncio.Queue, summary) -> None:
         await queue.put(END)
 
 
-async def segments_to_decoder(fe_call, decoder, segments: dict, on_segment, ready: asyncio.Event) -> None:
+async def segments_to_decoder(fe_call, decoder, segments: dict, on_segment, ready: asyncio.Event,
+                              summary=None) -> None:
     """Each segment of the Normalize call ``fe_call`` → ``segments`` (by index), ``on_segment`` (if given) and the
-    DecoderCall ``decoder``'s feed; ``ready`` is set at the first segment and at the end."""
+    DecoderCall ``decoder``'s feed; ``ready`` is set at the first segment and at the end; ``summary`` (a
+    SummaryBuilder) learns when the first segment was cut."""
     try:
         async for resp in fe_call:
+            if summary is not None:
+                summary.segment_ready()
             segments[resp.segment.index] = resp.segment
             if on_segment is not None:
                 on_segment(resp.segment)

