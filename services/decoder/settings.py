@@ -6,22 +6,16 @@ import os
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+from .engine.fastspeech2.settings import FastSpeech2Settings
+from .engine.section import EngineSettings
 
 # names of earlier releases: refused at start-up (an unknown TTS_DECODER_* name would be ignored without a word)
 RENAMED = {f"TTS_DECODER_{old}": f"TTS_DECODER_GLMTTS_{old}"
            for old in ("MAX_STREAMS", "MAX_TOKENS_PER_STREAM", "CACHE_BUDGET_BYTES", "IDLE_TTL_S", "DEVICE", "DTYPE")}
-
-
-class EngineSettings(BaseSettings):
-    """One engine's section; ``engine_kwargs()`` gives its engine class's constructor arguments."""
-
-    model_config = SettingsConfigDict(extra="ignore")
-
-    def engine_kwargs(self) -> dict:
-        raise NotImplementedError
 
 
 class EmbeddedSettings(EngineSettings):
@@ -118,7 +112,6 @@ class GLMTTSSettings(EngineSettings):
                     phonemes=self.phonemes, speaker_encoder=self.speaker_encoder)
 
 
-from .engine.fastspeech2.settings import FastSpeech2Settings  # noqa: E402  (its section builds on EngineSettings)
 
 
 class DecoderSettings(ServiceSettings):

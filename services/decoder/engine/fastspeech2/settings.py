@@ -4,10 +4,12 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from ..section import EngineSettings
 
 
-class FastSpeech2Settings(BaseSettings):      # an EngineSettings (services/decoder/settings.py), without the import cycle
+class FastSpeech2Settings(EngineSettings):
     """FastSpeech2 + Multi-band MelGAN, the Baker voice (engine/fastspeech2/)."""
 
     model_config = SettingsConfigDict(env_prefix="TTS_DECODER_FASTSPEECH2_", extra="ignore")
