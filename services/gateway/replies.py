@@ -105,7 +105,8 @@ class Reply:
             await task
 
     def align(self, chunk) -> list[Entry]:
-        """A decoder chunk's timings → the caller's entries complete now (stream frames); kept for ``heard``."""
+        """A decoder chunk's timings → the caller's entries complete now (stream frames); kept for ``heard`` (they
+        go on the caller's chunks only when it asked: ``AudioOut``)."""
         seg = self.segments.get(chunk.segment_index)
         if seg is None:
             return []
@@ -133,7 +134,7 @@ class Reply:
                 self.entries.append(Entry(aligner.span[0], aligner.span[1], aligner.first_ms, end_ms))
             del self._aligners[chunk.segment_index]
         self.entries += entries
-        return entries if self.plan.alignment else []
+        return entries
 
     def heard(self, played_ms: float) -> int:
         """How many characters of this reply the caller heard by ``played_ms`` (its sound ended by then)."""

@@ -107,7 +107,8 @@ class Client:
 async def test_cancel_says_what_was_heard_and_the_next_reply_goes_on_in_the_same_stream():
     gate = asyncio.Semaphore(3)
     dec = FakeDecoder("a", per_char(gate), per_char())
-    stages = FakeStages(dec)
+    other = FakeDecoder("b")                                      # round-robin would pick it next: it must not be
+    stages = FakeStages(dec, other)
     c = Client(stages, make_plan())
     await c.send("你好世界。")
     got = [await c.recv() for _ in range(3)]                       # 你 好 世: 300 ms sent
@@ -132,8 +133,8 @@ async def test_cancel_says_what_was_heard_and_the_next_reply_goes_on_in_the_same
     assert audio[0].segment_index == 1
     assert [e.span.start for a in audio for e in a.alignment] == [5, 6, 7]
     assert audio[0].alignment[0].start_ms == pytest.approx(300)
-    assert len(dec.calls) == 2                                    # the next reply went to the same decoder
-    assert stages.open == {dec: 0}
+    assert len(dec.calls) == 2 and not other.calls                # the next reply went to the same decoder
+    assert stages.open == {dec: 0, other: 0}
     s = rest[-1][1]
     assert (s.replies, s.interruptions, s.heard_chars) == (2, 1, 2 + 3)
     assert s.played_ms == pytest.approx(250 + 300)
