@@ -121,8 +121,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 yield decoder_pb2.DecodeResponse(chunk=decoder_pb2.AudioChunk(
                     pcm=float32_bytes(chunk.audio), sample_rate=chunk.sample_rate, segment_index=chunk.segment_index,
                     offset_samples=samples, num_samples=n, tokens=chunk.tokens, segment_end=chunk.segment_end,
-                    alignment=timings_to_proto(chunk.alignment, samples) if cfg.alignment else (),
-                    alignment_estimated=cfg.alignment and chunk.alignment_estimated))
+                    alignment=timings_to_proto(chunk.alignment, samples),    # engines time only when asked
+                    alignment_estimated=chunk.alignment_estimated))
                 CHUNK_SECONDS.labels(engine.name).inc(n / chunk.sample_rate)
                 samples += n
                 tokens += chunk.tokens
