@@ -63,6 +63,8 @@ class Whole:
     audio: bytes                                    # a complete file in the plan's encoding
     summary: tts_pb2.SynthesisSummary | None
     segments: list                                  # the frontend's segments, in order
+    alignment: list = field(default_factory=list)   # tts.v1 CharAlignment (with plan.alignment)
+    alignment_estimated: bool = False
 
 
 class Pipeline:
@@ -157,7 +159,8 @@ class Pipeline:
         timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
         # a live stream always asks the decoder for alignment: a Cancel's answer (what the caller heard) needs it
         dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id,
-                                        offline=offline, tenant=tenant, alignment=cfg.alignment or not offline,
+                                        offline=offline, tenant=tenant,
+                                        alignment=(cfg.alignment and not batch) or not offline,
                                         priority=decoder_pb2.BATCH if batch else decoder_pb2.LIVE)
         if cfg.HasField("seed"):
             dcfg.seed = cfg.seed
@@ -215,7 +218,7 @@ class Pipeline:
                                                           request_id=request_id, merge_min_units=merge_min,
                                                           merge_max_units=merge_max, whole_text=offline),
             sample_rate=cfg.sample_rate or self.settings.default_sample_rate,
-            encoding=ENCODINGS[cfg.encoding], metadata=metadata, alignment=cfg.alignment and not offline)
+            encoding=ENCODINGS[cfg.encoding], metadata=metadata, alignment=cfg.alignment and not batch)
 
     # ---- running -----------------------------------------------------------------------------------------------
     def _timeout(self, deadline: float | None):
@@ -271,11 +274,13 @@ class Pipeline:
             yield text
 
         segments: dict[int, frontend_pb2.Segment] = {}
-        parts, summary, size = [], None, 0
+        parts, summary, size, alignment, estimated = [], None, 0, [], False
         async for resp in self.run(plan, whole(), deadline,
                                    on_segment=lambda seg: segments.__setitem__(seg.index, seg)):
             if resp.WhichOneof("response") == "audio":
                 parts.append(resp.audio.audio)
+                alignment += resp.audio.alignment
+                estimated |= resp.audio.alignment_estimated
                 size += len(resp.audio.audio)
                 if max_bytes and size > max_bytes:          # stop now, not after synthesizing all of it
                     raise InvalidArgument("text", too_long)
@@ -283,7 +288,7 @@ class Pipeline:
                 summary = resp.summary
         # the streamed WAV header has unknown length: a complete file (other encodings already are one)
         audio = FILE_ENCODINGS[plan.encoding].complete_file(b"".join(parts), plan.sample_rate)
-        return Whole(audio, summary, [segments[i] for i in sorted(segments)])
+        return Whole(audio, summary, [segments[i] for i in sorted(segments)], alignment, estimated)
 
 
 async def _feed(pieces, reply: Reply) -> None:

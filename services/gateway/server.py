@@ -155,7 +155,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             SYNTHESES.labels("Synthesize", "ok").inc()
             return tts_pb2.SynthesizeResponse(audio=whole.audio, sample_rate=plan.sample_rate,
                                               encoding=tts_pb2.AudioEncoding.Value(plan.encoding),
-                                              summary=whole.summary)
+                                              summary=whole.summary, alignment=whole.alignment,
+                                              alignment_estimated=whole.alignment_estimated)
 
     async def ListVoices(self, request, context):
         tenant, _ = self._tenant(context)
