@@ -169,8 +169,10 @@ class FrontendEngine:
                max_segment_chars: int | None = None, decoder_rtf: float = 0.0,
                merge: MergePolicy | None = None, whole_text: bool = False) -> "TextStream":
         """``decoder_rtf``: the decoder's compute seconds per second of audio for this stream (0 = unknown); it sizes
-        the segments (see segmenter.Schedule). ``merge``: hand segments out merged (merge.py; the first one early
-        unless ``whole_text``: the whole text comes at once)."""
+        the segments of streamed text (see segmenter.Schedule). ``whole_text``: the whole text comes at once (unary,
+        batch): its segments do not depend on the decoder's load (the same text is cut the same way, so it sounds
+        the same), and with ``merge`` the first one is merged like the others. ``merge``: hand segments out merged
+        (merge.py)."""
         if language not in LANGUAGES:
             raise InvalidArgument("config.language", f"{language!r} is not one of {', '.join(repr(x) for x in LANGUAGES)}")
         if max_segment_chars is not None and max_segment_chars < 0:
@@ -178,7 +180,8 @@ class FrontendEngine:
         if decoder_rtf != decoder_rtf or decoder_rtf < 0:
             raise InvalidArgument("config.decoder_rtf", "must be a number >= 0")
         max_units = max_segment_chars or self.max_segment_chars
-        stream = TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
+        rtf = 0.0 if whole_text else decoder_rtf        # a whole text: the default schedule, whatever the load
+        stream = TextStream(self, language, phoneme_mode, max_units, Schedule(rtf, max_units=max_units))
         if merge is not None:
             stream.merger = Merger(merge, early_first=not whole_text)
         return stream
