@@ -159,5 +159,5 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 throughput=stats.throughput or 0.0, compute_per_audio_s=stats.compute_per_audio_s,
                 headroom_streams=stats.headroom_streams, speaker_encoder=engine.speaker_encoder,
                 segment_min_units=engine.segment_units[0], segment_max_units=engine.segment_units[1],
-                model=engine.model, languages=engine.languages, license=engine.license, aliases=engine.aliases))
+                model=engine.model_description, languages=engine.languages, license=engine.license, aliases=engine.aliases))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

@@ -8,8 +8,9 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
-from .engine.base import EngineSettings, warn_once
+from .engine.base import warn_once
 from .engine.registry import REGISTRY, earlier_names
+from .engine.section import EngineSettings
 
 __all__ = ["DecoderSettings", "EngineSettings"]
 

@@ -1,5 +1,5 @@
-"""The decoder's engine contract (pure Python, no gRPC): base classes every engine and stream derive from, the
-engine-neutral readings they are fed, and the settings section base.
+"""The decoder's engine contract (pure Python, no gRPC): base classes every engine and stream derive from, and the
+engine-neutral readings they are fed (the settings section base is section.py).
 
 An engine owns its model(s) and all per-stream state. ``open_stream`` admits a stream within the engine's memory
 budget (``ResourceExhausted`` otherwise); the stream is fed segments as the frontend emits them, yields audio chunks
@@ -8,7 +8,7 @@ finish, cancel or timeout). The servicer reads what an engine is (its metadata, 
 class's attributes and methods, overridden where an engine has more to say; it never probes.
 
 One folder per engine under ``engine/`` holds everything that knows its model: its symbols and the mapping from the
-frontend's readings to them, its settings section (an :class:`EngineSettings`, env prefix ``TTS_DECODER_<NAME>_``,
+frontend's readings to them, its settings section (a ``section.EngineSettings``, env prefix ``TTS_DECODER_<NAME>_``,
 taken whole by the engine's constructor), its weights loader. ``registry.py`` lists the engines, one line each.
 """
 from __future__ import annotations
@@ -16,13 +16,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
-from typing import AsyncIterator, ClassVar
+from typing import TYPE_CHECKING, AsyncIterator, ClassVar
 
 import numpy as np
-from pydantic import model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .section import EngineSettings
 
 log = logging.getLogger("decoder")
 
@@ -184,60 +184,22 @@ def warn_once(key: str, message: str, **extra) -> None:
         log.warning(message, extra=extra or None)
 
 
-class EngineSettings(BaseSettings):
-    """One engine's settings section, in the engine's folder (``engine/<name>/settings.py``), env prefix
-    ``TTS_DECODER_<NAME>_``; the engine's constructor takes it whole. ``DecoderSettings`` gets one per registered
-    engine (registry.py), validated at start-up and logged once with the rest.
-
-    ``aliases``: earlier names of the engine, still accepted for one release: a request's model, the names in
-    ``TTS_DECODER_ENGINES``/``_DEFAULT_ENGINE``, and the env names ``TTS_DECODER_<ALIAS>_*`` (read as this section's,
-    with a warning; the old and the new name of one setting both set is an error). ``retired``: env names of earlier
-    releases that are refused at start-up, naming the new one (an unknown name would be ignored without a word)."""
-
-    model_config = SettingsConfigDict(extra="ignore")
-    aliases: ClassVar[tuple[str, ...]] = ()
-    retired: ClassVar[dict[str, str]] = {}       # env names of earlier releases → their names now: refused
-
-    @model_validator(mode="before")
-    @classmethod
-    def _earlier_names(cls, data):
-        retired = [f"{old} (now {new})" for old, new in cls.retired.items() if old in os.environ]
-        if retired:
-            raise ValueError(f"renamed settings: {', '.join(retired)}")
-        prefix = cls.model_config.get("env_prefix", "")
-        if not cls.aliases or not prefix or not isinstance(data, dict):
-            return data
-        for alias in cls.aliases:
-            old_prefix = f"TTS_DECODER_{alias.upper()}_"
-            for name in cls.model_fields:
-                old, new = f"{old_prefix}{name.upper()}", f"{prefix}{name.upper()}"
-                if old not in os.environ:
-                    continue
-                if new in os.environ:
-                    raise ValueError(f"{old} and {new} are both set: {old} is the earlier name of {new}; "
-                                     f"keep only {new}")
-                warn_once(old, f"{old} is deprecated: it is now {new} (the old name is read for one release)",
-                          setting=new)
-                data.setdefault(name, os.environ[old])
-        return data
-
-
 class Engine(abc.ABC):
-    """A decoder engine. Subclasses set the class attributes (``name``, ``sample_rate``, ``model``, ``languages``,
-    ``license``; ``supports_cloning``, ``segment_units`` and ``speaker_encoder`` where they apply) and implement
-    ``open_stream``; the other methods have the defaults of an engine that keeps no state between streams."""
+    """A decoder engine. Subclasses set the class attributes (``name``, ``sample_rate``, ``model_description``,
+    ``languages``, ``license``; ``supports_cloning``, ``segment_units`` and ``speaker_encoder`` where they apply) and
+    implement ``open_stream``; the other methods have the defaults of an engine that keeps no state between streams."""
 
     name: ClassVar[str] = ""
     sample_rate: ClassVar[int] = 0
     supports_cloning: ClassVar[bool] = False
-    model: ClassVar[str] = ""                    # the model that runs, in words (EngineInfo.model)
+    model_description: ClassVar[str] = ""        # the model that runs, in words (EngineInfo.model)
     languages: ClassVar[tuple[str, ...]] = ()    # what it speaks well ("zh", "en")
     license: ClassVar[str] = ""                  # the terms its weights come with, in words
     # the segment sizes its LM reads best (units); the gateway asks the frontend to merge into them. (0, 0): as cut
     segment_units: tuple[int, int] = (0, 0)
     speaker_encoder: str = ""                    # id of the speaker encoder its model was trained with; "" = any
 
-    def __init__(self, settings: EngineSettings):
+    def __init__(self, settings: "EngineSettings"):
         self.settings = settings
 
     @property

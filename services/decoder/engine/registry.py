@@ -1,7 +1,7 @@
 """Every decoder engine, in one place: its name → (engine class, settings section).
 
 A new engine: its folder under ``engine/`` (a ``base.Engine`` subclass whose constructor takes its settings section
-whole, and everything that knows its model), its settings section there (a ``base.EngineSettings`` subclass with
+whole, and everything that knows its model), its settings section there (a ``section.EngineSettings`` subclass with
 env prefix ``TTS_DECODER_<NAME>_``), and one line here. ``DecoderSettings`` gets the section from this table (a
 field of the engine's name), ``TTS_DECODER_ENGINES`` then enables it; the gateway, the CLI and the web page learn its
 name from ``Info``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .base import EngineSettings
+from .section import EngineSettings
 from .glmtts.settings import GLMTTSSettings
 from .kokoro.settings import KokoroSettings
 

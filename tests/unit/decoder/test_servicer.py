@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from services.decoder.engine import base
-from services.decoder.engine.base import Chunk, Engine, EngineSettings, Stream
+from services.decoder.engine.base import Chunk, Engine, Stream
+from services.decoder.engine.section import EngineSettings
 from services.decoder.server import DecoderServicer
 from shared.errors import InvalidArgument
 from tts.decoder.v1 import decoder_pb2
@@ -45,7 +46,7 @@ class PlainEngine(Engine):
 
     name = "plain"
     sample_rate = 16000
-    model = "a test model"
+    model_description = "a test model"
     languages = ("zh",)
     license = "CC0"
 

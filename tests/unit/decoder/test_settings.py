@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from services.decoder.engine import base
-from services.decoder.engine.base import EngineSettings
 from services.decoder.engine.glmtts.settings import RENAMED, GLMTTSSettings
 from services.decoder.engine.kokoro.settings import KokoroSettings
 from services.decoder.engine.registry import REGISTRY, build_engines, earlier_names
+from services.decoder.engine.section import EngineSettings
 from services.decoder.settings import DecoderSettings
 
 
@@ -84,7 +84,7 @@ def test_every_registered_engine_has_its_section_and_takes_it_whole(name):
     assert issubclass(cls, base.Engine) and issubclass(entry.settings, EngineSettings)
     assert DecoderSettings.model_fields[name].annotation is entry.settings      # the section comes from the registry
     assert entry.settings.model_config["env_prefix"] == f"TTS_DECODER_{name.upper()}_"
-    assert cls.model and cls.languages and cls.license                         # what Info says about it
+    assert cls.model_description and cls.languages and cls.license                         # what Info says about it
     # the section lives in the engine's own folder
     assert entry.settings.__module__.rsplit(".", 1)[0] == cls.__module__.rsplit(".", 1)[0]
 

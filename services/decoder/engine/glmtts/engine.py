@@ -62,7 +62,7 @@ class GLMTTSEngine(Engine):
     name = "glmtts"
     sample_rate = SAMPLE_RATE
     supports_cloning = True
-    model = "GLM-TTS: Llama speech LM over 25 Hz speech tokens + flow matching (DiT) + HiFT vocoder, 24 kHz"
+    model_description = "GLM-TTS: Llama speech LM over 25 Hz speech tokens + flow matching (DiT) + HiFT vocoder, 24 kHz"
     languages = ("zh", "en")
     license = "MIT for the published zai-org/GLM-TTS weights; a checkpoint of your own carries its own terms"
     # the published inference gives its LM 30-60-unit passages (split_by_len); published in Info, the gateway asks

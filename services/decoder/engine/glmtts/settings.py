@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from ..base import EngineSettings
+from ..section import EngineSettings
 
 # names of earlier releases: refused at start-up (an unknown TTS_DECODER_* name would be ignored without a word)
 RENAMED: dict[str, str] = {f"TTS_DECODER_{old}": f"TTS_DECODER_GLMTTS_{old}"

@@ -81,7 +81,7 @@ class KokoroStream(Stream):
         phonemes = segment_phonemes(segment).strip()
         if not phonemes:
             return
-        ntok = len(self.engine.kokoro.tokens(phonemes))
+        ntok = len(self.engine.model.tokens(phonemes))
         est = ntok * AUDIO_S_PER_TOKEN / self.options.speed + _pause_after(segment.text)
         self.engine.sched.add(self, Work(Job(segment.index, segment.text, phonemes), est, weight=ntok))
         self.engine._wake()
@@ -170,13 +170,13 @@ class KokoroEngine(Engine):
 
     name = "kokoro"
     sample_rate = SAMPLE_RATE
-    model = "Kokoro-82M v1.0, int8 ONNX on onnxruntime (StyleTTS 2 + iSTFTNet), 24 kHz"
+    model_description = "Kokoro-82M v1.0, int8 ONNX on onnxruntime (StyleTTS 2 + iSTFTNet), 24 kHz"
     languages = ("zh", "en")
     license = "Apache-2.0"
 
     def __init__(self, settings: KokoroSettings, clock=time.monotonic):
         super().__init__(settings)
-        self.kokoro = KokoroModel(settings.model_dir, threads=settings.threads)
+        self.model = KokoroModel(settings.model_dir, threads=settings.threads)
         # 0 = no real-time admission (only max_streams)
         self.sched = RealtimeScheduler(clock=clock, target_utilization=settings.target_utilization or 1.0,
                                        max_weight=_MAX_TOKENS - 2, min_streams=settings.min_streams,
@@ -187,17 +187,17 @@ class KokoroEngine(Engine):
         self._pool = None
 
     def voices(self) -> list[str]:
-        return sorted(self.kokoro.voices)
+        return sorted(self.model.voices)
 
     async def warmup(self) -> None:
-        await asyncio.to_thread(self.kokoro.load)
-        if self.settings.voice not in self.kokoro.voices:
-            raise RuntimeError(f"default voice {self.settings.voice!r} not in {sorted(self.kokoro.voices)}")
-        await asyncio.to_thread(self.kokoro.infer, "ni↓ xau↓", self.settings.voice, 1.0)
+        await asyncio.to_thread(self.model.load)
+        if self.settings.voice not in self.model.voices:
+            raise RuntimeError(f"default voice {self.settings.voice!r} not in {sorted(self.model.voices)}")
+        await asyncio.to_thread(self.model.infer, "ni↓ xau↓", self.settings.voice, 1.0)
         # the first throughput figure, until real jobs are measured: a clause of ordinary length
         phrase = "ni↗ xau↓, tʂʰiŋ↓ wən↘ jou↓ ʂən↗ mɤ kʰɤ↓ i↓ paŋ→ nin↗ tə?"
         t0 = time.perf_counter()
-        audio, _ = await asyncio.to_thread(self.kokoro.infer, phrase, self.settings.voice, 1.0)
+        audio, _ = await asyncio.to_thread(self.model.infer, phrase, self.settings.voice, 1.0)
         if len(audio):
             self.sched.done(None, time.perf_counter() - t0, len(audio) / SAMPLE_RATE)
 
@@ -211,7 +211,7 @@ class KokoroEngine(Engine):
         # prefer a word that ends with punctuation near the target (a natural pause)
         best = min(range(1, len(words)), key=lambda k: (abs(k - target) - (2 if words[k - 1][-1:] in ",.?!;:" else 0)))
         head, tail = " ".join(words[:best]), " ".join(words[best:])
-        nh, nt = len(self.kokoro.tokens(head)), len(self.kokoro.tokens(tail))
+        nh, nt = len(self.model.tokens(head)), len(self.model.tokens(tail))
         if not nh or not nt:
             return None
         per_tok = work.audio_s / max(nh + nt, 1)
@@ -232,7 +232,7 @@ class KokoroEngine(Engine):
 
     def _synthesize(self, phonemes: str, voice: str, speed: float, pause_s: float):
         t0 = time.perf_counter()
-        audio, ntok = self.kokoro.synthesize_segment(phonemes, voice, speed, pause_s)
+        audio, ntok = self.model.synthesize_segment(phonemes, voice, speed, pause_s)
         return audio, ntok, time.perf_counter() - t0
 
     async def _run(self) -> None:
@@ -271,7 +271,7 @@ class KokoroEngine(Engine):
             raise InvalidArgument("config.voice", "the kokoro engine speaks built-in voices only; "
                                   "use model \"glmtts\" for a cloned voice")
         name = voice.name or self.settings.voice
-        if name not in self.kokoro.voices:
+        if name not in self.model.voices:
             raise InvalidArgument("config.voice", f"unknown voice {name!r}; built-in voices: {', '.join(self.voices())}")
         if len(self._streams) >= self.settings.max_streams:
             raise ResourceExhausted(f"kokoro engine is at its limit of {self.settings.max_streams} streams", retry_after_s=1.0)

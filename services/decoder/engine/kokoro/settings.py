@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from ..base import EngineSettings
+from ..section import EngineSettings
 
 
 class KokoroSettings(EngineSettings):
