@@ -104,7 +104,8 @@ class _Follower:
         return w, bias, out
 
     def layer_norm(self, x: int) -> tuple[np.ndarray, np.ndarray, float, int]:
-        """TF's LayerNormalization as the converter lays it out (moments, rsqrt(var + eps)·γ, x·s + (β − mean·s)):
+        """TF's LayerNormalization as the converter lays it out (moments, s = rsqrt(var + eps)·γ,
+        x·s + (β − mean·s)):
         (gamma, beta, eps, output)."""
         mean = self.step(x, "MEAN")
         sqd = self.step(x, "SQUARED_DIFFERENCE")

@@ -154,7 +154,8 @@ class BakerVoice:
             config = json.loads((onnx_path / STAMP).read_text())["config"]
             return cls(mapper["symbol_to_id"], _OnnxBackend(onnx_path, threads), config, int8_subbands)
         if backend == "onnx":
-            raise FileNotFoundError(f"{onnx_path}: no current ONNX export of {assets} (python -m services.decoder.prepare)")
+            raise FileNotFoundError(f"{onnx_path}: no current ONNX export of {assets} "
+                                    "(python -m services.decoder.prepare)")
         torch.set_num_threads(threads)
         acoustic, generator, synthesis, config = load_networks(assets)
         return cls(mapper["symbol_to_id"], _TorchBackend(acoustic, generator, synthesis), config, int8_subbands)

@@ -5,9 +5,9 @@
   encoder FFT blocks, duration/f0/energy predictors, f0/energy embeddings) and :meth:`FastSpeech2.decode` (position
   rows added, decoder FFT blocks over the regulated sequence, mel projection, postnet); :func:`regulate` repeats
   between them.
-- :class:`MBMelGAN`: mel → 4 sub-band signals at 6 kHz (reflection pads, transposed-conv upsampling ×3×5×5, residual
-  stacks with dilations 1, 3, 9, 27, tanh); :class:`PQMFSynthesis` joins them into 24 kHz audio; :func:`int8_step`
-  is the shipped graph's int8 rounding of the sub-bands before synthesis (optional).
+- :class:`MBMelGAN`: mel → 4 sub-band signals at 6 kHz (reflection pads, transposed-conv upsampling ×3×5×5,
+  residual stacks with dilations 1, 3, 9, 27, tanh); :class:`PQMFSynthesis` joins them into 24 kHz audio;
+  :func:`int8_step` is the shipped graph's int8 rounding of the sub-bands before synthesis (optional).
 
 The Baker model has one speaker, so TensorFlowTTS builds no speaker embedding (the graph's ``speaker_ids`` input is
 read by nothing); dropout is off, including the two the tflite graph leaves on at inference (f0/energy embeddings).

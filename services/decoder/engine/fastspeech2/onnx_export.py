@@ -88,7 +88,8 @@ class _Decoder(torch.nn.Module):
         return self.m.decode(regulated, positions)
 
 
-def export(acoustic: FastSpeech2, generator: MBMelGAN, synthesis: PQMFSynthesis, out_dir: str | os.PathLike) -> list[Path]:
+def export(acoustic: FastSpeech2, generator: MBMelGAN, synthesis: PQMFSynthesis,
+           out_dir: str | os.PathLike) -> list[Path]:
     """Write the four graphs into ``out_dir`` (no stamp)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

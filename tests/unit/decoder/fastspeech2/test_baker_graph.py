@@ -134,7 +134,8 @@ def _run_fs2(g, d):
     return tflite_exec.run(g, {"input_ids": d["input_ids"][None].astype(np.int32),
                                "speaker_ids": np.array([0], np.int32),
                                "speed_ratios": np.array([d["speed"]], np.float32),
-                               "f0_ratios": np.array([1.0], np.float32), "energy_ratios": np.array([1.0], np.float32)})[0]
+                               "f0_ratios": np.array([1.0], np.float32),
+                               "energy_ratios": np.array([1.0], np.float32)})[0]
 
 
 @pytest.mark.parametrize("name", ["case00_speed1", "case01_speed1.25"])
