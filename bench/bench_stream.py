@@ -1,6 +1,6 @@
 """Conversation-grade streaming: N LLM-paced streams at once through the gateway of a private stack.
 
-    make bench-stream                                   # embedded engine, N = 1, 2, 4, 8
+    make bench-stream                                   # kokoro engine, N = 1, 2, 4, 8
     .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
         [--model glmtts --glmtts-path models/glmtts-50m [--glmtts-token-ratio 5-6]]
 
@@ -136,12 +136,12 @@ def private_stack(args):
 
     glmtts = {}
     if args.model == "glmtts":
-        glmtts = {"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        glmtts = {"TTS_DECODER_ENGINES": "kokoro,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
-                      TTS_DECODER_EMBEDDED_MIN_STREAMS=1,          # admission by measured capacity, as deployed
+                      TTS_DECODER_KOKORO_MIN_STREAMS=1,          # admission by measured capacity, as deployed
                       TTS_GATEWAY_MAX_STREAMS_PER_TENANT=0, TTS_GATEWAY_RATE_PER_TENANT=0, **glmtts)
 
 
@@ -152,7 +152,7 @@ def main() -> int:
                     help="pause between text pieces")
     ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")
     ap.add_argument("--decoders", type=int, default=1)
-    ap.add_argument("--model", default="embedded", choices=["embedded", "glmtts"])
+    ap.add_argument("--model", default="kokoro", choices=["kokoro", "glmtts"])
     ap.add_argument("--glmtts-path", default="models/glmtts-50m")
     ap.add_argument("--glmtts-token-ratio", default="", help="glmtts speech tokens per text token, lo-hi")
     ap.add_argument("--rounds", type=int, default=0, help="rounds per N (0: 3 for N=1, 2 for N=2, 1 above)")

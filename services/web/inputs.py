@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+import uuid
 from pathlib import Path
 
 from aiohttp import web
@@ -25,6 +26,12 @@ CLIENT = web.AppKey("client", AsyncTTSClient)
 SETTINGS = web.AppKey("settings", WebSettings)
 RESULTS = web.AppKey("results", ResultStore)
 TOKEN_CACHE = web.AppKey("token_cache", dict)
+# per request (request[...]): its id, whether the caller's X-Request-Id was no valid id, the audio bytes written so
+# far (handlers that stream audio), whether the caller's hang-up was logged
+REQUEST_ID = "tts_request_id"
+BAD_REQUEST_ID = "tts_bad_request_id"
+SENT_BYTES = "tts_sent_bytes"
+LEFT = "tts_client_left"
 
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}")            # printable ASCII: anything else is no token of ours
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -50,11 +57,22 @@ def bearer(request: web.Request, explicit: str = "") -> str:
     return token
 
 
-def request_id(request: web.Request) -> str:
-    rid = request.headers.get("X-Request-Id", "")
-    if rid and not _REQUEST_ID_RE.fullmatch(rid):
+def valid_request_id(value: str) -> bool:
+    return bool(_REQUEST_ID_RE.fullmatch(value))
+
+
+def new_request_id() -> str:
+    """As the gateway makes one up for a call that brings none (16 hex digits)."""
+    return uuid.uuid4().hex[:16]
+
+
+def request_id(request: web.Request, strict: bool = True) -> str:
+    """This request's id (``middleware.request_id_middleware`` chose it: the caller's valid ``X-Request-Id``, else a
+    new one); it goes to the gateway with the synthesis and back on the response. ``strict``: a caller's header that
+    is no valid id is a 400 naming it (the id on that 400 is a new one)."""
+    if strict and request.get(BAD_REQUEST_ID):
         raise HTTPError(400, "must be 1..128 characters of A-Z a-z 0-9 . _ : -", "X-Request-Id")
-    return rid
+    return request.get(REQUEST_ID) or new_request_id()
 
 
 def owner_of(token: str) -> str:

@@ -1,19 +1,58 @@
-"""The middlewares every request passes: the Host allow-list and same-origin guard, and the error mapping (our
-HTTPError, the gateway's TTSError and aiohttp's own errors → JSON bodies with their HTTP status)."""
+"""The middlewares every request passes: the request id (on every response as ``X-Request-Id``, in every log line),
+callers that hang up (logged at INFO and counted, not an error), the Host allow-list and same-origin guard, and the
+error mapping (our HTTPError, the gateway's TTSError and aiohttp's own errors → JSON bodies with their HTTP status)."""
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from shared.logging import request_id_var
 from tts_client.aio import TTSError
 
 from .errors import HTTPError, error_body, error_response
-from .inputs import SETTINGS
+from .hangups import client_gone, client_left
+from .inputs import BAD_REQUEST_ID, REQUEST_ID, SETTINGS, new_request_id, valid_request_id
 from .openai_api import OPENAI_PARAMS
 from .settings import WebSettings
 
+# ---- request id ------------------------------------------------------------------------------------------------------
+@web.middleware
+async def request_id_middleware(request: web.Request, handler):
+    """The caller's ``X-Request-Id`` when it is a valid id, else a new one: kept on the request (a synthesis hands it
+    to the gateway, whose logs and summary then use it), set for this request's log lines. ``add_request_id``
+    puts it on the response."""
+    sent = request.headers.get("X-Request-Id", "")
+    if sent and not valid_request_id(sent):
+        request[BAD_REQUEST_ID] = True       # a 400 where the id matters (/v1/audio/speech), ignored elsewhere
+        sent = ""
+    request[REQUEST_ID] = sent or new_request_id()
+    request_id_var.set(request[REQUEST_ID])  # this request's task only (aiohttp runs each in its own)
+    return await handler(request)
 
+
+async def add_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response (audio, errors, pages, the WebSocket handshake) says its id."""
+    if isinstance(request, web.Request) and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = request.get(REQUEST_ID) or new_request_id()
+
+
+# ---- callers that hang up ---------------------------------------------------------------------------------------------
+@web.middleware
+async def disconnect_middleware(request: web.Request, handler):
+    """aiohttp cancels a handler whose caller hung up (``handler_cancellation``, services/web/__main__.py): its
+    synthesis (gRPC call) ends with it at once. A handler that noticed the hang-up itself (a write that failed) logs
+    it with ``client_left`` and returns."""
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        if client_gone(request):
+            client_left(request)
+        raise
+
+
+# ---- guards and errors -----------------------------------------------------------------------------------------------
 def _host_allowed(settings: WebSettings, host: str) -> bool:
     allowed = {h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip()}
     if "*" in allowed:

@@ -9,13 +9,21 @@ from shared.encodings import ENCODINGS
 from tts_client.aio import TTSError, make_config
 
 from .errors import HTTPError
-from .inputs import CLIENT, bearer, get_field, json_body, request_id
+from .hangups import client_gone, client_left
+from .inputs import CLIENT, SENT_BYTES, bearer, get_field, json_body, request_id
 
 log = logging.getLogger("web")
 
-# OpenAI's voice names mean "the server's default voice" here; model names map to the default engine
-OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
-OPENAI_MODELS = {"", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"}
+# OpenAI's built-in voice names (the SDK's list, openai 3.x: speech_create_params.Voice) mean "the server's default
+# voice" here; its model names map to the default engine. Our own voice names and registered ids (v_...) pass through.
+OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+                 "marin", "cedar"}
+OPENAI_MODELS = {"", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"}
+# OpenAI fields we accept but cannot honour (named in the response's X-TTS-Ignored header when a request sets them):
+# ``instructions`` (free-text voice direction for gpt-4o-mini-tts: our engines take no style prompt) and
+# ``stream_format: "sse"`` (the audio is sent as bytes of response_format, as OpenAI's "audio"; clients such as
+# LiveKit's read the Content-Type, not what they asked for)
+STREAM_FORMATS = {"audio", "sse"}
 # OpenAI's response_format → the tts.v1 encoding the gateway produces (shared/encodings.py); mp3 is OpenAI's default
 OPENAI_FORMATS = {"mp3": "MP3", "opus": "OGG_OPUS", "aac": "AAC", "flac": "FLAC", "wav": "WAV", "pcm": "LINEAR16"}
 # the gateway's field names → the OpenAI request's
@@ -35,7 +43,21 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
     if not text.strip():
         raise HTTPError(400, "is empty", "input")
     model = get_field(body, "model", str, "")
-    voice = get_field(body, "voice", str, "")
+    voice = body.get("voice")
+    if isinstance(voice, dict):              # OpenAI's custom voice object {"id": ...}: a registered voice id here
+        voice = voice.get("id")
+        if not isinstance(voice, str) or not voice:
+            raise HTTPError(400, "a voice object needs its \"id\" (a string)", "voice")
+    else:
+        voice = get_field(body, "voice", str, "")
+    ignored = []
+    if get_field(body, "instructions", str, ""):
+        ignored.append("instructions")
+    stream_format = get_field(body, "stream_format", str, "audio")
+    if stream_format not in STREAM_FORMATS:
+        raise HTTPError(400, f"{stream_format!r} is not supported; use audio", "stream_format")
+    if stream_format == "sse":
+        ignored.append("stream_format")
     fmt = get_field(body, "response_format", str, "mp3").lower()
     if fmt not in OPENAI_FORMATS:
         raise HTTPError(400, f"{fmt!r} is not supported; use one of {', '.join(OPENAI_FORMATS)}", "response_format")
@@ -44,36 +66,61 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
     rate = get_field(body, "sample_rate", int, 24000)      # an extension; OpenAI's pcm is 24 kHz
     cfg = make_config(voice="" if voice in OPENAI_VOICES else voice, model="" if model in OPENAI_MODELS else model,
                       speed=speed, sample_rate=rate, encoding=encoding.name.lower())
-    events = request.app[CLIENT].stream([text], cfg, token=bearer(request), request_id=request_id(request))
-    try:
-        kind, first = await events.__anext__()   # errors before any audio → a proper HTTP status (middleware)
-    except StopAsyncIteration:
-        raise HTTPError(502, "the gateway ended the stream without audio") from None
+    rid = request_id(request)                # a caller's X-Request-Id that is no valid id: 400, before any work
+    # the id goes to the gateway: its logs and the summary use it, and the response says it (X-Request-Id)
+    events = request.app[CLIENT].stream([text], cfg, token=bearer(request), request_id=rid)
     headers = {"Content-Type": f"audio/pcm;rate={rate};encoding=signed-int;bits=16" if fmt == "pcm" else encoding.mime,
                "X-Sample-Rate": str(rate), "Cache-Control": "no-store"}
-    if fmt == "wav":
-        parts = [first.audio] if kind == "audio" else []
+    if ignored:
+        headers["X-TTS-Ignored"] = ", ".join(ignored)
+    request[SENT_BYTES] = 0
+    # a caller that hangs up cancels this handler (disconnect_middleware logs it): the finally below ends the gRPC
+    # call, so the gateway and decoder stop at once
+    try:
         try:
+            kind, first = await events.__anext__()   # errors before any audio → a proper HTTP status (middleware)
+        except StopAsyncIteration:
+            raise HTTPError(502, "the gateway ended the stream without audio") from None
+        if fmt == "wav":
+            parts = [first.audio] if kind == "audio" else []
             async for kind, item in events:
                 if kind == "audio":
                     parts.append(item.audio)
-        finally:
-            await events.aclose()
-        return web.Response(body=encoding.complete_file(b"".join(parts), rate), headers=headers)
-    resp = web.StreamResponse(status=200, headers=headers)
-    resp.enable_chunked_encoding()
-    await resp.prepare(request)
-    try:
-        if kind == "audio":
-            await resp.write(first.audio)
-        async for kind, item in events:
+                elif kind == "summary":
+                    _done(item)
+            return web.Response(body=encoding.complete_file(b"".join(parts), rate), headers=headers)
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
             if kind == "audio":
-                await resp.write(item.audio)
-    except TTSError as exc:
-        log.warning("synthesis failed mid-stream; cutting the response short",
-                    extra={"code": exc.code, "error": exc.message})
-        raise ConnectionAbortedError(exc.message) from None
+                await resp.write(first.audio)
+                request[SENT_BYTES] += len(first.audio)
+            async for kind, item in events:
+                if kind == "audio":
+                    await resp.write(item.audio)
+                    request[SENT_BYTES] += len(item.audio)
+                elif kind == "summary":
+                    _done(item)
+        except TTSError as exc:
+            log.warning("synthesis failed mid-stream; cutting the response short",
+                        extra={"code": exc.code, "error": exc.message})
+            raise ConnectionAbortedError(exc.message) from None
+        except ConnectionResetError:
+            # the write noticed the hang-up before aiohttp cancelled us: the same ordinary event
+            if not client_gone(request):
+                raise
+            client_left(request)
+            return resp                   # aiohttp's write_eof on the closed connection is ignored
+        await resp.write_eof()
+        return resp
     finally:
         await events.aclose()
-    await resp.write_eof()
-    return resp
+
+
+def _done(summary) -> None:
+    log.info("speech done", extra={
+        "engine": summary.engine, "voice": summary.voice, "audio_ms": round(summary.audio_ms),
+        "first_chunk_ms": round(summary.first_chunk_latency_ms), "segments": summary.segments,
+        "stalls": summary.stalls, "stall_ms": round(summary.stall_ms),
+        "min_playback_margin_ms": round(summary.min_playback_margin_ms), "gateway_request_id": summary.request_id})

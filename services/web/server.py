@@ -22,18 +22,20 @@ from tts_client.aio import AsyncTTSClient
 from . import batch_api, openai_api, webui
 from .errors import HTTP_STATUS
 from .inputs import CLIENT, RESULTS, SETTINGS, STATIC, TOKEN_CACHE
-from .middleware import errors_middleware, guard_middleware
+from .middleware import add_request_id, disconnect_middleware, errors_middleware, guard_middleware, request_id_middleware
 from .results import ResultStore
 from .settings import WebSettings
 
 
 
 def create_app(settings: WebSettings, client: AsyncTTSClient | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, guard_middleware],
+    app = web.Application(middlewares=[request_id_middleware, disconnect_middleware, errors_middleware,
+                                       guard_middleware],
                           client_max_size=max(settings.max_upload_mb * 1024, settings.max_json_kb) * 1024 + 4096)
     app[SETTINGS] = settings
     app[RESULTS] = ResultStore(settings.results_dir, settings.max_results)
     app[TOKEN_CACHE] = {}
+    app.on_response_prepare.append(add_request_id)
 
     async def lifecycle(app):
         app[CLIENT] = client or AsyncTTSClient(settings.gateway_addr, timeout=settings.gateway_timeout_s)

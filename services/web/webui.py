@@ -15,7 +15,7 @@ from tts_client.aio import TTSError, make_config, to_dict
 
 from .errors import HTTP_STATUS, HTTPError, scrub
 from .inputs import (CLIENT, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of, parse_json,
-                     verify_token)
+                     request_id, verify_token)
 
 log = logging.getLogger("web")
 WS_SEND_BUFFER = 64 * 1024
@@ -186,7 +186,8 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
 
     async def pump():
         first = None
-        events = request.app[CLIENT].stream([text], cfg, token=token)
+        # the request id (the handshake's X-Request-Id) goes to the gateway: the summary the page gets carries it
+        events = request.app[CLIENT].stream([text], cfg, token=token, request_id=request_id(request, strict=False))
         try:
             async for kind, item in events:
                 if kind == "audio":
@@ -232,6 +233,9 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
             pass
     finally:
         listening.cancel()
+        if not pumping.done():        # this handler was cancelled (its caller hung up): the synthesis ends with it
+            pumping.cancel()
+            await asyncio.gather(pumping, return_exceptions=True)
         await asyncio.to_thread(writer.discard)
         if not ws.closed:
             try:

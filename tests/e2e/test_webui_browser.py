@@ -5,6 +5,7 @@ The screenshot is saved in the test's tmp dir; with TTS_WEBUI_SCREENSHOT=1 it is
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -51,8 +52,20 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
             state = await page.evaluate("window.ttsState")
             assert state["chunks"] >= 2 and state["bytes"] > 16000 and state["firstChunkMs"] > 0
             assert state["audioContextState"] == "running"
-            assert state["summary"]["segments"] >= 2
-            assert await page.locator("#segments .segment").count() == state["summary"]["segments"]
+            summary = state["summary"]
+            assert summary["segments"] >= 2
+            assert await page.locator("#segments .segment").count() == summary["segments"]
+            # the page shows what the server's summary says: the segments it counted, first audio at the gateway,
+            # the stream's stalls and smallest playback margin, the engine and voice that spoke, the request id
+            shown = {k: await page.inner_text(f"#st-{k}") for k in
+                     ("seg", "first-server", "stalls", "margin", "engine", "voice", "rid")}
+            ms = lambda v: f"{math.floor(v + 0.5)} ms"          # noqa: E731  (JavaScript's Math.round)
+            assert shown == {
+                "seg": str(summary["segments"]), "first-server": ms(summary["first_chunk_latency_ms"]),
+                "stalls": f"{summary['stalls']} · {ms(summary['stall_ms'])}",
+                "margin": ms(summary["min_playback_margin_ms"]),
+                "engine": summary["engine"], "voice": summary["voice"], "rid": summary["request_id"]}, summary
+            assert summary["engine"] == "embedded" and summary["voice"] and summary["first_chunk_latency_ms"] > 0
             assert "yin2" in await page.inner_text("#segments")
             # the saved result downloads as a WAV file (for the caller that made it: here the server's token)
             href = await page.get_attribute("#result-link", "data-url")

@@ -7,12 +7,14 @@ The web process has the admin token configured (TTS_WEB_TOKEN): requests without
 """
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import sys
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.auth import hash_token
 from tests.procs import ROOT, Proc, free_port, make_stack, wait_until
@@ -23,14 +25,36 @@ TOKENS = {t: f"tok-{t}-{secrets.token_hex(8)}" for t in ("admin", "alice")}
 class WebProc(Proc):
     def __init__(self, gateway_addr: str, tmp, token: str = "", port: int | None = None):
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.results_dir = tmp / f"results-{self.port}"
         super().__init__("web", [sys.executable, "-m", "services.web"], log_dir=tmp, env={
             "TTS_WEB_PORT": str(self.port), "TTS_WEB_GATEWAY_ADDR": gateway_addr, "TTS_WEB_TOKEN": token,
-            "TTS_WEB_RESULTS_DIR": str(self.results_dir), "TTS_WEB_GRACE_SECONDS": "2"})
+            "TTS_WEB_RESULTS_DIR": str(self.results_dir), "TTS_WEB_GRACE_SECONDS": "2",
+            "TTS_WEB_METRICS_PORT": str(self.metrics_port)})
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict]:
+        """The process's JSON log lines so far (the whole file, not the tail ``log()`` keeps)."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"level": "?", "msg": line})      # not ours (a traceback printed raw would land here)
+        return out
+
+    def metric(self, name: str, **labels) -> float:
+        """A sample of the process's Prometheus /metrics (0 when it has not been counted yet)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
 
     def _answers(self) -> bool:
         if not self.alive():

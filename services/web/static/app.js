@@ -23,13 +23,33 @@ function setState(state, message) {
   if (message !== undefined) $("message").textContent = message;
 }
 
+const ms = (v) => Math.round(Number(v || 0)) + " ms";
+
 function render() {
   $("st-chunks").textContent = S.chunks;
   $("st-audio").textContent = Math.round(S.audioMs) + " ms";
   $("st-first").textContent = S.firstChunkMs == null ? "–" : Math.round(S.firstChunkMs) + " ms";
-  $("st-seg").textContent = totalSegments ? `${S.segments} / ${totalSegments}` : (S.segments || "–");
-  const pct = totalSegments ? Math.min(100, (100 * S.segments) / totalSegments) : (S.state === "done" ? 100 : 0);
+  // while streaming: segments spoken so far, of about as many as the page's own analysis found (the gateway may
+  // merge or split them differently for its engine); once done, the server's count alone
+  const done = S.state === "done" && S.summary;
+  if (done) $("st-seg").textContent = String(S.summary.segments);
+  else $("st-seg").textContent = totalSegments ? `${S.segments} of ~${totalSegments}` : (S.segments || "–");
+  const pct = done ? 100 : (totalSegments ? Math.min(99, (100 * S.segments) / totalSegments) : 0);
   $("bar-fill").style.width = pct + "%";
+}
+
+// what the server's SynthesisSummary says (the WebSocket's "done" message): first audio at the gateway, stalls,
+// the smallest playback margin, the engine and voice that spoke, the request id of the server's logs
+function renderSummary(sum) {
+  const dash = "–";
+  $("st-first-server").textContent = sum ? ms(sum.first_chunk_latency_ms) : dash;
+  $("st-stalls").textContent = sum ? `${sum.stalls || 0} · ${ms(sum.stall_ms)}` : dash;
+  $("st-stalls").classList.toggle("bad", Boolean(sum && sum.stalls));
+  $("st-margin").textContent = sum ? ms(sum.min_playback_margin_ms) : dash;
+  $("st-margin").classList.toggle("bad", Boolean(sum && sum.min_playback_margin_ms < 0));
+  $("st-engine").textContent = sum ? (sum.engine || dash) : dash;
+  $("st-voice").textContent = sum ? (sum.voice || dash) : dash;
+  $("st-rid").textContent = sum ? (sum.request_id || dash) : dash;
 }
 
 // ---- voices -----------------------------------------------------------------------------------------------------
@@ -139,13 +159,16 @@ function renderSegments(segments) {
       if (w.lang === "punct") return `<span class="punct">${escapeHtml(w.text)}</span>`;
       const chars = Array.from(w.text);
       let inner;
+      // the engine-neutral reading: pinyin (spoken tones, an erhua 儿 is "r5") per character; an English word's
+      // pronunciation in ARPAbet, piece by piece ("AY1 | F OW2 N")
       if (w.pinyin && w.pinyin.length === chars.length) {      // one reading per character, aligned
         inner = chars.map((c, i) => `<ruby>${escapeHtml(c)}<rt>${escapeHtml(w.pinyin[i])}</rt></ruby>`).join("");
       } else {
         const py = w.pinyin && w.pinyin.length ? w.pinyin.join(" ") : (w.lang === "en" ? w.phonemes : "");
         inner = `<ruby>${escapeHtml(w.text)}<rt>${escapeHtml(py)}</rt></ruby>`;
       }
-      return `<span class="word w-${w.lang}" title="${escapeHtml(w.lang)}">${inner}</span>`;
+      const title = w.lang === "en" && w.phonemes ? `en: ${w.phonemes}` : w.lang;
+      return `<span class="word w-${w.lang}" title="${escapeHtml(title)}">${inner}</span>`;
     }).join("");
     return `<div class="segment" data-index="${seg.index}">
       <div class="seg-head"><span class="idx">#${seg.index}</span> <span class="orig">${escapeHtml(seg.text)}</span></div>
@@ -212,6 +235,7 @@ async function start() {
   totalSegments = 0;
   $("result").hidden = true;
   $("st-rtf").textContent = "–";
+  renderSummary(null);
   if (!ctx) ctx = new AudioContext();
   if (ctx.state === "suspended") await ctx.resume();
   nextTime = 0;
@@ -253,17 +277,17 @@ async function start() {
     } else if (msg.type === "done") {
       S.summary = msg.summary;
       S.resultUrl = msg.result.url;
-      S.segments = msg.summary.segments || S.segments;
-      totalSegments = totalSegments || S.segments;
+      S.segments = msg.summary.segments;
       $("st-rtf").textContent = Number(msg.summary.real_time_factor || 0).toFixed(2);
+      renderSummary(msg.summary);
       // results are served only to the caller that made them: fetch with the token, offer the blob
       $("result-link").href = "#";
       $("result-link").dataset.url = msg.result.url;
       fetch(msg.result.url, { headers: authHeaders() }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
         if (blob) $("result-link").href = URL.createObjectURL(blob);
       });
-      $("result-info").textContent = `${(msg.result.bytes / 1024).toFixed(0)} KiB · server first chunk ` +
-        `${Math.round(msg.summary.first_chunk_latency_ms)} ms · ${msg.summary.engine} / ${msg.summary.voice}`;
+      $("result-info").textContent = `${(msg.result.bytes / 1024).toFixed(0)} KiB · ` +
+        `${(Number(msg.summary.audio_ms || 0) / 1000).toFixed(1)} s of audio`;
       $("result").hidden = false;
       setState("done", "");
       render();

@@ -1,4 +1,4 @@
-"""The embedded engine's scheduler as pure bookkeeping: a fake clock and a fake model (compute = cost x audio)."""
+"""The kokoro engine's scheduler as pure bookkeeping: a fake clock and a fake model (compute = cost x audio)."""
 from services.decoder.engine.realtime import RealtimeScheduler, Work
 from tests.fakes import FakeClock
 

@@ -116,3 +116,25 @@ def test_result_store_writes_a_complete_wav_and_prunes(tmp_path):
     w.write(b"\x00\x00", 16000)
     w.discard()
     assert not list(tmp_path.glob("*/.*.part"))
+
+
+def test_every_voice_and_model_the_openai_sdk_names_is_known():
+    """The pinned SDK's own lists (openai.types.audio): a voice or model OpenAI adds (marin and cedar were a 400)
+    shows up here with the SDK upgrade."""
+    import typing
+
+    from openai.types.audio.speech_create_params import Voice
+    from openai.types.audio.speech_model import SpeechModel
+
+    from services.web.openai_api import OPENAI_MODELS, OPENAI_VOICES
+
+    def literals(alias) -> set[str]:
+        out = set()
+        for arg in typing.get_args(alias):
+            out |= literals(arg) if typing.get_origin(arg) in (typing.Literal, typing.Union) else (
+                {arg} if isinstance(arg, str) else set())
+        return out
+
+    voices, models = literals(Voice), literals(SpeechModel)
+    assert {"alloy", "marin", "cedar"} <= voices and "gpt-4o-mini-tts" in models      # the lists were read
+    assert voices <= OPENAI_VOICES and models <= OPENAI_MODELS
