@@ -54,6 +54,11 @@ bench-tn:
 bench-stream:
 	$(PY) -m bench.bench_stream $(BENCH_ARGS)
 
+# alice's LLM-paced streams alone, then beside bob's N streams and batch job (tenant fair share; BENCH_ARGS)
+.PHONY: bench-fairness
+bench-fairness:
+	$(PY) -m bench.bench_fairness $(BENCH_ARGS)
+
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
 .PHONY: load soak

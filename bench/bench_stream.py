@@ -67,6 +67,7 @@ class Result:
     def __init__(self):
         self.first_audio_s = None
         self.refused_after_s = None
+        self.refused_reason = ""
         self.error = None
         self.clock = PlaybackClock()
         self.long_stalls = 0
@@ -74,7 +75,7 @@ class Result:
 
 
 def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, model: str, start: threading.Event,
-               timeout: float) -> Result:
+               timeout: float, metadata: tuple = ()) -> Result:
     res = Result()
     rng = random.Random(seed)
     sent_first: list[float] = []
@@ -90,7 +91,7 @@ def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, mode
     start.wait()
     t0 = time.perf_counter()
     try:
-        for resp in stub.StreamingSynthesize(requests(), timeout=timeout):
+        for resp in stub.StreamingSynthesize(requests(), timeout=timeout, metadata=metadata or None):
             now = time.perf_counter()
             if resp.WhichOneof("response") == "audio":
                 if res.first_audio_s is None:
@@ -103,6 +104,7 @@ def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, mode
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and res.first_audio_s is None:
             res.refused_after_s = time.perf_counter() - t0
+            res.refused_reason = err.details() or ""
         else:
             res.error = f"{err.code().name}: {(err.details() or '')[:120]}"
     return res

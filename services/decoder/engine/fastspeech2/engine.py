@@ -326,9 +326,7 @@ class FastSpeech2Engine(Engine):
             raise ResourceExhausted(f"fastspeech2 engine is at its limit of {self.settings.max_streams} streams",
                                     retry_after_s=1.0)
         if self.settings.target_utilization:
-            decision = self.capacity.admit(options.tenant, options.batch)
-            if not decision.ok:
-                raise ResourceExhausted(f"{decision.limit}: {decision.reason}", retry_after_s=decision.retry_after_s)
+            self.capacity.admit(options.tenant, options.batch).check(self.name)
         stream = FastSpeech2Stream(self, options)
         self._streams.add(stream)
         self.capacity.open(stream, options.tenant, options.batch)

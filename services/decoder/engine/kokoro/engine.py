@@ -276,15 +276,10 @@ class KokoroEngine(Engine):
         if len(self._streams) >= self.settings.max_streams:
             raise ResourceExhausted(f"kokoro engine is at its limit of {self.settings.max_streams} streams", retry_after_s=1.0)
         if self.settings.target_utilization:
-            ok, retry = self.sched.admit()
-            if not ok:
-                raise ResourceExhausted(
-                    f"kokoro engine is at its real-time capacity: {self.sched.demand()} streams need "
-                    f"{self.sched.cost:.2f} s of compute per s of audio each (throughput "
-                    f"{self.sched.throughput:.1f}x real time); one more would make them stall", retry_after_s=retry)
+            self.sched.admit(options.tenant, options.batch).check(self.name)
         stream = KokoroStream(self, name, options)
         self._streams.add(stream)
-        self.sched.open(stream)
+        self.sched.open(stream, options.tenant, options.batch)
         return stream
 
     def _release(self, stream: KokoroStream) -> None:
