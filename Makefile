@@ -54,6 +54,11 @@ bench-tn:
 bench-stream:
 	$(PY) -m bench.bench_stream $(BENCH_ARGS)
 
+# alice's LLM-paced streams alone, then beside bob's N streams and batch job (tenant fair share; BENCH_ARGS)
+.PHONY: bench-fairness
+bench-fairness:
+	$(PY) -m bench.bench_fairness $(BENCH_ARGS)
+
 # barge-in: 4 LLM-paced streams, each cut at a random point of its first reply and continued with a second: cancel →
 # Interruption, the second reply's first audio, and fresh streams' first audio with alignment off/on (BENCH_ARGS)
 bench-bargein:

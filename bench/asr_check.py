@@ -11,8 +11,8 @@ alone, then sentence by sentence; sentence by sentence from the start; the first
 reply as one piece. It shows where streamed CER is lost.
 
 ``--streamed`` compares, on customer-service replies (bench/bench_stream.py's), an LLM-paced StreamingSynthesize
-(1-3 characters every 50 ms, the segment schedule as served) with the same reply's phonemes synthesized as one
-piece (AnalyzeText, then one segment straight to the decoder, ``--decoder``), and prints both CERs.
+(1-3 characters every 50 ms, the segment schedule as served) with the same reply's words synthesized as one
+piece (the frontend in-process, then one segment straight to the decoder, ``--decoder``), and prints both CERs.
 """
 from __future__ import annotations
 
@@ -96,17 +96,20 @@ def score(model, norm, ref: str, path: Path, pcm16: bytes, sr: int, total: list)
     return e, heard
 
 
-def whole_piece(decoder: str, phonemes: str, voice: str) -> tuple[bytes, int]:
-    """One segment holding the whole reply's phonemes, straight to the decoder: synthesized as one piece."""
+def whole_piece(decoder: str, text: str, voice: str) -> tuple[bytes, int]:
+    """One segment holding the whole reply's words (the frontend's readings of all its segments), straight to the
+    decoder: synthesized as one piece."""
     import grpc
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
+    from services.frontend.engine.core import FrontendEngine
+    from services.frontend.server import segment_to_proto
     from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
     from tts.frontend.v1 import frontend_pb2
 
+    words = [w for seg in FrontendEngine().analyze(text) for w in segment_to_proto(seg).words]
     reqs = [decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(voice=voice)),
-            decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=0, text="。", normalized="。",
-                                                                   phonemes=phonemes))]
+            decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=0, text="。", normalized="。", words=words))]
     parts, sr = [], 24000
     with grpc.insecure_channel(decoder) as ch:
         for resp in decoder_pb2_grpc.DecoderStub(ch).Decode(iter(reqs), timeout=300):
@@ -122,7 +125,7 @@ def streamed_check(a, model, norm) -> int:
 
     from bench.bench_stream import REPLIES, Stack, llm_pieces
 
-    stack = Stack(argparse.Namespace(model="embedded", glmtts_path="", decoders=1)) if a.own_stack else None
+    stack = Stack(argparse.Namespace(model="kokoro", glmtts_path="", decoders=1)) if a.own_stack else None
     target = stack.gateway.addr if stack else a.target
     decoder = stack.decoders[0].addr if stack else a.decoder
     out = Path(a.out)
@@ -140,9 +143,8 @@ def streamed_check(a, model, norm) -> int:
                         time.sleep(a.pace_ms / 1000)    # the chat model's pace
 
                 res = client.stream(paced(), make_config(voice=a.voice))
-                segs = client.analyze(text)
                 clips = {"streamed": (res.audio, 24000, res.summary.segments),
-                         "whole": (*whole_piece(decoder, " ".join(s.phonemes for s in segs), a.voice), 1)}
+                         "whole": (*whole_piece(decoder, text, a.voice), 1)}
                 ref = norm(text)
                 row = [text]
                 for kind, (pcm16, sr, nseg) in clips.items():
@@ -187,8 +189,11 @@ def groupings_check(a, model, norm) -> int:
     import random
 
     from bench.bench_stream import REPLIES, llm_pieces
-    from services.decoder.engine.kokoro import SAMPLE_RATE, KokoroModel, _pause_after
+    from services.decoder.engine.kokoro.model import SAMPLE_RATE, KokoroModel, _pause_after
+    from services.decoder.engine.kokoro.phonemes import segment_phonemes
+    from services.decoder.server import segment_from_proto
     from services.frontend.engine.core import FrontendEngine
+    from services.frontend.server import segment_to_proto
 
     fe = FrontendEngine()
     kokoro = KokoroModel("models/kokoro", threads=1)
@@ -204,7 +209,8 @@ def groupings_check(a, model, norm) -> int:
         ref = norm(text)
         print(f"[{i}] {' | '.join(s.text for s in segs)}", flush=True)
         for how in GROUPINGS:
-            parts = [kokoro.synthesize_segment(" ".join(s.phonemes for s in g), voice, 1.0, _pause_after(g[-1].text))[0]
+            parts = [kokoro.synthesize_segment(" ".join(segment_phonemes(segment_from_proto(segment_to_proto(s)))
+                                                        for s in g), voice, 1.0, _pause_after(g[-1].text))[0]
                      for g in group_segments(segs, how)]
             pcm16 = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes()
             e, heard = score(model, norm, ref, out / f"group-{how}-{i:02d}.wav", pcm16, SAMPLE_RATE, totals[how])

@@ -45,6 +45,7 @@ from services.decoder.engine.glmtts.lm import SamplingParams, SpeechLM
 from services.decoder.engine.glmtts.prompt import GLMTTSLayout, Prompt
 from services.decoder.engine.glmtts.reference import PerStreamLM
 from services.decoder.engine.glmtts.scheduler import Scheduler, Segment, StreamState
+from services.decoder.engine.glmtts.settings import GLMTTSSettings
 
 DEVICE, DTYPE = torch.device("cpu"), torch.float32       # set from the command line in main()
 
@@ -268,8 +269,8 @@ def print_policies(rows) -> None:
 
 
 async def streaming_only(path: Path, runs: int):
-    engine = GLMTTSEngine(str(path), max_streams=4, max_tokens_per_stream=2048, device=str(DEVICE),
-                          dtype=str(DTYPE).removeprefix("torch."))
+    engine = GLMTTSEngine(GLMTTSSettings(path=str(path), max_streams=4, max_tokens_per_stream=2048,
+                                         device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch.")))
     await engine.warmup()
     try:
         return await first_chunk_by_policy(engine, "您好，请问有什么可以帮您", runs)
@@ -280,8 +281,8 @@ async def streaming_only(path: Path, runs: int):
 async def engine_runs(path: Path, tokens_per_stream: int, concurrency: list[int], first_chunk_runs: int):
     # exactly `ratio` speech tokens per text id, so every stream decodes the same number of tokens
     text = "您好，请问有什么可以帮您"
-    engine = GLMTTSEngine(str(path), max_streams=max(concurrency) + 8, max_tokens_per_stream=2048,
-                          device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch."))
+    engine = GLMTTSEngine(GLMTTSSettings(path=str(path), max_streams=max(concurrency) + 8, max_tokens_per_stream=2048,
+                                         device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch.")))
     await engine.warmup()
     ratio = tokens_per_stream / len(engine.lm.encode_text(text))
     engine.scheduler.layout.min_ratio = engine.scheduler.layout.max_ratio = ratio

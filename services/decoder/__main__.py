@@ -26,9 +26,8 @@ def hooks(settings: DecoderSettings, engines: dict) -> dict:
             await engine.warmup()
 
     def watch(out_of_service):
-        for engine in engines.values():
-            if hasattr(engine, "watch"):     # engines with worker threads report when one dies
-                engine.watch(out_of_service)
+        for engine in engines.values():      # engines with worker threads report when one dies
+            engine.watch(out_of_service)
 
     async def shutdown():
         for engine in engines.values():

@@ -14,7 +14,7 @@ from shared.limits import CHUNK_SIZE_MAX, SPEED_MAX, SPEED_MIN, STREAM_IDLE_TIME
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2
 
-from .engine.base import SegmentInput, StreamOptions, Voice, WordInput
+from .engine.base import Engine, Pronunciation, SegmentInput, StreamOptions, Voice, WordInput, warn_once
 from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, THROUGHPUT, TOKENS_PER_SECOND
 
 log = logging.getLogger("decoder")
@@ -22,9 +22,10 @@ log = logging.getLogger("decoder")
 
 def segment_from_proto(seg) -> SegmentInput:
     return SegmentInput(
-        index=seg.index, text=seg.text, normalized=seg.normalized, phonemes=seg.phonemes,
+        index=seg.index, text=seg.text, normalized=seg.normalized,
         words=[WordInput(w.text, w.lang, list(w.pinyin), span=(w.span.start, w.span.end) if w.HasField("span") else None,
-                         citation=list(w.citation_pinyin), phonemes=w.phonemes)
+                         citation=list(w.citation_pinyin),
+                         english=[Pronunciation(p.text, p.arpabet, p.spelled) for p in w.english])
                for w in seg.words])
 
 
@@ -53,17 +54,23 @@ def voice_from_config(cfg) -> Voice:
 
 
 class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
-    def __init__(self, engines: dict, default_engine: str, idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S):
+    def __init__(self, engines: dict[str, Engine], default_engine: str, idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S):
         self.engines = engines
         self.default_engine = default_engine
         self.idle_timeout_s = idle_timeout_s
+        # earlier names of the engines (accepted for one release, with a warning)
+        self.aliases = {alias: name for name, engine in engines.items() for alias in engine.aliases}
         for name, engine in engines.items():
             if engine.stats().throughput is not None:     # engines that measure real-time capacity: read at scrape time
                 HEADROOM.labels(name).set_function(lambda e=engine: e.stats().headroom_streams)
                 THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats().throughput)
 
-    def _engine(self, name: str):
+    def _engine(self, name: str) -> Engine:
         name = name or self.default_engine
+        if name in self.aliases:
+            warn_once(f"model:{name}", f"engine {name!r} is deprecated: it is now {self.aliases[name]!r} (the old name "
+                      "is accepted for one release)", engine=self.aliases[name])
+            name = self.aliases[name]
         if name not in self.engines:
             raise InvalidArgument("config.engine", f"unknown or disabled engine {name!r}; enabled: {', '.join(self.engines)}")
         return self.engines[name]
@@ -132,8 +139,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 TOKENS_PER_SECOND.labels(engine.name).observe(tokens / elapsed)
             yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
                 tokens=tokens, samples=samples, processing_ms=(time.perf_counter() - t0) * 1000,
-                engine=engine.name, voice=str(getattr(stream, "voice_name", "")),
-                conditioning=str(getattr(stream, "conditioning", "")),
+                engine=engine.name, voice=stream.voice_name, conditioning=stream.conditioning,
                 compute_per_audio_s=engine.stats().compute_per_audio_s))
         except asyncio.TimeoutError:
             raise InvalidArgument("segment", f"no segment and no half-close for {self.idle_timeout_s:.0f} s; stream aborted") from None
@@ -162,8 +168,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 cache_bytes=stats.cache_bytes, cache_budget_bytes=stats.cache_budget_bytes,
                 buffered_bytes=stats.buffered_bytes, stalled_streams=stats.stalled_streams,
                 throughput=stats.throughput or 0.0, compute_per_audio_s=stats.compute_per_audio_s,
-                headroom_streams=stats.headroom_streams,
-                speaker_encoder=getattr(engine, "speaker_encoder", ""),
-                segment_min_units=getattr(engine, "segment_units", (0, 0))[0],
-                segment_max_units=getattr(engine, "segment_units", (0, 0))[1]))
+                headroom_streams=stats.headroom_streams, speaker_encoder=engine.speaker_encoder,
+                segment_min_units=engine.segment_units[0], segment_max_units=engine.segment_units[1],
+                model=engine.model_description, languages=engine.languages, license=engine.license, aliases=engine.aliases))
         return decoder_pb2.InfoResponse(engines=infos, default_engine=self.default_engine)

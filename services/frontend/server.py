@@ -17,12 +17,16 @@ def segment_to_proto(seg: Segment) -> frontend_pb2.Segment:
     return frontend_pb2.Segment(
         index=seg.index, text=seg.text, normalized=seg.normalized,
         span=frontend_pb2.Span(start=seg.span[0], end=seg.span[1]),
-        words=[frontend_pb2.Word(text=w.text, lang=w.lang, pinyin=w.pinyin, phonemes=w.phonemes,
-                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1]),
-                                 citation_pinyin=w.citation) for w in seg.words],
-        phonemes=seg.phonemes,
+        words=[frontend_pb2.Word(text=w.text, lang=w.lang, pinyin=w.pinyin,
+                                 span=frontend_pb2.Span(start=w.span[0], end=w.span[1]), citation_pinyin=w.citation,
+                                 english=[frontend_pb2.Pronunciation(text=p.text, arpabet=p.arpabet, spelled=p.spelled)
+                                          for p in w.english])
+               for w in seg.words],
         languages=[frontend_pb2.LanguageSpan(lang=lang, span=frontend_pb2.Span(start=a, end=b))
                    for lang, a, b in seg.languages],
+        source_map=[frontend_pb2.SourceMap(normalized=frontend_pb2.Span(start=m.normalized[0], end=m.normalized[1]),
+                                           source=frontend_pb2.Span(start=m.source[0], end=m.source[1]))
+                    for m in seg.source_map],
     )
 
 

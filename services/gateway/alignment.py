@@ -43,11 +43,19 @@ class _Group:
 
 def source_groups(normalized: str, source_map, source: str, source_start: int) -> list[_Group]:
     """The segment's normalized → client-text stretches, in order. ``source_map``: the frontend's
-    ``Segment.source_map`` entries (spans in the request text); ``source``: the client's text of the segment's span,
-    which starts at ``source_start``. An empty map (a frontend without it) is derived by matching the two texts:
-    equal runs map one to one, a replaced run is one stretch."""
+    ``Segment.source_map`` entries (spans in the request text; a run of unchanged characters may share one: split
+    here, one stretch per character); ``source``: the client's text of the segment's span, which starts at
+    ``source_start``. An empty map (a frontend without it) is derived by matching the two texts: equal runs map one
+    to one, a replaced run is one stretch."""
     if len(source_map):
-        return [_Group(m.normalized.start, m.normalized.end, m.source.start, m.source.end) for m in source_map]
+        groups = []
+        for m in source_map:
+            na, nb, sa, sb = m.normalized.start, m.normalized.end, m.source.start, m.source.end
+            if nb - na == sb - sa and normalized[na:nb] == source[sa - source_start:sb - source_start]:
+                groups += [_Group(na + k, na + k + 1, sa + k, sa + k + 1) for k in range(nb - na)]  # unchanged run
+            else:
+                groups.append(_Group(na, nb, sa, sb))        # read as a whole: one stretch
+        return groups
     groups: list[_Group] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, normalized, source, autojunk=False).get_opcodes():
         if tag == "equal":

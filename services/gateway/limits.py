@@ -7,7 +7,7 @@ turns into a ``google.rpc.RetryInfo`` in ``grpc-status-details-bin`` and a ``ret
   ``burst_per_tenant`` saved up). An empty bucket → retry after the time until the next token.
 - streams: ``StreamingSynthesize``, ``Synthesize`` and ``WatchBatch`` hold one slot for their whole life; the slot
   is released in ``finally`` (normal end, error, client cancel, deadline). The default (16) is well below one
-  decoder pod's capacity (64 embedded streams), so one tenant cannot take a pod's every slot; and a stream holds a
+  decoder pod's capacity (64 kokoro streams), so one tenant cannot take a pod's every slot; and a stream holds a
   decoder slot only from its first segment on (the gateway opens the decoder call lazily), so idle streams that
   never sent a complete sentence hold none.
 

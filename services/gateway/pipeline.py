@@ -10,6 +10,7 @@ with its replay and fail-over in ``decoder_call``, the end-of-stream summary in 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from .validate import ENCODINGS, check_model
 from .voices import VoiceRegistry, is_registered
 
 __all__ = ["FLUSH", "CancelRequest", "Plan", "Pipeline", "Stages", "Whole", "call_stage"]
+
+log = logging.getLogger("gateway")
+_warned_aliases: set[str] = set()          # earlier model names already warned about (once per process)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Pipeline:
         self._encoders: dict[str, str] = {}       # engine → the speaker encoder id its model needs ("" = any)
         self._segment_units: dict[str, tuple[int, int]] = {}   # engine → the segment sizes its LM reads best
         self._default_engine = ""
+        self._aliases: dict[str, str] = {}        # earlier engine names → the names now (decoders' Info)
 
     # ---- voices ------------------------------------------------------------------------------------------------
     async def embed(self, audio: bytes, metadata: tuple, timeout: float | None, encoder: str = ""):
@@ -104,22 +109,35 @@ class Pipeline:
             self._encoders = {e.name: e.speaker_encoder for e in info.engines}
             self._segment_units = {e.name: (e.segment_min_units, e.segment_max_units) for e in info.engines}
             self._default_engine = info.default_engine
+            self._aliases = {alias: e.name for e in info.engines for alias in e.aliases}
             self._builtin = {e.name: list(e.voices) for e in info.engines}
         return self._builtin
 
     async def models(self) -> tuple[list[str], str]:
         """The engines the decoders serve (their ``Info``) and the default one ("" = the decoders' default)."""
         engines = await self.builtin_voices()
-        return list(engines), self.settings.default_model or self._default_engine
+        return list(engines), self._current_name(self.settings.default_model) or self._default_engine
 
-    async def check_model(self, model: str) -> None:
+    async def check_model(self, model: str) -> str:
         """``config.model`` is one the decoders serve (INVALID_ARGUMENT naming them); unchecked while no decoder
-        answers ``Info`` (the decoder refuses an unknown engine itself)."""
+        answers ``Info`` (the decoder refuses an unknown engine itself). Returns the engine's name: an earlier name
+        the decoders list in ``EngineInfo.aliases`` is accepted for one release (warned once) as the name now."""
         try:
             known, _ = await self.models()
         except TTSError:
-            return
+            return model
+        if model in self._aliases:
+            return self._current_name(model)
         check_model(model, known)
+        return model
+
+    def _current_name(self, model: str) -> str:
+        """An earlier engine name → the name now (warned once per process); any other name as it is."""
+        name = self._aliases.get(model, model)
+        if name != model and model not in _warned_aliases:
+            _warned_aliases.add(model)
+            log.warning("model %r is deprecated: it is now %r (the old name is accepted for one release)", model, name)
+        return name
 
     async def speaker_encoder(self, engine: str) -> str:
         """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default)."""
@@ -152,7 +170,7 @@ class Pipeline:
         """``offline``: the caller wants the whole audio at once (unary Synthesize, batch lines), so the decoder may
         render each segment in one piece (glmtts: the full-attention flow of the published offline inference).
         ``batch``: offline work that waits for capacity and uses only what live streams leave (batch lines)."""
-        await self.check_model(cfg.model)
+        model = await self.check_model(cfg.model)
         request_id = dict(metadata).get("x-request-id") or uuid.uuid4().hex[:16]
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))
@@ -166,7 +184,7 @@ class Pipeline:
             dcfg.seed = cfg.seed
         if cfg.HasField("use_cache"):
             dcfg.use_cache = cfg.use_cache
-        engine = cfg.model or self.settings.default_model
+        engine = model or self._current_name(self.settings.default_model)
         source = cfg.WhichOneof("voice_source")
         voice_label = ""
         full_speaker = None

@@ -18,6 +18,7 @@ from .auth import Authenticator
 from .limits import TenantLimits
 from .metrics import SYNTHESES
 from .pipeline import FLUSH, CancelRequest, Pipeline, call_stage
+from .readings import segment_reading, word_reading
 from .settings import GatewaySettings
 from .validate import SSML_TAIL, check_ssml, check_text, has_speakable, validate_config
 from .voices import check_voice_id
@@ -37,8 +38,8 @@ def _deadline(context) -> float | None:
 def segment_to_public(seg) -> tts_pb2.TextSegment:
     return tts_pb2.TextSegment(
         index=seg.index, text=seg.text, normalized=seg.normalized,
-        span=tts_pb2.TextSpan(start=seg.span.start, end=seg.span.end), phonemes=seg.phonemes,
-        words=[tts_pb2.Word(text=w.text, lang=w.lang, pinyin=list(w.pinyin), phonemes=w.phonemes,
+        span=tts_pb2.TextSpan(start=seg.span.start, end=seg.span.end), phonemes=segment_reading(seg),
+        words=[tts_pb2.Word(text=w.text, lang=w.lang, pinyin=list(w.pinyin), phonemes=word_reading(w),
                             span=tts_pb2.TextSpan(start=w.span.start, end=w.span.end)) for w in seg.words],
         languages=[tts_pb2.LanguageSpan(lang=l.lang, span=tts_pb2.TextSpan(start=l.span.start, end=l.span.end))
                    for l in seg.languages])

@@ -10,7 +10,7 @@ from tests.procs import make_stack
 def stack(tmp_path_factory, glmtts_checkpoint):
     glmtts = {} if glmtts_checkpoint is None else {
         # both engines, as in production; a random tiny checkpoint with segments bounded to 3 tokens per text id
-        "TTS_DECODER_ENGINES": "embedded,glmtts", "TTS_DECODER_GLMTTS_PATH": str(glmtts_checkpoint),
+        "TTS_DECODER_ENGINES": "kokoro,glmtts", "TTS_DECODER_GLMTTS_PATH": str(glmtts_checkpoint),
         "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": "3", "TTS_DECODER_GLMTTS_N_TIMESTEPS": "4"}
     s = make_stack(tmp_path_factory.mktemp("stack"), TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=5, **glmtts)
     yield s

@@ -1,7 +1,7 @@
 """Batch JSONL jobs end to end: real redis-server, frontend, speaker, decoder and gateway on loopback.
 
 The stack is this module's own (auth on with tenants a and b, an allowed input folder, a small lease so a killed
-gateway's jobs are taken over quickly). Texts are 2-4 characters so 200 lines take seconds with the embedded engine.
+gateway's jobs are taken over quickly). Texts are 2-4 characters so 200 lines take seconds with the kokoro engine.
 """
 from __future__ import annotations
 

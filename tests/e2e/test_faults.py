@@ -24,7 +24,7 @@ from tts_client.client import make_config
 REF = (Path(__file__).resolve().parents[1] / "data" / "BAC009S0764W0121.wav").read_bytes()
 LONG = "".join(f"这是第{i}句话，我们正在测试语音合成服务。" for i in range(1, 9))      # ~16 segments, ~25 s of audio
 QUEUE_CHUNKS = 2
-CHUNK_BYTES = int(24000 * 0.320 * 4 * 4 / 3)      # float32 320 ms chunk, + a folded short tail (embedded engine)
+CHUNK_BYTES = int(24000 * 0.320 * 4 * 4 / 3)      # float32 320 ms chunk, + a folded short tail (kokoro engine)
 # a client that does not let gRPC read ahead much for it (default: windows grow to ~4 MB)
 SLOW_CLIENT_OPTS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 * 1024)]
 
@@ -90,7 +90,7 @@ class FaultStack:
         self.down = f"127.0.0.1:{free_port()}"
         self.own = make_stack(stack.tmp, base=stack, start=("decoder", "gateway"), decoders=2,
                               decoder_addrs=lambda addrs: [addrs[0], self.down, addrs[1]],
-                              TTS_DECODER_EMBEDDED_QUEUE_CHUNKS=QUEUE_CHUNKS, TTS_GATEWAY_GRACE_SECONDS=10,
+                              TTS_DECODER_KOKORO_QUEUE_CHUNKS=QUEUE_CHUNKS, TTS_GATEWAY_GRACE_SECONDS=10,
                               TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=60)
         self.decoders, self.gateway = self.own.decoders, self.own.gateway
         self.channel = grpc.insecure_channel(self.gateway.addr, options=SLOW_CLIENT_OPTS)

@@ -51,7 +51,7 @@ def test_chunks_carry_rate_offsets_and_spans(client):
         assert text[c.span.start:c.span.end] == c.segment_text
     assert res.summary.audio_ms == pytest.approx(offset, abs=1e-3)
     assert res.summary.first_chunk_latency_ms > 0 and res.summary.real_time_factor > 0
-    assert res.summary.engine == "embedded"
+    assert res.summary.engine == "kokoro"
 
 
 def test_unary_synthesize_returns_a_complete_wav(client):
@@ -153,15 +153,15 @@ def test_service_keeps_serving_after_bad_input(client):
 
 def test_models_are_the_engines_the_decoders_serve(client, stack, capsys):
     """The gateway, the CLI and the page learn the model names from the decoders' Info (the stack enables both)."""
-    assert client.models() == (["embedded", "glmtts"], "embedded")
+    assert client.models() == (["kokoro", "glmtts"], "kokoro")
     with pytest.raises(grpc.RpcError) as err:
         client.stream(["你好。"], make_config(model="nope"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details() == "config.model: unknown model 'nope'; use one of: embedded, glmtts"
+    assert err.value.details() == "config.model: unknown model 'nope'; use one of: kokoro, glmtts"
     from tts_client.cli import main
 
     assert main(["--target", stack.gateway.addr, "models"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["embedded\tdefault", "glmtts"]
+    assert capsys.readouterr().out.splitlines() == ["kokoro\tdefault", "glmtts"]
 
 
 def test_list_voices_has_builtin_voices(client):
@@ -175,6 +175,16 @@ def test_analyze_text_shows_normalization_and_pinyin(client):
     assert any("hang2" in w.pinyin for w in words if "行" in w.text)
     assert "三" in "".join(s.normalized for s in segs)
     assert all(s.phonemes for s in segs)
+    # the engine-neutral reading: pinyin with tone digits for Chinese words, ARPAbet pieces for English ones
+    bank = next(w for w in words if w.text == "银行")
+    assert bank.phonemes == " ".join(bank.pinyin) == "yin2 hang2"
+    (wifi,) = [w for s in client.analyze("连上Wi-Fi了") for w in s.words if w.lang == "en"]
+    assert (wifi.text, wifi.phonemes) == ("Wi-Fi", "W AY1 | F AY2")
+
+
+def test_the_earlier_model_name_still_works_for_one_release(client):
+    res = client.stream(["你好。"], make_config(model="embedded"))
+    assert res.summary.engine == "kokoro" and res.audio
 
 
 @pytest.mark.parametrize("pieces", [[], [""], ["。，", None]])
@@ -194,11 +204,11 @@ def test_register_list_and_delete_a_voice(client):
     assert vid.startswith("v_") and len(vid) == 34 and resp.voice.reference_seconds > 3
     listed = {v.id: v for v in client.voices()}
     assert listed[vid].name == "客服小王" and not listed[vid].builtin
-    # a cloned voice goes to the cloning engine (glmtts); the embedded one says so instead of speaking another voice
+    # a cloned voice goes to the cloning engine (glmtts); the kokoro one says so instead of speaking another voice
     result = client.stream(["你好。"], make_config(voice=vid, seed=1))
     assert result.summary.audio_ms > 0 and len(result.audio) > 0
     with pytest.raises(grpc.RpcError) as err:
-        client.stream(["你好。"], make_config(voice=vid, model="embedded"))
+        client.stream(["你好。"], make_config(voice=vid, model="kokoro"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "clon" in err.value.details()
     client.delete_voice(vid)
     assert vid not in {v.id for v in client.voices()}

@@ -34,7 +34,7 @@ def test_model_glmtts_streams_audio_while_text_still_arrives(client):
     assert abs(res.summary.audio_ms - res.summary.tokens * 40) < 1
 
 
-def test_glmtts_gets_merged_segments_and_the_embedded_engine_clauses(client):
+def test_glmtts_gets_merged_segments_and_the_kokoro_engine_clauses(client):
     text = "你好！他说：今天天气不错，我们去公园散步吧。"
     glm = client.stream([text], make_config(model="glmtts", seed=2))
     emb = client.stream([text], make_config(seed=2))

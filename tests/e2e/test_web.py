@@ -200,11 +200,15 @@ async def test_page_health_voices_analyze(webstack):
             data = await r.json()
             assert any(v["builtin"] for v in data["voices"])
             # the page's model list: the decoders' engines, as the gateway lists them
-            assert "embedded" in data["models"] and data["default_model"] in data["models"]
+            assert "kokoro" in data["models"] and data["default_model"] in data["models"]
         async with s.post(webstack.url + "/api/analyze", json={"text": "我在银行工作。"}) as r:
             seg = (await r.json())["segments"][0]
             assert seg["normalized"] == "我在银行工作。"
             assert ["yin2", "hang2"] in [w["pinyin"] for w in seg["words"]]
+        async with s.post(webstack.url + "/api/analyze", json={"text": "我用iPhone。"}) as r:
+            words = (await r.json())["segments"][0]["words"]
+            # the page's analysis view shows an English word's pronunciation: its ARPAbet pieces
+            assert [w["phonemes"] for w in words if w["text"] == "iPhone"] == ["AY1 | F OW2 N"]
 
 
 async def test_websocket_synthesis_streams_and_saves_result(webstack):

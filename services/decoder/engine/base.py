@@ -1,17 +1,30 @@
-"""The decoder's engine contract (pure Python, no gRPC).
+"""The decoder's engine contract (pure Python, no gRPC): base classes every engine and stream derive from, and the
+engine-neutral readings they are fed (the settings section base is section.py).
 
 An engine owns its model(s) and all per-stream state. ``open_stream`` admits a stream within the engine's memory
 budget (``ResourceExhausted`` otherwise); the stream is fed segments as the frontend emits them, yields audio chunks
 as soon as they are ready, and frees every bit of its state in ``close()`` (idempotent; called in ``finally`` on
-finish, cancel or timeout).
+finish, cancel or timeout). The servicer reads what an engine is (its metadata, its voices, its stats) from the base
+class's attributes and methods, overridden where an engine has more to say; it never probes.
+
+One folder per engine under ``engine/`` holds everything that knows its model: its symbols and the mapping from the
+frontend's readings to them, its settings section (a ``section.EngineSettings``, env prefix ``TTS_DECODER_<NAME>_``,
+taken whole by the engine's constructor), its weights loader. ``registry.py`` lists the engines, one line each.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
+import logging
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol
+from typing import TYPE_CHECKING, AsyncIterator, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .section import EngineSettings
+
+log = logging.getLogger("decoder")
 
 
 @dataclass
@@ -60,7 +73,6 @@ class WordInput:
     span: tuple[int, int] | None = None          # in the segment's normalized text
     citation: list[str] = field(default_factory=list)  # the same syllables before tone sandhi (dictionary tones)
     english: list[Pronunciation] = field(default_factory=list)   # lang "en": how it is said, piece by piece
-    phonemes: str = ""                           # DEPRECATED: Kokoro's symbols (moving into the Kokoro engine)
 
 
 @dataclass
@@ -69,7 +81,6 @@ class SegmentInput:
     text: str                                    # original text
     normalized: str
     words: list[WordInput] = field(default_factory=list)
-    phonemes: str = ""                           # DEPRECATED: Kokoro's symbols (moving into the Kokoro engine)
 
 
 @dataclass
@@ -140,37 +151,84 @@ class ChunkQueue:
         return item
 
 
-class Stream(Protocol):
+class Stream(abc.ABC):
+    """One utterance on an engine: segments in, audio chunks out."""
+
+    voice_name: str = ""              # the voice it speaks, as the Decode summary reports it
+    conditioning: str = ""            # a digest of what conditioned the model (a cloned voice's prompt); "" = none
+
+    @abc.abstractmethod
     def feed(self, segment: SegmentInput) -> None:
         """Queue a segment. Never blocks; decoding starts as soon as the engine can."""
 
+    @abc.abstractmethod
     def end(self) -> None:
         """No more segments: ``chunks()`` finishes after the last queued segment."""
 
+    @abc.abstractmethod
     def chunks(self) -> AsyncIterator[Chunk]:
         """Audio chunks in order. Back-pressure: the engine stays a bounded number of chunks ahead of the reader."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Abort if still running and free all state (KV cache, buffers). Idempotent."""
 
 
-class Engine(Protocol):
-    name: str
-    sample_rate: int
-    supports_cloning: bool
+_warned: set[str] = set()
 
-    def voices(self) -> list[str]: ...
+
+def warn_once(key: str, message: str, **extra) -> None:
+    """A deprecation warning, logged once per process."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, extra=extra or None)
+
+
+class Engine(abc.ABC):
+    """A decoder engine. Subclasses set the class attributes (``name``, ``sample_rate``, ``model_description``,
+    ``languages``, ``license``; ``supports_cloning``, ``segment_units`` and ``speaker_encoder`` where they apply) and
+    implement ``open_stream``; the other methods have the defaults of an engine that keeps no state between streams."""
+
+    name: ClassVar[str] = ""
+    sample_rate: ClassVar[int] = 0
+    supports_cloning: ClassVar[bool] = False
+    model_description: ClassVar[str] = ""        # the model that runs, in words (EngineInfo.model)
+    languages: ClassVar[tuple[str, ...]] = ()    # what it speaks well ("zh", "en")
+    license: ClassVar[str] = ""                  # the terms its weights come with, in words
+    # the segment sizes its LM reads best (units); the gateway asks the frontend to merge into them. (0, 0): as cut
+    segment_units: tuple[int, int] = (0, 0)
+    speaker_encoder: str = ""                    # id of the speaker encoder its model was trained with; "" = any
+
+    def __init__(self, settings: "EngineSettings"):
+        self.settings = settings
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Earlier names of this engine (its settings section's ``aliases``)."""
+        return type(self.settings).aliases
+
+    def voices(self) -> list[str]:
+        """Built-in voice names."""
+        return []
 
     async def warmup(self) -> None:
         """Load models, size caches; called once before the service reports SERVING."""
 
+    @abc.abstractmethod
     def open_stream(self, voice: Voice, options: StreamOptions) -> Stream:
         """Admit a stream (``shared.errors.ResourceExhausted`` with retry info when over budget,
         ``InvalidArgument`` for a voice or option the engine cannot use)."""
 
     def clear_cache(self) -> tuple[int, int]:
         """Free all idle cached state; returns (bytes freed, streams freed)."""
+        return 0, 0
 
-    def stats(self) -> EngineStats: ...
+    def stats(self) -> EngineStats:
+        return EngineStats()
 
-    async def close(self) -> None: ...
+    def watch(self, callback) -> None:
+        """``callback(reason)`` once when the engine can no longer serve (an engine with worker threads that may
+        die); the default engine has none."""
+
+    async def close(self) -> None:
+        """Free the models and end every stream."""

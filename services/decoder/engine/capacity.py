@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from shared.errors import ResourceExhausted
 from shared.playback import PlaybackClock
 
 
@@ -32,6 +33,11 @@ class Decision:
     retry_after_s: float = 0.0
     limit: str = ""                       # which limit refused it: "capacity", "fair_share", "batch"
     reason: str = ""                      # for the refusal's message
+
+    def check(self, engine: str) -> None:
+        """RESOURCE_EXHAUSTED with retry info naming the limit that refused (``fair_share: …``), if it did."""
+        if not self.ok:
+            raise ResourceExhausted(f"{self.limit}: {engine} engine: {self.reason}", retry_after_s=self.retry_after_s)
 
 
 @dataclass

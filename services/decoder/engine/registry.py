@@ -1,16 +1,20 @@
 """Every decoder engine, in one place: its name → (engine class, settings section).
 
-A new engine: write it (a class with the ``base.Engine`` interface, constructed from keyword arguments), give it a
-settings section in ``settings.py`` (an ``EngineSettings`` subclass with env prefix ``TTS_DECODER_<NAME>_`` whose
-``engine_kwargs()`` are the constructor's arguments, and a field of that name in ``DecoderSettings``), and add a line
-here. ``TTS_DECODER_ENGINES`` then enables it; the gateway, the CLI and the web page learn its name from ``Info``.
+A new engine: its folder under ``engine/`` (a ``base.Engine`` subclass whose constructor takes its settings section
+whole, and everything that knows its model), its settings section there (a ``section.EngineSettings`` subclass with
+env prefix ``TTS_DECODER_<NAME>_``), and one line here. ``DecoderSettings`` gets the section from this table (a
+field of the engine's name), ``TTS_DECODER_ENGINES`` then enables it; the gateway, the CLI and the web page learn its
+name from ``Info``.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 
-from ..settings import DecoderSettings, EmbeddedSettings, EngineSettings, FastSpeech2Settings, GLMTTSSettings
+from .fastspeech2.settings import FastSpeech2Settings
+from .glmtts.settings import GLMTTSSettings
+from .kokoro.settings import KokoroSettings
+from .section import EngineSettings
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,18 @@ class EngineEntry:
 
 
 REGISTRY: dict[str, EngineEntry] = {
-    "embedded": EngineEntry("services.decoder.engine.embedded:EmbeddedEngine", EmbeddedSettings),
+    "kokoro": EngineEntry("services.decoder.engine.kokoro.engine:KokoroEngine", KokoroSettings),
     "glmtts": EngineEntry("services.decoder.engine.glmtts.engine:GLMTTSEngine", GLMTTSSettings),
     "fastspeech2": EngineEntry("services.decoder.engine.fastspeech2.engine:FastSpeech2Engine", FastSpeech2Settings),
 }
 
 
-def build_engines(settings: DecoderSettings) -> dict:
-    """The enabled engines (``TTS_DECODER_ENGINES``; names checked by the settings), constructed, not yet warmed up."""
-    return {name: REGISTRY[name].engine_class()(**settings.section(name).engine_kwargs())
-            for name in settings.engine_names()}
+def earlier_names() -> dict[str, str]:
+    """Earlier names of the registered engines (their sections' ``aliases``) → their names now."""
+    return {alias: name for name, entry in REGISTRY.items() for alias in entry.settings.aliases}
+
+
+def build_engines(settings) -> dict:
+    """The enabled engines (``TTS_DECODER_ENGINES``; names checked by the settings), each constructed from its
+    settings section, not yet warmed up."""
+    return {name: REGISTRY[name].engine_class()(settings.section(name)) for name in settings.engine_names()}

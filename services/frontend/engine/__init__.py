@@ -1,6 +1,7 @@
-"""Text frontend engine (no gRPC): normalization, segmentation, G2P and Kokoro phonemes for zh/en text."""
+"""Text frontend engine (no gRPC): normalization, segmentation and engine-neutral readings (pinyin with spoken and
+citation tones, English pronunciations in ARPAbet, the map back to the request text) for zh/en text."""
 from .core import FrontendEngine, TextStream
-from .pinyin import is_valid_syllable, pinyin_syllable_to_kokoro
-from .types import Segment, Word
+from .english import Pronunciation
+from .types import Segment, SourceStretch, Word
 
-__all__ = ["FrontendEngine", "TextStream", "Segment", "Word", "pinyin_syllable_to_kokoro", "is_valid_syllable"]
+__all__ = ["FrontendEngine", "TextStream", "Segment", "SourceStretch", "Word", "Pronunciation"]

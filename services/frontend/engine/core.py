@@ -14,13 +14,14 @@ from shared.limits import LANGUAGES, MAX_TEXT_CHARS
 from . import markup
 from .dictionary import ReplaceDictionary, file_stamp, load_dictionary, parse_dictionary
 from .english import EnglishG2P
-from .g2p import G2P, jieba_tokenizer, join_phonemes, language_spans, sync_jieba_words
+from .g2p import G2P, jieba_tokenizer, language_spans, sync_jieba_words
 from .merge import Merger, MergePolicy
 from .normalize import normalize
 from .normalize import warmup as normalize_warmup
 from .segmenter import Schedule, Splitter
+from .sourcemap import align, compose
 from .textutil import clean, is_cjk, is_latin_letter, is_speakable
-from .types import Segment
+from .types import Segment, SourceStretch
 from .zh_rules import latin_is_zh_context
 
 log = logging.getLogger("frontend.engine")
@@ -169,8 +170,10 @@ class FrontendEngine:
                max_segment_chars: int | None = None, decoder_rtf: float = 0.0,
                merge: MergePolicy | None = None, whole_text: bool = False) -> "TextStream":
         """``decoder_rtf``: the decoder's compute seconds per second of audio for this stream (0 = unknown); it sizes
-        the segments (see segmenter.Schedule). ``merge``: hand segments out merged (merge.py; the first one early
-        unless ``whole_text``: the whole text comes at once)."""
+        the segments of streamed text (see segmenter.Schedule). ``whole_text``: the whole text comes at once (unary,
+        batch): its segments do not depend on the decoder's load (the same text is cut the same way, so it sounds
+        the same), and with ``merge`` the first one is merged like the others. ``merge``: hand segments out merged
+        (merge.py)."""
         if language not in LANGUAGES:
             raise InvalidArgument("config.language", f"{language!r} is not one of {', '.join(repr(x) for x in LANGUAGES)}")
         if max_segment_chars is not None and max_segment_chars < 0:
@@ -178,7 +181,8 @@ class FrontendEngine:
         if decoder_rtf != decoder_rtf or decoder_rtf < 0:
             raise InvalidArgument("config.decoder_rtf", "must be a number >= 0")
         max_units = max_segment_chars or self.max_segment_chars
-        stream = TextStream(self, language, phoneme_mode, max_units, Schedule(decoder_rtf, max_units=max_units))
+        rtf = 0.0 if whole_text else decoder_rtf        # a whole text: the default schedule, whatever the load
+        stream = TextStream(self, language, phoneme_mode, max_units, Schedule(rtf, max_units=max_units))
         if merge is not None:
             stream.merger = Merger(merge, early_first=not whole_text)
         return stream
@@ -210,28 +214,38 @@ class FrontendEngine:
         self.maybe_reload()
         forced_plain: dict[int, str] = {}
         plain = text
+        spans = [(start + i, start + i + 1) for i in range(len(text))]    # where each character of plain came from
         if phoneme_mode:
-            plain, forced_plain = markup.parse(text, start)
-        plain = _MD_HEADING.sub("", plain)        # "## Title": a markdown heading mark is not read
+            plain, forced_plain, spans = markup.parse(text, start)
+        heading = _MD_HEADING.match(plain)       # "## Title": a markdown heading mark is not read
+        if heading:
+            cut = heading.end()
+            plain, spans = plain[cut:], [(spans[0][0], spans[cut][1])] + spans[cut + 1:]
+            forced_plain = {p - cut: r for p, r in forced_plain.items() if p >= cut}
         lang = self.context_language(plain, language, zh_request, left)
         code_left = _SENTENCE_END.split(left)[-1][-CODE_CONTEXT_CHARS:] if lang == "zh" else ""
+        # normalized piece by piece: between inline readings (each read character stays as it is), else at once
+        pieces: list[tuple[int, int, str]] = []          # (start, end) in plain → its normalization
         forced: dict[int, str] = {}
-        if forced_plain:
-            parts, pos = [], 0
-            for p in sorted(forced_plain):
-                chunk = normalize(plain[pos:p], lang, code_left if pos == 0 else "") if p > pos else ""
-                parts.append(chunk)
-                forced[sum(map(len, parts))] = forced_plain[p]
-                parts.append(plain[p])
-                pos = p + 1
-            parts.append(normalize(plain[pos:], lang, code_left if pos == 0 else ""))
-            normalized = "".join(parts)
-        else:
-            normalized = normalize(plain, lang, code_left)
+        pos = 0
+        for p in sorted(forced_plain):
+            if p > pos:
+                pieces.append((pos, p, normalize(plain[pos:p], lang, code_left if pos == 0 else "")))
+            forced[sum(len(x[2]) for x in pieces)] = forced_plain[p]
+            pieces.append((p, p + 1, plain[p]))
+            pos = p + 1
+        if pos < len(plain) or not pieces:
+            pieces.append((pos, len(plain), normalize(plain[pos:], lang, code_left if pos == 0 else "")))
+        normalized, source_map = "", []
+        for a, b, out in pieces:
+            source_map += [SourceStretch((oa, ob), (sa, sb)) for oa, ob, sa, sb in
+                           compose(align(plain[a:b], out), spans[a:b], len(normalized))]
+            normalized += out
         words = self.g2p.words(normalized, self.dictionary, forced,
-                               context=(context_text(left, True), context_text(right, False)) if lang == "zh" else None)
+                               context=(context_text(left, True), context_text(right, False)) if lang == "zh" else None,
+                               zh=lang == "zh")
         return Segment(index=index, text=text, normalized=normalized, span=(start, start + len(text)), words=words,
-                       phonemes=join_phonemes(words), languages=language_spans(words))
+                       languages=language_spans(words), source_map=source_map)
 
 
 COVERBS = set("为给在对把被向与和从往跟替")   # prepositions: a cut never separates one from its object

@@ -16,7 +16,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .pinyin import is_valid_syllable, normalize_syllable
+from shared.pinyin import is_valid_syllable, normalize_syllable
+
 from .textutil import is_cjk
 
 log = logging.getLogger("frontend.dictionary")

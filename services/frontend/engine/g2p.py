@@ -1,6 +1,8 @@
-"""G2P for one normalized segment: tokens → Words (zh via jieba + pypinyin + tone sandhi, en via CMUdict).
+"""G2P for one normalized segment: tokens → Words with engine-neutral readings (zh via jieba + pypinyin + tone sandhi
++ erhua, en via CMUdict and the tech lexicon as ARPAbet pieces). Each decoder engine makes its own symbols from them.
 
-Reported pinyin is the SURFACE form (after tone sandhi), i.e. what is spoken and what the phonemes encode.
+Reported pinyin is the SURFACE form (after tone sandhi), i.e. what is spoken; ``citation`` is the same syllables
+before sandhi. An erhua 儿 is ``r5`` in both (erhua.py).
 Sandhi rules (applied to model readings only; dictionary and inline readings are taken as final):
   * 不: bu2 before a tone-4 syllable, bu5 between two identical syllables (是不是), else bu4.
   * 一: yi1 when read as a digit/ordinal (第一, 十一, 一九九零, 一点五, 一月, word-final 统一/万一),
@@ -17,25 +19,23 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 
+from shared.pinyin import ERHUA, is_valid_syllable, normalize_syllable, valid_bases
+
 from .dictionary import ReplaceDictionary
 from .english import EnglishG2P
+from .erhua import erhua_positions
 from .polyphone import Disambiguator
-from .pinyin import is_valid_syllable, normalize_syllable, pinyin_syllable_to_kokoro, valid_bases
+from .tech_words import is_tech_word
 from .types import Word
-from .vocab import only_vocab
 
 _TOKEN_RE = re.compile(
     r"(?P<zh>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+)"
-    r"|(?P<en>[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*)"
+    r"|(?P<en>[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*(?:-[A-Za-z]+)*)"
     r"|(?P<ws>\s+)"
     r"|(?P<ch>.)", re.S)
 
-PUNCT_MAP = {
-    "，": ",", "、": ",", ",": ",", "。": ".", "．": ".", ".": ".", "！": "!", "!": "!", "？": "?", "?": "?",
-    "：": ":", ":": ":", "；": ";", ";": ";", "…": "…", "—": "—", "–": "—", "“": "“", "”": "”", "\"": "\"",
-    "「": "“", "」": "”", "『": "“", "』": "”", "《": "“", "》": "”", "【": "“", "】": "”", "«": "“", "»": "”",
-    "（": "(", "(": "(", "）": ")", ")": ")", "‘": "", "’": "", "'": "", "·": "", "-": "", "~": "",
-}
+# marks that are punctuation though Unicode files them elsewhere
+MARKS = frozenset("~")
 
 _NUMERALS = set("零一二三四五六七八九十百千万亿两")
 _DIGIT_CHARS = set("零〇一二三四五六七八九")
@@ -186,16 +186,6 @@ def apply_sandhi(chars: str, syl: list[str], fixed: list[bool], word_ids: list[i
     return syl
 
 
-def _kokoro(syllables: list[str]) -> str:
-    out = []
-    for s in syllables:
-        try:
-            out.append(pinyin_syllable_to_kokoro(s))
-        except ValueError:
-            pass
-    return "".join(out)
-
-
 @dataclass
 class ZhRun:
     text: str
@@ -280,20 +270,23 @@ class G2P:
         for i, c in enumerate(text):   # 一 and 不 have one citation tone (the phrase data is not consistent)
             if not fixed[i] and syl[i][:-1] == {"一": "yi", "不": "bu"}.get(c):
                 syl[i] = "yi1" if c == "一" else "bu4"
+        for i in erhua_positions(text, wid):     # erhua 儿: the r-colouring of the syllable before it
+            if not fixed[i] and syl[i][:-1] == "er":
+                syl[i] = ERHUA
         citation = list(syl)
         syl = apply_sandhi(text, syl, fixed, wid)
         out, k = [], 0
         for w in words:
             ps = [s for s in syl[k:k + len(w)] if s]
             cs = [s for s in citation[k:k + len(w)] if s]
-            out.append(Word(text=w, lang="zh", pinyin=ps, phonemes=_kokoro(ps), span=(offset + k, offset + k + len(w)),
-                            citation=cs))
+            out.append(Word(text=w, lang="zh", pinyin=ps, span=(offset + k, offset + k + len(w)), citation=cs))
             k += len(w)
         return out
 
     def words(self, text: str, dictionary: ReplaceDictionary, forced: dict[int, str] | None = None,
-              context: tuple[str, str] | None = None) -> list[Word]:
-        """``context``: (text before, text after) the segment, seen by the polyphone disambiguator only."""
+              context: tuple[str, str] | None = None, zh: bool = True) -> list[Word]:
+        """``context``: (text before, text after) the segment, seen by the polyphone disambiguator only. ``zh``: the
+        segment is read in Chinese (English words get the tech lexicon's Chinese readings: App "ep")."""
         forced = forced or {}
         out: list[Word] = []
         tokens = list(_TOKEN_RE.finditer(text))
@@ -309,35 +302,38 @@ class G2P:
             if kind == "zh":
                 out.extend(self.zh_run(tok, a, dictionary, forced, runs[a], decided))
             elif kind == "en":
-                out.append(Word(text=tok, lang="en", pinyin=[], phonemes=self.english.word(tok), span=(a, b)))
+                for piece, pa in english_words(tok, a):
+                    if piece == "-":
+                        out.append(Word(text=piece, lang="punct", span=(pa, pa + 1)))
+                    else:
+                        out.append(Word(text=piece, lang="en", span=(pa, pa + len(piece)),
+                                        english=self.english.word(piece, zh=zh)))
             elif kind == "ws":
                 continue
             else:
                 cat = unicodedata.category(tok)
-                if cat[0] == "P" or tok in PUNCT_MAP:
-                    out.append(Word(text=tok, lang="punct", pinyin=[], phonemes=PUNCT_MAP.get(tok, ""), span=(a, b)))
-                else:
-                    out.append(Word(text=tok, lang="other", pinyin=[], phonemes="", span=(a, b)))
-        for w in out:
-            w.phonemes = only_vocab(w.phonemes)
+                out.append(Word(text=tok, lang="punct" if cat[0] == "P" or tok in MARKS else "other", span=(a, b)))
         return out
 
 
-def join_phonemes(words: list[Word]) -> str:
-    out = ""
-    for w in words:
-        if not w.phonemes:
-            continue
-        if w.lang == "punct":
-            if w.phonemes in "“(":
-                out += (" " if out and not out.endswith(" ") else "") + w.phonemes
-            else:
-                out = out.rstrip(" ") + w.phonemes + " "
-        else:
-            if out and not out.endswith((" ", "“", "(")):
-                out += " "
-            out += w.phonemes
-    return only_vocab(out.strip())
+def english_words(token: str, start: int) -> list[tuple[str, int]]:
+    """An English token → its words and their offsets. A hyphenated token is one word where the tech lexicon knows it
+    (Wi-Fi, e-mail, Type-C), else its parts with the hyphens between them (well-known → well, -, known)."""
+    if "-" not in token or is_tech_word(token):
+        return [(token, start)]
+    parts = token.split("-")
+    offsets, k = [], start
+    for p in parts:
+        offsets.append(k)
+        k += len(p) + 1
+    out, i = [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i + 1, -1) if is_tech_word("-".join(parts[i:j]))), i + 1)
+        if out:
+            out.append(("-", offsets[i] - 1))
+        out.append(("-".join(parts[i:j]), offsets[i]))
+        i = j
+    return out
 
 
 def language_spans(words: list[Word]) -> list[tuple[str, int, int]]:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from shared.errors import InvalidArgument
+from shared.pinyin import is_valid_syllable, normalize_syllable
 
-from .pinyin import is_valid_syllable, normalize_syllable
 from .textutil import is_cjk
 
 
-def parse(text: str, base: int = 0) -> tuple[str, dict[int, str]]:
-    """→ (plain text, {position in plain text: pinyin}). Positions in errors are absolute (``base`` + index)."""
+def parse(text: str, base: int = 0) -> tuple[str, dict[int, str], list[tuple[int, int]]]:
+    """→ (plain text, {position in plain text: pinyin}, the span in ``text`` (+ ``base``) each plain character came
+    from). A reading belongs to its character: 要[xie3] is one span, {血液|xue4 ye4} gives 血 "{血" and 液
+    "液|xue4 ye4}". Positions in errors are absolute (``base`` + index)."""
     out: list[str] = []
     forced: dict[int, str] = {}
+    spans: list[tuple[int, int]] = []
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -26,6 +29,7 @@ def parse(text: str, base: int = 0) -> tuple[str, dict[int, str]]:
             if not out or not is_cjk(out[-1]):
                 raise InvalidArgument("text", f"reading at position {base + i} does not follow a Chinese character")
             forced[len(out) - 1] = syl
+            spans[-1] = (spans[-1][0], base + j + 1)
             i = j + 1
         elif c == "{":
             j = text.find("}", i + 1)
@@ -46,10 +50,14 @@ def parse(text: str, base: int = 0) -> tuple[str, dict[int, str]]:
             for k, s in enumerate(syls):
                 forced[len(out) + k] = s
             out.extend(word)
+            spans.extend((base + i + 1 + k, base + i + 2 + k) for k in range(len(word)))
+            spans[-len(word)] = (base + i, spans[-len(word)][1])      # the opening brace with the first character
+            spans[-1] = (spans[-1][0], base + j + 1)                    # the readings and the closing one with the last
             i = j + 1
         elif c in "]}":
             raise InvalidArgument("text", f"unbalanced {c!r} at position {base + i}")
         else:
             out.append(c)
+            spans.append((base + i, base + i + 1))
             i += 1
-    return "".join(out), forced
+    return "".join(out), forced, spans

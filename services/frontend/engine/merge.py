@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from .g2p import join_phonemes, language_spans
+from .g2p import language_spans
 from .textutil import is_cjk
-from .types import Segment, Word
+from .types import Segment, SourceStretch, Word
 
 _EN_WORD = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*")
 _VOWELS = re.compile(r"(?!e$)[aeiouy]+", re.I)
@@ -61,25 +61,37 @@ def _sep(a: str, b: str) -> str:
 
 def merge(segments: list[Segment], line_ends: list[bool], index: int) -> Segment:
     """One segment of consecutive ``segments`` (spans into the request text, in order). A piece that ended at a
-    line break without a mark gets one (the published text rule ends every line)."""
+    line break without a mark gets one (the published text rule ends every line). A separator put between two
+    pieces (a space, that mark) joins the source-map entry before it."""
     if len(segments) == 1:
         return replace(segments[0], index=index)
     text = normalized = ""
     words: list[Word] = []
+    source_map: list[SourceStretch] = []
     prev_end = None
+
+    def extend_last(to: int) -> None:
+        if source_map:
+            last = source_map[-1]
+            source_map[-1] = SourceStretch((last.normalized[0], to), last.source)
+
     for s, line_end in zip(segments, line_ends):
         if prev_end is not None:
             text += " " if s.span[0] > prev_end else ""
             normalized += _sep(normalized, s.normalized)
+            extend_last(len(normalized))
         text += s.text
         off = len(normalized)
         normalized += s.normalized
         words.extend(replace(w, span=(w.span[0] + off, w.span[1] + off)) for w in s.words)
+        source_map.extend(SourceStretch((m.normalized[0] + off, m.normalized[1] + off), m.source)
+                          for m in s.source_map)
         if line_end and s is not segments[-1] and normalized and normalized[-1] not in MARKS:
             normalized += "。" if any(is_cjk(c) for c in s.normalized) else "."
+            extend_last(len(normalized))
         prev_end = s.span[1]
     return Segment(index=index, text=text, normalized=normalized, span=(segments[0].span[0], segments[-1].span[1]),
-                   words=words, phonemes=join_phonemes(words), languages=language_spans(words))
+                   words=words, languages=language_spans(words), source_map=source_map)
 
 
 class Merger:

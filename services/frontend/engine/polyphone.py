@@ -17,7 +17,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .pinyin import is_valid_syllable
+from shared.pinyin import is_valid_syllable
+
 from .rules import context_readings
 
 _BOS, _EOS, _UNK = "시", "끝", "<UNK>"   # g2pM's sentence markers and unknown-character token

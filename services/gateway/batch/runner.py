@@ -24,6 +24,7 @@ from tts.v1 import tts_pb2
 
 from ..pipeline import Pipeline
 from ..quotas import OUTPUT_BYTES
+from ..readings import segment_reading
 from ..settings import GatewaySettings
 from ..validate import check_text, has_speakable
 from ..voices import is_registered
@@ -315,7 +316,7 @@ class Runner:
         await asyncio.to_thread(write)
         summary = whole.summary
         return {"status": "done", "normalized_text": "".join(s.normalized for s in whole.segments),
-                "phonemes": " ".join(s.phonemes for s in whole.segments if s.phonemes),
+                "phonemes": " ".join(r for r in map(segment_reading, whole.segments) if r),
                 "duration_s": round(samples / plan.sample_rate, 3),
                 "rtf": round(summary.real_time_factor, 3) if summary else 0.0, "sample_rate": plan.sample_rate}
 

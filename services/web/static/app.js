@@ -206,13 +206,16 @@ function renderSegments(segments) {
       if (w.lang === "punct") return `<span class="punct">${escapeHtml(w.text)}</span>`;
       const chars = Array.from(w.text);
       let inner;
+      // the engine-neutral reading: pinyin (spoken tones, an erhua 儿 is "r5") per character; an English word's
+      // pronunciation in ARPAbet, piece by piece ("AY1 | F OW2 N")
       if (w.pinyin && w.pinyin.length === chars.length) {      // one reading per character, aligned
         inner = chars.map((c, i) => `<ruby>${escapeHtml(c)}<rt>${escapeHtml(w.pinyin[i])}</rt></ruby>`).join("");
       } else {
         const py = w.pinyin && w.pinyin.length ? w.pinyin.join(" ") : (w.lang === "en" ? w.phonemes : "");
         inner = `<ruby>${escapeHtml(w.text)}<rt>${escapeHtml(py)}</rt></ruby>`;
       }
-      return `<span class="word w-${w.lang}" title="${escapeHtml(w.lang)}">${inner}</span>`;
+      const title = w.lang === "en" && w.phonemes ? `en: ${w.phonemes}` : w.lang;
+      return `<span class="word w-${w.lang}" title="${escapeHtml(title)}">${inner}</span>`;
     }).join("");
     return `<div class="segment" data-index="${seg.index}">
       <div class="seg-head"><span class="idx">#${seg.index}</span> <span class="orig">${escapeHtml(seg.text)}</span></div>

@@ -23,8 +23,12 @@ def stub(decoder):
         yield decoder_pb2_grpc.DecoderStub(ch)
 
 
-def seg(i, text, phonemes):
-    return decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=i, text=text, normalized=text, phonemes=phonemes))
+def seg(i, text, *pinyin):
+    """A segment of Chinese characters (one pinyin syllable each) and marks (None), as the frontend sends it."""
+    words = [frontend_pb2.Word(text=c, lang="punct" if p is None else "zh", pinyin=[] if p is None else [p],
+                               citation_pinyin=[] if p is None else [p], span=frontend_pb2.Span(start=k, end=k + 1))
+             for k, (c, p) in enumerate(zip(text, pinyin))]
+    return decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=i, text=text, normalized=text, words=words))
 
 
 def config(**kw):
@@ -32,20 +36,21 @@ def config(**kw):
 
 
 def test_decode_streams_pcm_chunks_with_offsets(stub):
-    responses = list(stub.Decode(iter([config(), seg(0, "你好，", "ni↗ xau↓,"), seg(1, "世界。", "ʂɨ↘ ʨjɛ↘.")])))
+    responses = list(stub.Decode(iter([config(), seg(0, "你好，", "ni2", "hao3", None),
+                                       seg(1, "世界。", "shi4", "jie4", None)])))
     chunks = [r.chunk for r in responses if r.WhichOneof("response") == "chunk"]
     summary = responses[-1].summary
     offset = 0
     for c in chunks:
         assert c.sample_rate == 24000 and c.offset_samples == offset and len(c.pcm) == 4 * c.num_samples
         offset += c.num_samples
-    assert summary.samples == offset and summary.engine == "embedded" and summary.tokens > 0
+    assert summary.samples == offset and summary.engine == "kokoro" and summary.tokens > 0
     audio = np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<f4")
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0.05
 
 
 @pytest.mark.parametrize("requests, code, prefix", [
-    ([seg(0, "a", "a")], grpc.StatusCode.INVALID_ARGUMENT, "config"),
+    ([seg(0, "好", "hao3")], grpc.StatusCode.INVALID_ARGUMENT, "config"),
     ([config(), config()], grpc.StatusCode.INVALID_ARGUMENT, "config"),
     ([config(engine="nope")], grpc.StatusCode.INVALID_ARGUMENT, "config.engine"),
     ([config(voice="nobody")], grpc.StatusCode.INVALID_ARGUMENT, "config.voice"),
@@ -62,7 +67,7 @@ def test_bad_requests_get_clear_status(stub, requests, code, prefix):
 
 def test_cancelled_streams_are_freed(stub):
     for _ in range(5):
-        call = stub.Decode(iter([config(), seg(0, "长", " ".join(["ni↗ xau↓,"] * 20))]))
+        call = stub.Decode(iter([config(), seg(0, "你好，" * 20, *["ni2", "hao3", None] * 20)]))
         next(call)                     # first chunk arrived: the stream is live on the server
         call.cancel()
     wait_until(lambda: stub.Info(decoder_pb2.InfoRequest()).engines[0].active_streams == 0, 10,
@@ -71,10 +76,19 @@ def test_cancelled_streams_are_freed(stub):
 
 def test_info_and_clear_cache(stub):
     info = stub.Info(decoder_pb2.InfoRequest())
-    assert info.default_engine == "embedded"
-    assert "jm_kumo" in info.engines[0].voices and not info.engines[0].supports_cloning
+    assert info.default_engine == "kokoro"
+    kokoro = info.engines[0]
+    assert "jm_kumo" in kokoro.voices and not kokoro.supports_cloning
+    assert kokoro.model.startswith("Kokoro-82M") and kokoro.license == "Apache-2.0"
+    assert list(kokoro.languages) == ["zh", "en"] and list(kokoro.aliases) == ["embedded"]
     resp = stub.ClearCache(decoder_pb2.ClearCacheRequest())
-    assert resp.freed_streams == 0      # the embedded engine keeps no idle state
+    assert resp.freed_streams == 0      # the kokoro engine keeps no idle state
+
+
+def test_the_earlier_engine_name_still_decodes_for_one_release(stub, decoder):
+    responses = list(stub.Decode(iter([config(engine="embedded"), seg(0, "你好。", "ni2", "hao3", None)])))
+    assert responses[-1].summary.engine == "kokoro" and responses[-1].summary.samples > 0
+    wait_until(lambda: "engine 'embedded' is deprecated: it is now 'kokoro'" in decoder.log(), 10, "the warning")
 
 
 def test_health_and_reflection(decoder):

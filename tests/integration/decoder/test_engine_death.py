@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.decoder.__main__ import hooks
 from services.decoder.engine.glmtts.engine import GLMTTSEngine
+from services.decoder.engine.glmtts.settings import GLMTTSSettings
 from services.decoder.settings import DecoderSettings
 from shared.serve import serve
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
@@ -35,7 +36,7 @@ def kill(engine: GLMTTSEngine, thread: str) -> None:
 @pytest.mark.parametrize("thread", ["scheduler", "acoustic"])
 async def test_a_dead_engine_thread_fails_streams_and_health_within_a_second(glmtts_checkpoint, thread):
     settings = DecoderSettings(port=0, grace_seconds=0.1, engines="glmtts", default_engine="glmtts")
-    engine = GLMTTSEngine(str(glmtts_checkpoint), max_token_ratio=3.0, n_timesteps=2, threads=1)
+    engine = GLMTTSEngine(GLMTTSSettings(path=str(glmtts_checkpoint), max_token_ratio=3.0, n_timesteps=2, threads=1))
     port_fut = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve("decoder", settings, **hooks(settings, {"glmtts": engine}),
                                      ready=port_fut.set_result))

@@ -1,4 +1,4 @@
-"""The decoder process serving the glmtts engine (tiny random checkpoint) over gRPC next to the embedded one."""
+"""The decoder process serving the glmtts engine (tiny random checkpoint) over gRPC next to the kokoro one."""
 from __future__ import annotations
 
 import threading
@@ -15,7 +15,7 @@ from tts.frontend.v1 import frontend_pb2
 @pytest.fixture(scope="module")
 def decoder(tmp_path_factory, glmtts_checkpoint):
     svc = Service("decoder", log_dir=tmp_path_factory.mktemp("decoder-glmtts"), env={
-        "TTS_DECODER_ENGINES": "embedded,glmtts",
+        "TTS_DECODER_ENGINES": "kokoro,glmtts",
         "TTS_DECODER_GLMTTS_PATH": str(glmtts_checkpoint),
         "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": "3",
         "TTS_DECODER_GLMTTS_N_TIMESTEPS": "4",
@@ -48,13 +48,13 @@ def chunks_of(responses):
 
 def test_info_lists_both_engines(stub):
     info = {e.name: e for e in stub.Info(decoder_pb2.InfoRequest()).engines}
-    assert set(info) == {"embedded", "glmtts"}
+    assert set(info) == {"kokoro", "glmtts"}
     g = info["glmtts"]
     assert g.supports_cloning and g.sample_rate == 24000 and "default" in g.voices
     assert g.cache_budget_bytes > 0 and g.active_streams == 0
-    # the segment sizes the gateway asks the frontend to merge into (the published 30-60 units); embedded: none
+    # the segment sizes the gateway asks the frontend to merge into (the published 30-60 units); kokoro: none
     assert (g.segment_min_units, g.segment_max_units) == (30, 60)
-    assert (info["embedded"].segment_min_units, info["embedded"].segment_max_units) == (0, 0)
+    assert (info["kokoro"].segment_min_units, info["kokoro"].segment_max_units) == (0, 0)
 
 
 def test_decode_streams_token_chunks_in_order(stub):

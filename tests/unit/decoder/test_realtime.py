@@ -1,4 +1,4 @@
-"""The embedded engine's scheduler as pure bookkeeping: a fake clock and a fake model (compute = cost x audio)."""
+"""The kokoro engine's scheduler as pure bookkeeping: a fake clock and a fake model (compute = cost x audio)."""
 from services.decoder.engine.realtime import RealtimeScheduler, Work
 from tests.fakes import FakeClock
 
@@ -160,7 +160,7 @@ def simulate(n_streams, cost, admit=True, stagger_s=0.3, overhead_s=0.02):
     arrivals, admitted, refused = [], [], 0
     for k in range(n_streams):
         clock.t = k * stagger_s
-        if admit and not s.admit()[0]:
+        if admit and not s.admit().ok:
             refused += 1
             continue
         s.open(k)
@@ -210,13 +210,13 @@ def test_refusal_carries_a_retry_hint_and_a_finished_stream_frees_its_share():
     s.open("A")
     s.add("A", Work("a", 1.0))
     s.open("B")
-    ok, retry = s.admit()
-    assert not ok and 0.2 <= retry <= 5.0                 # 3 x 0.4 > 0.85
+    d = s.admit()
+    assert not d.ok and 0.2 <= d.retry_after_s <= 5.0 and d.limit == "capacity"    # 3 x 0.4 > 0.85
     job = s.pick()
     play(s, clock, job[0], 1.0)
     s.end("A")                                            # A has all its audio; it only plays out now
     s.end("B")
-    assert s.admit()[0]
+    assert s.admit().ok
     assert s.headroom() > 0
 
 
@@ -227,3 +227,26 @@ def test_an_idle_open_stream_stops_counting_after_idle_s():
     assert s.demand() == 1
     clock.t = 6.0
     assert s.demand() == 0
+
+
+def test_a_tenants_excess_and_batch_streams_are_served_after_everyones_share():
+    clock = FakeClock()
+    s = sched_with(clock, cost=0.5, target_utilization=1.0)     # capacity: 2 real-time streams
+    for key, tenant, batch in (("bob1", "bob", False), ("bob2", "bob", False), ("bob3", "bob", False),
+                               ("job", "bob", True), ("alice", "alice", False)):
+        s.open(key, tenant, batch)
+        s.add(key, Work(key + "0", 1.0))
+    while (job := s.pick()) is not None:                          # everyone's first audio out of the way
+        s.done(job[0], 0.5, 1.0)
+    for key in ("bob1", "bob2", "bob3", "job", "alice"):
+        s.delivered(key, 2.0)
+        s.add(key, Work(key + "1", 1.0))
+    s.delivered("alice", 0.5)                                     # alice has the most audio queued …
+    s.delivered("bob3", -1.5)                                     # … bob3 the least: he would run dry first
+    order = []
+    while (job := s.pick()) is not None:
+        order.append(job[0])
+        s.done(job[0], 0.5, 1.0)
+    # bob is over his share of 1 (alice needs hers): bob2 and bob3 are his excess, served after alice's share and
+    # his own (bob1); the batch job last
+    assert order == ["bob1", "alice", "bob3", "bob2", "job"]

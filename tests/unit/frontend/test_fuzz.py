@@ -1,5 +1,5 @@
 """Property test of the frontend engine: any Unicode text, whole or streamed in any pieces, in either mode, gives
-segments (phonemes only from the model's vocabulary, spans that point back into the input) or a clear
+segments (well-formed engine-neutral readings, spans and a source map that point back into the input) or a clear
 InvalidArgument naming the field; never another exception. Bounded to 200 examples so it runs in seconds."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.frontend.engine.vocab import KOKORO_VOCAB
 from shared.errors import InvalidArgument
+
+from .conftest import check_readings
 
 # all of Unicode (surrogates and controls included), with the characters the frontend treats specially weighted up
 SPECIAL = st.sampled_from(list("你好世界行长重一不。，！？!?.,;:[]{}|$¥%℃-+×/0123456789 \n\tabcXYZ😀\u202e\ufeff\x00"))
@@ -30,8 +31,7 @@ def _hide_lazy_modules(monkeypatch):
 def check(segments, text: str) -> None:
     last = 0
     for seg in segments:
-        assert set(seg.phonemes) <= KOKORO_VOCAB
-        assert all(set(w.phonemes) <= KOKORO_VOCAB for w in seg.words)
+        check_readings(seg)
         assert last <= seg.span[0] <= seg.span[1] <= len(text)
         last = seg.span[1]
 

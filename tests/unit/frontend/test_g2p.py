@@ -1,6 +1,6 @@
 import pytest
 
-from services.frontend.engine.english import EnglishG2P, arpabet_to_misaki
+from services.frontend.engine.english import EnglishG2P
 
 from .conftest import all_pinyin, zh_pinyin
 
@@ -80,40 +80,33 @@ def test_mixed_zh_en_spans(engine):
         assert s.normalized[w.span[0]:w.span[1]] == w.text
 
 
-@pytest.mark.parametrize("arpa,expected", [
-    (["HH", "AH0", "L", "OW1"], "həlˈO"),
-    (["W", "ER1", "L", "D"], "wˈɜɹld"),
-    (["B", "AY1"], "bˈI"),
-    (["JH", "AH1", "JH"], "ʤˈʌʤ"),
-    (["CH", "EY1", "N", "JH"], "ʧˈAnʤ"),
-    (["T", "IY1", "CH", "ER0"], "tˈiʧəɹ"),
-    (["B", "OY1"], "bˈY"),
-    (["N", "AW1"], "nˈW"),
-    (["G", "OW1"], "ɡˈO"),
-])
-def test_arpabet_mapping(arpa, expected):
-    assert arpabet_to_misaki(arpa) == expected
+def pieces(word, zh=False):
+    return [(p.text, p.arpabet, p.spelled) for p in EnglishG2P().word(word, zh=zh)]
 
 
 @pytest.mark.parametrize("word,expected", [
-    ("GPU", "ʤˈi pˈi jˈu"),
-    ("hello", "həlˈO"),
-    ("NASA", "nˈæsə"),
+    ("GPU", [("G", "JH IY1", True), ("P", "P IY1", True), ("U", "Y UW1", True)]),     # an acronym: spelled
+    ("hello", [("hello", "HH AH0 L OW1", False)]),                                     # CMUdict
+    ("NASA", [("NASA", "N AE1 S AH0", False)]),                 # a capitalized word CMUdict knows is a word
+    ("a", [("a", "AH0", False)]),                               # the article
+    ("A", [("A", "EY1", True)]),                                # a letter
+    ("macOS", [("mac", "M AE1 K", False), ("O", "OW1", True), ("S", "EH1 S", True)]),   # the tech lexicon
+    ("ChatGPT", [("Chat", "CH AE1 T", False), ("G", "JH IY1", True), ("P", "P IY1", True),   # camelCase, its
+                 ("T", "T IY1", True)]),                                                    # acronym spelled
+    ("bookshelfwise", [("bookshelf", "B UH1 K SH EH2 L F", False), ("wise", "W AY1 Z", False)]),   # a compound
 ])
-def test_english_words(word, expected):
-    assert EnglishG2P().word(word) == expected
+def test_english_words_in_arpabet_pieces(word, expected):
+    assert pieces(word) == expected
 
 
-def test_unknown_english_word_has_phonemes():
-    g = EnglishG2P()
-    assert g.word("blorptastic")
-    assert g.word("Zxqw")  # no vowels: spelled
+def test_unknown_english_word_reads_by_letter_to_sound_in_arpabet():
+    from .conftest import is_arpabet
 
-
-def test_segment_phonemes_format(engine):
-    s = engine.analyze("你好，世界！")[0:]
-    joined = " ".join(x.phonemes for x in s)
-    assert "ni↗xau↓," in joined and joined.rstrip().endswith("!")
+    (p,) = EnglishG2P().word("blorptastic")                  # no CMUdict entry, no known parts
+    assert p.text == "blorptastic" and is_arpabet(p.arpabet) and not p.spelled
+    assert p.arpabet.split()[:3] == ["B", "L", "AO1"]        # the first vowel stressed ("or" → AO R)
+    assert p.arpabet.count("1") == 1                          # ... and only it
+    assert [x.spelled for x in EnglishG2P().word("Zxqw")] == [True] * 4   # no vowels: spelled
 
 
 @pytest.mark.parametrize("text,citation,spoken", [
@@ -127,14 +120,6 @@ def test_citation_and_spoken_tones(engine, text, citation, spoken):
     words = [w for s in engine.analyze(text) for w in s.words if w.lang == "zh"]
     assert [p for w in words for p in w.citation] == citation
     assert [p for w in words for p in w.pinyin] == spoken
-
-
-def test_embedded_phonemes_carry_spoken_tones(engine):
-    from services.frontend.engine.pinyin import pinyin_syllable_to_kokoro
-
-    w = [w for w in engine.analyze("你好")[0].words if w.text == "你好"][0]
-    assert w.phonemes == "".join(pinyin_syllable_to_kokoro(p) for p in w.pinyin)
-    assert w.phonemes != "".join(pinyin_syllable_to_kokoro(p) for p in w.citation)
 
 
 def test_dictionary_and_inline_readings_win_over_the_disambiguator(tmp_path):

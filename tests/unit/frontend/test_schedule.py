@@ -43,6 +43,12 @@ def stream(engine, text, seed=0, rtf=0.3):
     return segs, pushed_at_first
 
 
+def at_once(engine, text, rtf):
+    """The whole text pushed at once into a stream (not a whole-text request: its segments follow the rate)."""
+    s = engine.stream(decoder_rtf=rtf)
+    return s.push(text) + s.flush()
+
+
 @pytest.mark.parametrize("rtf", [0.1, 0.3, 1.0, 3.0])
 @pytest.mark.parametrize("text", REPLIES)
 def test_never_splits_a_number_time_code_unit_or_word(engine, text, rtf):
@@ -87,11 +93,28 @@ def test_later_segments_grow(engine):
 def test_sizes_follow_the_decoders_speed(engine):
     text = ("我们这边已经为您登记了退货申请接下来会有快递员在明天上午上门取件请您把商品和配件放回原来的包装盒里"
             "快递员取件以后我们会在收到商品的三个工作日之内完成检查")
-    fast = engine.analyze(text, decoder_rtf=0.1)
-    slow = engine.analyze(text, decoder_rtf=2.0)
+    fast = at_once(engine, text, 0.1)
+    slow = at_once(engine, text, 2.0)
     # a slow (loaded) decoder gets more, smaller segments after the first; a fast one fewer, longer ones
     assert len(slow) > len(fast)
     assert units(fast[1].text) > units(slow[1].text)
+
+
+@pytest.mark.parametrize("text", REPLIES + ["我们这边已经为您登记了退货申请接下来会有快递员在明天上午上门取件请您把商品和配件放回原来的包装盒里"])
+def test_a_whole_text_is_cut_the_same_whatever_the_decoders_load(engine, text):
+    """Unary and batch requests (whole_text): the same text gives the same segments, so the same audio, however
+    fast the decoder is at the moment; only streamed text adapts to it."""
+    cuts = {rtf: [s.text for s in engine.analyze(text, decoder_rtf=rtf)] for rtf in (0.0, 0.05, 0.3, 1.0, 3.0)}
+    whole = engine.stream(decoder_rtf=3.0, whole_text=True)
+    cuts["stream whole_text"] = [s.text for s in whole.push(text) + whole.flush()]
+    assert len({tuple(c) for c in cuts.values()}) == 1, cuts
+    assert cuts[0.0] == [s.text for s in at_once(engine, text, 0.0)]       # the default schedule
+
+
+def test_the_load_changes_how_a_streamed_text_is_cut(engine):
+    """The counterpart: streamed the same text is cut by the decoder's speed (the test above is not vacuous)."""
+    text = REPLIES[0] + REPLIES[2]
+    assert len({tuple(s.text for s in at_once(engine, text, rtf)) for rtf in (0.05, 0.3, 3.0)}) > 1
 
 
 def test_schedule_limit_is_the_playback_budget():
@@ -106,7 +129,7 @@ def test_schedule_limit_is_the_playback_budget():
 
 def test_streamed_equals_whole_text_with_a_rate(engine):
     for text in REPLIES:
-        whole = engine.analyze(text, decoder_rtf=0.7)
+        whole = at_once(engine, text, 0.7)
         for seed in range(3):
             segs, _ = stream(engine, text, seed, rtf=0.7)
             assert [s.text for s in segs] == [s.text for s in whole]
@@ -117,5 +140,5 @@ def test_a_size_cut_in_the_word_after_a_number_moves_past_that_word(engine, rtf)
     # the schedule's size is reached inside 小时 (after "24", where no cut may fall): the cut goes after 小时
     text = "非常抱歉给您带来不便。您反馈的商品质量问题我已经记录下来了，售后专员会在24小时之内联系您，为您安排免费更换。"
     bad = text.index("小时") + 1
-    for segs in [engine.analyze(text, decoder_rtf=rtf)] + [stream(engine, text, seed, rtf)[0] for seed in range(3)]:
+    for segs in [at_once(engine, text, rtf)] + [stream(engine, text, seed, rtf)[0] for seed in range(3)]:
         assert bad not in {s.span[1] for s in segs[:-1]}, [s.text for s in segs]

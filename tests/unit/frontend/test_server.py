@@ -78,6 +78,16 @@ def test_grpc_roundtrip(dict_path):
         assert [p for w in words for p in w.pinyin] == ["ni2", "hao3", "yi4", "qi3", "lai2", "ba5"]
         assert [p for w in words for p in w.citation_pinyin] == ["ni3", "hao3", "yi1", "qi3", "lai2", "ba5"]
 
+        # the engine-neutral readings on the wire: English pieces, erhua, the map back to the request text
+        resp = await stub.Analyze(pb.AnalyzeRequest(text="那儿的Wi-Fi在9:45连上", config=pb.NormalizeConfig()))
+        seg = resp.segments[0]
+        words = {w.text: w for w in seg.words}
+        assert list(words["那儿"].pinyin) == list(words["那儿"].citation_pinyin) == ["na4", "r5"]
+        assert [(p.text, p.arpabet, p.spelled) for p in words["Wi-Fi"].english] == [("Wi", "W AY1", False),
+                                                                                     ("Fi", "F AY2", False)]
+        assert [(seg.normalized[m.normalized.start:m.normalized.end], "那儿的Wi-Fi在9:45连上"[m.source.start:m.source.end])
+                for m in seg.source_map] == [("那儿的Wi-Fi在", "那儿的Wi-Fi在"), ("九点四十五分", "9:45"), ("连上", "连上")]
+
         rel = await stub.ReloadDictionary(pb.ReloadDictionaryRequest())
         assert rel.entries == 1 and [e.line for e in rel.errors] == [2]
 

@@ -71,7 +71,7 @@ def speak(cost: float = 0.5, fail_after: int | None = None):
                 raise rpc_error(grpc.StatusCode.UNAVAILABLE, "decoder went away")
             yield chunk(req.segment.index)
         yield decoder_pb2.DecodeResponse(summary=decoder_pb2.DecodeSummary(
-            tokens=7, engine="embedded", voice=call.decoder.name, compute_per_audio_s=cost))
+            tokens=7, engine="kokoro", voice=call.decoder.name, compute_per_audio_s=cost))
     return run
 
 

@@ -44,6 +44,11 @@ def test_a_normalized_stretch_is_one_entry_held_until_all_of_it_is_timed():
         assert [(e.start, e.end) for e in al.add(t[7:]) + al.end(80.0)] == [(15, 16)]
 
 
+def test_an_unchanged_run_sharing_one_map_entry_is_one_stretch_per_character():
+    groups = source_groups("开始九点", smap((0, 2, 0, 2), (2, 4, 2, 6)), "开始9:45", 0)
+    assert [(g.n_start, g.n_end, g.s_start, g.s_end) for g in groups] == [(0, 1, 0, 1), (1, 2, 1, 2), (2, 4, 2, 6)]
+
+
 def test_every_character_gets_an_entry_and_heard_follows_the_played_position():
     source, normalized = "他说“好”", "他说好"
     groups = source_groups(normalized, [], source, 0)

@@ -21,9 +21,9 @@ SEGMENTS = [frontend_pb2.Segment(index=i, text=f"第{i}句。") for i in range(3
 
 
 def make_plan(full_speaker=None) -> Plan:
-    cfg = decoder_pb2.DecodeConfig(engine="embedded", request_id="r1", speed=1.0,
+    cfg = decoder_pb2.DecodeConfig(engine="kokoro", request_id="r1", speed=1.0,
                                    speaker=decoder_pb2.SpeakerConditioning(reference_id="abc", encoder="enc@1"))
-    return Plan(request_id="r1", tenant="t", engine="embedded", voice_label="v_x", decode_config=cfg,
+    return Plan(request_id="r1", tenant="t", engine="kokoro", voice_label="v_x", decode_config=cfg,
                 normalize_config=frontend_pb2.NormalizeConfig(), sample_rate=24000, encoding="LINEAR16",
                 metadata=(("x-request-id", "r1"),), full_speaker=full_speaker)
 

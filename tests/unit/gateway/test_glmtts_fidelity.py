@@ -39,8 +39,8 @@ class FakeSpeaker:
 
 class FakeDecoder:
     async def Info(self, req, timeout=None):
-        return decoder_pb2.InfoResponse(default_engine="embedded", engines=[
-            decoder_pb2.EngineInfo(name="embedded"), decoder_pb2.EngineInfo(name="glmtts", speaker_encoder=NEED,
+        return decoder_pb2.InfoResponse(default_engine="kokoro", engines=[
+            decoder_pb2.EngineInfo(name="kokoro"), decoder_pb2.EngineInfo(name="glmtts", speaker_encoder=NEED,
                                                             segment_min_units=30, segment_max_units=60)])
 
 
@@ -73,7 +73,7 @@ def test_reference_audio_is_embedded_with_the_engines_encoder():
         assert p.stages.speaker.embeds == [NEED]
         assert plan.decode_config.speaker.encoder == NEED             # the id of the encoder that really ran
         # an engine that needs no particular encoder gets the speaker stage's default
-        plan = await p.plan("t", tts_pb2.SynthesisConfig(reference_audio=b"RIFF", model="embedded"), (), None)
+        plan = await p.plan("t", tts_pb2.SynthesisConfig(reference_audio=b"RIFF", model="kokoro"), (), None)
         assert p.stages.speaker.embeds[-1] == "" and plan.decode_config.speaker.encoder == "campplus@v1"
     asyncio.run(go())
 

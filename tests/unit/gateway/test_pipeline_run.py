@@ -17,8 +17,8 @@ PIECES = ["你好。", FLUSH, "今天天气很好。", "再见。"]
 
 
 def make_plan(sample_rate=24000) -> Plan:
-    return Plan(request_id="r1", tenant="t", engine="embedded", voice_label="asked",
-                decode_config=decoder_pb2.DecodeConfig(engine="embedded", request_id="r1"),
+    return Plan(request_id="r1", tenant="t", engine="kokoro", voice_label="asked",
+                decode_config=decoder_pb2.DecodeConfig(engine="kokoro", request_id="r1"),
                 normalize_config=frontend_pb2.NormalizeConfig(language="zh", request_id="r1"),
                 sample_rate=sample_rate, encoding="LINEAR16", metadata=(("x-request-id", "r1"),))
 

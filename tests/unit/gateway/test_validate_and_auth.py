@@ -29,11 +29,11 @@ def test_invalid_config_names_the_field(config, field):
 
 def test_unknown_model_names_the_field_and_the_known_ones():
     with pytest.raises(InvalidArgument) as exc:
-        check_model("gpt", ["embedded", "glmtts"])
+        check_model("gpt", ["kokoro", "glmtts"])
     assert exc.value.field == "config.model"
-    assert "'gpt'" in str(exc.value) and "embedded, glmtts" in str(exc.value)
-    check_model("", ["embedded"])             # "" = the default
-    check_model("glmtts", ["embedded", "glmtts"])
+    assert "'gpt'" in str(exc.value) and "kokoro, glmtts" in str(exc.value)
+    check_model("", ["kokoro"])             # "" = the default
+    check_model("glmtts", ["kokoro", "glmtts"])
 
 
 @pytest.mark.parametrize("config", [

@@ -39,8 +39,8 @@ def embed_file(encoder, data: bytes):
 
 @pytest.fixture(scope="module")
 def generated_voices():
-    """Two different generated voices: the embedded Kokoro engine speaking Mandarin as jm_kumo and jf_alpha."""
-    from services.decoder.engine.kokoro import KokoroModel
+    """Two different generated voices: the Kokoro model speaking Mandarin as jm_kumo and jf_alpha."""
+    from services.decoder.engine.kokoro.model import KokoroModel
 
     model = KokoroModel("models/kokoro")
     model.load()

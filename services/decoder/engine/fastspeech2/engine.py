@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.errors import InvalidArgument, ResourceExhausted
 
-from ..base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Timing, Voice
+from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Timing, Voice
 from ..capacity import FairCapacity
 from .settings import FastSpeech2Settings
 from .symbols import Symbols, to_ids, to_symbols
@@ -108,13 +108,13 @@ class StepQueue:
         self.capacity.set_busy(key, bool(self.steps.get(key)))
 
 
-class FastSpeech2Stream:
+class FastSpeech2Stream(Stream):
     """Segments in, audio chunks out (with their alignment when asked)."""
+
+    voice_name = VOICE
 
     def __init__(self, engine: "FastSpeech2Engine", options: StreamOptions):
         self.engine, self.options = engine, options
-        self.voice_name = VOICE
-        self.conditioning = ""
         self._out = ChunkQueue(maxsize=engine.settings.queue_chunks)
         self._closed = False
         self._ended = False
@@ -170,16 +170,15 @@ class FastSpeech2Stream:
         self._out.put_nowait(exc)
 
 
-class FastSpeech2Engine:
+class FastSpeech2Engine(Engine):
     name = "fastspeech2"
     sample_rate = SAMPLE_RATE
-    supports_cloning = False
     model_description = MODEL
     languages = ("zh",)
     license = LICENSE
 
     def __init__(self, settings: FastSpeech2Settings | None = None, *, model=None, clock=time.monotonic):
-        self.settings = settings or FastSpeech2Settings()
+        super().__init__(settings or FastSpeech2Settings())
         self.model = model                    # model.BakerVoice (loaded at warm-up unless given)
         s = self.settings
         self.capacity = FairCapacity(clock=clock, target_utilization=s.target_utilization or 1.0,
@@ -327,9 +326,7 @@ class FastSpeech2Engine:
             raise ResourceExhausted(f"fastspeech2 engine is at its limit of {self.settings.max_streams} streams",
                                     retry_after_s=1.0)
         if self.settings.target_utilization:
-            decision = self.capacity.admit(options.tenant, options.batch)
-            if not decision.ok:
-                raise ResourceExhausted(f"{decision.limit}: {decision.reason}", retry_after_s=decision.retry_after_s)
+            self.capacity.admit(options.tenant, options.batch).check(self.name)
         stream = FastSpeech2Stream(self, options)
         self._streams.add(stream)
         self.capacity.open(stream, options.tenant, options.batch)
@@ -339,9 +336,6 @@ class FastSpeech2Engine:
         self._streams.discard(stream)
         self.queue.drop(stream)
         self.capacity.remove(stream)
-
-    def clear_cache(self) -> tuple[int, int]:
-        return 0, 0
 
     def stats(self) -> EngineStats:
         streams = list(self._streams)

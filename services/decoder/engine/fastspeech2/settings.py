@@ -31,6 +31,3 @@ class FastSpeech2Settings(EngineSettings):
     min_streams: int = Field(1, ge=0)       # always admit this many streams, whatever the measured throughput
     admission_idle_s: float = 5.0           # an open stream that got no text for this long needs no capacity
     max_batch: int = Field(2, ge=0)         # batch (offline, low-priority) streams at once
-
-    def engine_kwargs(self) -> dict:
-        return dict(settings=self)

@@ -28,62 +28,40 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from shared import pinyin
+
 from ..base import Timing, WordInput
 
-INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s")
 FINALS = frozenset((
     "a ai an ang ao e ei en eng er i ia ian iang iao ie ii iii in ing iong iou o ong ou u ua uai uan uang uei uen "
     "ueng uo v van ve vn").split())
 PAUSE_MARKS = frozenset("，。！？；：、…,.!?;:—")
 BOUNDARY_IN_WORD, BOUNDARY_WORD, PAUSE, SILENCE, END = "#0", "#1", "#3", "sil", "eos"
 
-# spellings of zero-initial syllables → Baker final
-_ZERO = {
-    "yi": "i", "ya": "ia", "ye": "ie", "yao": "iao", "you": "iou", "yan": "ian", "yang": "iang", "yin": "in",
-    "ying": "ing", "yong": "iong", "yu": "v", "yue": "ve", "yuan": "van", "yun": "vn", "yo": "iou",
-    "wu": "u", "wa": "ua", "wo": "uo", "wai": "uai", "wei": "uei", "wan": "uan", "wen": "uen", "wang": "uang",
-    "weng": "ueng",
-}
-# syllables without an initial + final analysis in the mapper's inventory
-_SPECIAL = {"m": ("m", "u"), "n": ("^", "en"), "ng": ("^", "en"), "hm": ("h", "en"), "hng": ("h", "en"),
-            "ê": ("^", "ei"), "ea": ("^", "ei")}
-_SHORT = {"iu": "iou", "ui": "uei", "un": "uen"}
-_AFTER_JQX = {"u": "v", "ue": "ve", "uan": "van", "un": "vn"}
-_SYLLABLE = re.compile(r"^([a-zêü:]+)([1-5])$")
+# whole syllables (shared.pinyin.SPECIAL) → Baker (initial, final); those the mapper's table lacks by the nearest
+_SPECIAL = {"er": ("^", "er"), "o": ("^", "o"), "io": ("^", "iou"), "m": ("m", "u"), "n": ("^", "en"),
+            "ng": ("^", "en"), "hm": ("h", "en"), "hng": ("h", "en"), "ê": ("^", "ei")}
+_FINAL = {"ü": "v", "üe": "ve", "üan": "van", "ün": "vn"}
 
 
 def split_syllable(syllable: str) -> tuple[str, str]:
-    """Pinyin with a tone digit → (Baker initial or ``^``, Baker final with its tone). ``lv4``/``lü4`` both work.
-    Raises ValueError for something that is not a Mandarin syllable."""
-    s = syllable.strip().lower().replace("u:", "v").replace("ü", "v")
-    m = _SYLLABLE.match(s)
-    if not m:
-        raise ValueError(f"not a pinyin syllable with a tone digit: {syllable!r}")
-    base, tone = m.group(1), m.group(2)
-    if base in _SPECIAL:
-        ini, fin = _SPECIAL[base]
-        return ini, fin + tone
-    if base in _ZERO:
-        return "^", _ZERO[base] + tone
-    for ini in INITIALS:
-        if base.startswith(ini) and len(base) > len(ini):
-            fin = base[len(ini):]
-            if ini in ("j", "q", "x") and fin in _AFTER_JQX:
-                fin = _AFTER_JQX[fin]
-            elif fin in _SHORT:
-                fin = _SHORT[fin]
-            elif fin == "i" and ini in ("z", "c", "s"):
-                fin = "ii"
-            elif fin == "i" and ini in ("zh", "ch", "sh", "r"):
-                fin = "iii"
-            elif fin == "ue" and ini in ("l", "n"):
-                fin = "ve"
-            if fin not in FINALS:
-                raise ValueError(f"not a Mandarin syllable: {syllable!r}")
-            return ini, fin + tone
-    if base in FINALS:
-        return "^", base + tone
-    raise ValueError(f"not a Mandarin syllable: {syllable!r}")
+    """Pinyin with a tone digit → (Baker initial or ``^``, Baker final with its tone), from the shared split into
+    initial and final (``shared.pinyin.parse``). Raises ValueError for something that is not a Mandarin syllable."""
+    base, _ = pinyin.split_tone(syllable) if syllable[-1:].isdigit() else (syllable, 0)
+    if base in ("lue", "nue"):                         # ü written u after l/n (the mapper's table has them)
+        syllable = base.replace("ue", "ve") + syllable[-1]
+    initial, final, tone = pinyin.parse(syllable)
+    if not initial and final in _SPECIAL and (final not in pinyin.FINALS or final == "o"):
+        ini, fin = _SPECIAL[final]
+        return ini, f"{fin}{tone}"
+    if final == "i" and initial in ("z", "c", "s"):
+        final = "ii"
+    elif final == "i" and initial in ("zh", "ch", "sh", "r"):
+        final = "iii"
+    final = _FINAL.get(final, final)
+    if final not in FINALS:
+        raise ValueError(f"no Baker final for {syllable!r}")
+    return initial or "^", f"{final}{tone}"
 
 
 # ---- English inside Chinese ----------------------------------------------------------------------------------------
@@ -279,7 +257,7 @@ def to_symbols(words: list[WordInput]) -> Symbols:
             first = True
             for i, p in enumerate(w.pinyin):
                 span = (wspan[0] + i, wspan[0] + i + 1) if one_each else wspan
-                if p[:-1] == "r" and len(sym) > 1 and sym.names[-1] not in (PAUSE, SILENCE, BOUNDARY_WORD,
+                if p == pinyin.ERHUA and len(sym) > 1 and sym.names[-1] not in (PAUSE, SILENCE, BOUNDARY_WORD,
                                                                              BOUNDARY_IN_WORD):
                     sym.add("er5", span)                  # erhua: r-colouring of the syllable before
                     continue

@@ -1,4 +1,4 @@
-"""The glmtts acoustic stage's work queue, ordered by playback deadline (as the embedded engine's scheduler is).
+"""The glmtts acoustic stage's work queue, ordered by playback deadline (as the kokoro engine's scheduler is).
 
 The LM thread hands token chunks to one acoustic thread (flow + vocoder). With several streams, first come first
 served lets a stream with seconds of audio queued hold up one that is about to run dry, or a new stream's first

@@ -26,7 +26,7 @@ import torch
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from shared.speaker_encoders import CHECKPOINT_CAMPPLUS, campplus_onnx_id, same_encoder
 
-from ..base import Chunk, EngineStats, SegmentInput, StreamOptions, Voice
+from ..base import Chunk, Engine, EngineStats, SegmentInput, StreamOptions, Voice
 from .acoustic import SAMPLE_RATE, Acoustic, emit_schedule
 from .acoustic_queue import AcousticQueue
 from .checkpoint import Layout
@@ -35,6 +35,7 @@ from .lm import SamplingParams, SpeechLM
 from .lm_text import force_end, inventory, join_lm_texts, lm_text, official_form
 from .prompt import GLMTTSLayout
 from .scheduler import Scheduler, StreamState
+from .settings import GLMTTSSettings
 from .stream import END, GLMTTSStream
 
 log = logging.getLogger("decoder.glmtts")
@@ -57,39 +58,32 @@ def _cloned(voice: Voice) -> bool:
     return voice.prompt_pcm16k is not None and len(voice.prompt_pcm16k) > 0
 
 
-class GLMTTSEngine:
+class GLMTTSEngine(Engine):
     name = "glmtts"
     sample_rate = SAMPLE_RATE
     supports_cloning = True
+    model_description = "GLM-TTS: Llama speech LM over 25 Hz speech tokens + flow matching (DiT) + HiFT vocoder, 24 kHz"
+    languages = ("zh", "en")
+    license = "MIT for the published zai-org/GLM-TTS weights; a checkpoint of your own carries its own terms"
     # the published inference gives its LM 30-60-unit passages (split_by_len); published in Info, the gateway asks
     # the frontend to merge segments into this range (the first one still goes out early)
     segment_units = (30, 60)
 
-    def __init__(self, path: str, *, device: str = "auto", max_streams: int = 8, max_tokens_per_stream: int = 4096,
-                 cache_budget_bytes: int = 0, idle_ttl_s: float = 60.0, chunk_schedule: tuple[int, ...] = (8, 16, 32, 50),
-                 n_timesteps: int = 10, sampling: SamplingParams | None = None, max_token_ratio: float = 20.0,
-                 min_token_ratio: float = 2.0, max_ahead: int = 4, trust_remote_code: bool = False,
-                 lookahead: int | tuple[int, ...] = (8, 12, 16, 25), threads: int = 0, phonemes: str = "official",
-                 dtype: str = "auto", speaker_encoder: str = ""):
-        self.path = path
-        self.device, self.dtype = pick_device(device, dtype)
-        self.max_streams = max_streams
+    def __init__(self, settings: GLMTTSSettings):
+        super().__init__(settings)
+        self.path = settings.path
+        self.device, self.dtype = pick_device(settings.device, settings.dtype)
+        # sized at load (_size_budget): the pool's bytes and the streams it holds
+        self.max_streams = settings.max_streams
+        self.cache_budget_bytes = settings.cache_budget_bytes
         self.blocks_per_stream = 0        # set at load: KV blocks reserved by one admitted stream
-        self.max_tokens_per_stream = max_tokens_per_stream
-        self.cache_budget_bytes = cache_budget_bytes
-        self.idle_ttl_s = idle_ttl_s
-        self.schedule = [int(c) for c in chunk_schedule]
-        self.n_timesteps = n_timesteps
-        self.sampling = sampling or SamplingParams()
-        self.max_token_ratio, self.min_token_ratio = max_token_ratio, min_token_ratio
-        self.max_ahead = max_ahead
-        self.trust_remote_code = trust_remote_code
-        self.lookahead = lookahead
-        self.threads = threads
-        self.phonemes = phonemes
+        # flow blocks and their look-ahead (a benchmark may set others on a loaded engine)
+        self.schedule = list(settings.chunk_schedule)
+        self.lookahead = settings.lookahead
+        self.sampling = SamplingParams(top_k=settings.top_k, top_p=settings.top_p, temperature=settings.temperature)
         # the speaker encoder the flow was trained with: the setting, else the checkpoint's own CAM++ ONNX (its id
         # from the file's hash), else "" (any encoder, with a warning at load)
-        self.speaker_encoder = speaker_encoder
+        self.speaker_encoder = settings.speaker_encoder
         self.phoneme_tokens = False       # set at load: "polyphones" and the tokenizer holds the phoneme tokens
         self.lm: SpeechLM | None = None
         self.acoustic: Acoustic | None = None
@@ -112,7 +106,7 @@ class GLMTTSEngine:
         if self.device.type == "cpu":
             # two worker threads (LM, acoustic) issue torch ops at once; more intra-op threads than cores makes
             # them spin against each other (measured: a 10 ms step took 230 ms on a loaded 2-core machine)
-            torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 2) // 2))
+            torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 2) // 2))
         layout = Layout.of(self.path)
         if not self.speaker_encoder:
             onnx = next((layout.root / p for p in CHECKPOINT_CAMPPLUS if (layout.root / p).is_file()), None)
@@ -122,20 +116,20 @@ class GLMTTSEngine:
                 log.warning("glmtts checkpoint has no frontend/campplus.onnx and TTS_DECODER_GLMTTS_SPEAKER_ENCODER "
                             "is unset: cloned voices are accepted from any speaker encoder", extra={"path": self.path})
         t0 = time.perf_counter()
-        self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.trust_remote_code)
-        if self.phonemes != "off":
+        self.lm = SpeechLM.load(layout.llm, layout.tokenizer, self.device, self.dtype, self.settings.trust_remote_code)
+        if self.settings.phonemes != "off":
             self.phoneme_tokens = self.lm.has_tokens(list(inventory()))
             if not self.phoneme_tokens:
                 log.warning("glmtts tokenizer lacks the published phoneme tokens (<|B|>, <|ANG2|>, ...): every "
                             "character goes to the LM as text")
-        self.acoustic = Acoustic(layout, self.device, self.dtype, n_timesteps=self.n_timesteps,
+        self.acoustic = Acoustic(layout, self.device, self.dtype, n_timesteps=self.settings.n_timesteps,
                                  lookahead=self.lookahead)
         self.acoustic.load()
         self._size_budget()
-        layout = GLMTTSLayout(self.lm.boa, self.lm.ats, min_ratio=self.min_token_ratio,
-                              max_ratio=self.max_token_ratio)
-        self.scheduler = Scheduler(self.lm, layout, max_tokens_per_stream=self.max_tokens_per_stream,
-                                   idle_ttl_s=self.idle_ttl_s, on_dead=self._thread_died)
+        layout = GLMTTSLayout(self.lm.boa, self.lm.ats, min_ratio=self.settings.min_token_ratio,
+                              max_ratio=self.settings.max_token_ratio)
+        self.scheduler = Scheduler(self.lm, layout, max_tokens_per_stream=self.settings.max_tokens_per_stream,
+                                   idle_ttl_s=self.settings.idle_ttl_s, on_dead=self._thread_died)
         self.scheduler.start()
         self._worker = self._guarded("acoustic", self._acoustic_loop)
         self._prompt_worker = self._guarded("prompt", self._prompt_loop)
@@ -148,7 +142,7 @@ class GLMTTSEngine:
         """The KV pool, in blocks, allocated here once: the setting, or room for ``max_streams`` streams of
         ``max_tokens_per_stream`` tokens, capped on a GPU by 80 % of its free memory. Each admitted stream
         reserves the blocks of its token limit, so a stream never finds the pool empty mid-segment."""
-        per_stream = self.lm.blocks_for(self.max_tokens_per_stream)
+        per_stream = self.lm.blocks_for(self.settings.max_tokens_per_stream)
         n_blocks = (self.cache_budget_bytes // self.lm.block_bytes if self.cache_budget_bytes
                     else per_stream * self.max_streams)
         if self.device.type == "cuda":
@@ -156,7 +150,7 @@ class GLMTTSEngine:
             n_blocks = min(n_blocks, int(free * 0.8) // self.lm.block_bytes)
         if n_blocks < per_stream:
             raise SystemExit(f"glmtts: cache budget {n_blocks} KV blocks ({n_blocks * self.lm.block_bytes} bytes) "
-                             f"holds no stream of {self.max_tokens_per_stream} tokens ({per_stream} blocks of "
+                             f"holds no stream of {self.settings.max_tokens_per_stream} tokens ({per_stream} blocks of "
                              f"{self.lm.block_size} tokens); raise TTS_DECODER_GLMTTS_CACHE_BUDGET_BYTES or lower "
                              f"TTS_DECODER_GLMTTS_MAX_TOKENS_PER_STREAM")
         self.lm.allocate_cache(n_blocks)
@@ -238,7 +232,7 @@ class GLMTTSEngine:
         if len(self._streams) >= self.max_streams:
             raise ResourceExhausted(
                 f"glmtts: {len(self._streams)} streams hold the KV cache budget ({self.lm.pool.n_blocks} blocks, "
-                f"{self.blocks_per_stream} reserved per stream of {self.max_tokens_per_stream} tokens); "
+                f"{self.blocks_per_stream} reserved per stream of {self.settings.max_tokens_per_stream} tokens); "
                 f"retry shortly",
                 retry_after_s=1.0)
         cloned = _cloned(voice)
@@ -269,7 +263,7 @@ class GLMTTSEngine:
             schedule = emit_schedule(blocks, self.lookahead)
         sid = next(self._ids)
         state = StreamState(sid, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
-                            self.max_ahead, prompt=prompt)
+                            self.settings.max_ahead, prompt=prompt)
         stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
         stream.blocks, stream.offline = blocks, options.offline
         state.stream = stream
@@ -335,7 +329,7 @@ class GLMTTSEngine:
                            cache_bytes=self.scheduler.cache_bytes() if self.scheduler else 0,
                            cache_budget_bytes=self.cache_budget_bytes,
                            buffered_bytes=sum(s.queue.buffered_bytes for s in streams),
-                           stalled_streams=sum(s.state.ahead >= self.max_ahead for s in streams))
+                           stalled_streams=sum(s.state.ahead >= self.settings.max_ahead for s in streams))
 
     # -- the scheduler's sink: audio work goes to the acoustic thread, in order --------------------------------------
 

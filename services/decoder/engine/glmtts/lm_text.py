@@ -15,7 +15,8 @@ inputs in tests/data/glmtts-reference/text (tests/unit/decoder/glmtts/test_lm_te
   is not in the official whitelist (``G2P_able_1word.json``, 3372 characters) is replaced by the tokens of its
   reading in **citation tones** (dictionary tones, before tone sandhi: the published G2P never emits sandhi), e.g.
   银行 → ``银<|H|><|ANG2|>``; a reading whose tokens are not all in ``G2P_all_phonemes.json`` (204 tokens) keeps
-  the character; the official replace dictionary (``G2P_replace_dict.jsonl``) applies first.
+  the character; the official replace dictionary (``G2P_replace_dict.jsonl``) applies first. An erhua 儿 (citation
+  ``r5``: 那儿, 一会儿; no syllable, so no tokens) stays the character 儿, as the official text has it.
 
 Deliberate differences (README, "GLM-TTS engine"): the reading is ours (the frontend's word-level G2P and the
 replace dictionary), not pypinyin's, so 行长 is hang2 zhang3 and 弹钢琴 tan2; a whitelisted character whose

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import ChunkQueue, SegmentInput, Voice
+from ..base import ChunkQueue, SegmentInput, Stream, Voice
 from .lm_text import lm_text, official_form
 from .scheduler import Segment, StreamState
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 END = object()                  # the last item of a stream's queue: the stream has ended
 
 
-class GLMTTSStream:
+class GLMTTSStream(Stream):
     def __init__(self, engine: "GLMTTSEngine", state: StreamState, voice: Voice, loop):
         self.engine = engine
         self.state = state

@@ -45,7 +45,7 @@ def test_the_reference_packs_symbols_for_a_segment():
 
 
 def test_every_syllable_the_frontend_can_emit_has_symbols():
-    from services.frontend.engine.pinyin import valid_bases
+    from shared.pinyin import valid_bases
 
     ids = mapper()["symbol_to_id"]
     missing = []

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
 from services.decoder.engine.glmtts.acoustic import emit_schedule
 from services.decoder.engine.glmtts.engine import GLMTTSEngine
+from services.decoder.engine.glmtts.settings import GLMTTSSettings
 from services.decoder.engine.glmtts.flow import load_flow
 from services.decoder.settings import DecoderSettings
 
@@ -77,8 +78,8 @@ def engine(glmtts_checkpoint, tmp_path_factory):
     # the checkpoint's CAM++: the decoder only hashes it (the speaker stage runs it; tests/unit/speaker)
     (ckpt / "frontend").mkdir()
     (ckpt / "frontend" / "campplus.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
-    e = GLMTTSEngine(str(ckpt), max_token_ratio=3.0, chunk_schedule=(10, 20), n_timesteps=4,
-                     lookahead=(6, 8))
+    e = GLMTTSEngine(GLMTTSSettings(path=str(ckpt), max_token_ratio=3.0, chunk_schedule=(10, 20), n_timesteps=4,
+                                    lookahead=(6, 8)))
     e.load()
     yield e
     e.scheduler.stop()

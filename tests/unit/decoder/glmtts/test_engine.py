@@ -8,6 +8,7 @@ import pytest
 
 from services.decoder.engine.base import EngineStats, SegmentInput, StreamOptions, Voice
 from services.decoder.engine.glmtts.engine import GLMTTSEngine
+from services.decoder.engine.glmtts.settings import GLMTTSSettings
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from tests.procs import wait_until
 
@@ -16,8 +17,8 @@ def make_engine(path, **kw):
     kw.setdefault("max_token_ratio", 3.0)      # a random LM rarely ends audio by itself: bound segments tightly
     kw.setdefault("chunk_schedule", (10, 20))
     kw.setdefault("n_timesteps", 4)
-    kw.setdefault("lookahead", 0)               # chunk counts below follow the schedule exactly (look-ahead: test_acoustic_modes)
-    e = GLMTTSEngine(str(path), **kw)
+    kw.setdefault("lookahead", (0,))            # chunk counts below follow the schedule exactly (look-ahead: test_acoustic_modes)
+    e = GLMTTSEngine(GLMTTSSettings(path=str(path), **kw))
     e.load()
     return e
 
@@ -143,7 +144,7 @@ async def test_a_checkpoint_without_voices_or_speech_tokenizer_loads_and_says_wh
         glmtts_checkpoint, tmp_path):
     for part in ("llm", "vq32k-phoneme-tokenizer", "flow", "hift"):   # like the published one: no voices/
         (tmp_path / part).symlink_to(glmtts_checkpoint / part)
-    e = GLMTTSEngine(str(tmp_path), max_token_ratio=3.0, n_timesteps=2)
+    e = GLMTTSEngine(GLMTTSSettings(path=str(tmp_path), max_token_ratio=3.0, n_timesteps=2))
     await e.warmup()
     try:
         assert e.voices() == [] and e.acoustic.tokenizer is None
@@ -192,7 +193,7 @@ async def test_reader_that_does_not_read_stops_the_decoding(engine):
     stream.end()
     state = stream.state
     try:
-        wait_until(lambda: state.ahead >= engine.max_ahead, 30, "the stream to fill its read-ahead")
+        wait_until(lambda: state.ahead >= engine.settings.max_ahead, 30, "the stream to fill its read-ahead")
         assert not state.runnable()
         assert engine.stats().stalled_streams == 1
         produced = state.tokens_total

@@ -16,7 +16,7 @@ from services.decoder.engine.glmtts.lm_text import force_end, join_lm_texts, lm_
 from services.decoder.engine.base import Voice
 from services.decoder.server import segment_from_proto
 from services.frontend.engine import FrontendEngine
-from services.frontend.engine.g2p import join_phonemes, language_spans
+from services.frontend.engine.g2p import language_spans
 from services.frontend.engine.merge import MergePolicy
 from services.frontend.engine.types import Segment
 from services.frontend.server import segment_to_proto
@@ -90,7 +90,7 @@ def _rule_segment(frontend, text: str):
     would write the official's 两百 as 二百), through the real protos."""
     words = frontend.g2p.words(text, frontend.dictionary)
     seg = Segment(index=0, text=text, normalized=text, span=(0, len(text)), words=words,
-                  phonemes=join_phonemes(words), languages=language_spans(words))
+                  languages=language_spans(words))
     return segment_from_proto(segment_to_proto(seg))
 
 
@@ -155,6 +155,15 @@ def test_whitelisted_characters_stay_and_others_become_phonemes():
 def test_readings_outside_the_published_inventory_keep_the_character():
     assert lm_text("贰", [_w("贰", ["er5"], 0)]) == "贰。"            # <|ER5|> is not a published token
     assert lm_text("贰", [_w("贰", ["er4"], 0)]) == "<|ER4|>。"
+
+
+def test_an_erhua_stays_the_character_after_its_syllable(frontend):
+    """The frontend reads an erhua 儿 "r5" (no syllable): the LM gets the character 儿, as the official text has it,
+    after the syllable before it (嗝 is not whitelisted: its tokens, in citation tones)."""
+    assert lm_text("嗝儿", [_w("嗝儿", ["ge2", "r5"], 0)]) == "<|G|><|E2|>儿。"
+    seg, = _segments(frontend, "等一会儿，那儿有人打嗝儿。")
+    assert [p for w in seg.words for p in w.citation].count("r5") == 3
+    assert lm_text(seg.normalized, seg.words) == "等一会儿，那儿有人打<|G|><|E2|>儿。"
 
 
 def test_the_official_replace_dictionary_applies():

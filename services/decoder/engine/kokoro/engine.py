@@ -1,8 +1,8 @@
-"""The embedded engine: Kokoro-82M (Apache-2.0) int8 ONNX on onnxruntime, 24 kHz, segment-level streaming.
+"""The ``kokoro`` engine: Kokoro-82M (Apache-2.0) int8 ONNX on onnxruntime, 24 kHz, segment-level streaming.
 
-The model itself (its file, vocabulary and voice packs) is in kokoro.py. Input is a phoneme string in Kokoro's
-vocabulary, produced by the frontend from pinyin (Mandarin) and ARPAbet (English), so the replace dictionary and
-phoneme mode apply to what is spoken.
+The model itself (its file, vocabulary and voice packs) is in model.py. Its input is a phoneme string in Kokoro's
+vocabulary, made here from the frontend's engine-neutral readings (phonemes.py: pinyin with spoken tones, English
+ARPAbet pieces, marks), so the replace dictionary and phoneme mode apply to what is spoken.
 
 Kokoro is deterministic: the same phonemes, voice and speed give the same audio (the seed has nothing to draw).
 """
@@ -17,14 +17,25 @@ import numpy as np
 
 from shared.errors import InvalidArgument, ResourceExhausted
 
-from .base import Chunk, ChunkQueue, EngineStats, SegmentInput, StreamOptions, Voice
-from .kokoro import _MAX_TOKENS, SAMPLE_RATE, KokoroModel, _pause_after
-from .realtime import RealtimeScheduler, Work
+from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Voice
+from ..realtime import RealtimeScheduler, Work
+from .model import _MAX_TOKENS, SAMPLE_RATE, KokoroModel, _pause_after
+from .phonemes import segment_phonemes
+from .settings import KokoroSettings
 
-log = logging.getLogger("decoder.embedded")
+log = logging.getLogger("decoder.kokoro")
 
 _END = object()
 AUDIO_S_PER_TOKEN = 0.058        # Kokoro at speed 1: seconds of audio per phoneme token (for planning only)
+
+
+@dataclasses.dataclass
+class Job:
+    """What the scheduler hands the model for one segment (or a part of one): its phonemes."""
+
+    index: int                   # the segment's
+    text: str                    # the segment's original text (its final mark sets the pause after it)
+    phonemes: str
 
 
 def split_at_pauses(audio: np.ndarray, weights: list[int], sr: int = SAMPLE_RATE) -> list[int]:
@@ -50,14 +61,14 @@ def split_at_pauses(audio: np.ndarray, weights: list[int], sr: int = SAMPLE_RATE
     return cuts
 
 
-class EmbeddedStream:
+class KokoroStream(Stream):
     """Segments in, ~chunk_ms audio chunks out. The engine's scheduler decides when this stream's segments are
     synthesized (and merges queued ones); a pump moves finished audio into a bounded queue for the reader."""
 
-    def __init__(self, engine: "EmbeddedEngine", voice: str, options: StreamOptions):
+    def __init__(self, engine: "KokoroEngine", voice: str, options: StreamOptions):
         self.engine, self.voice, self.options = engine, voice, options
         self.voice_name = voice
-        self._out = ChunkQueue(maxsize=engine.queue_chunks)
+        self._out = ChunkQueue(maxsize=engine.settings.queue_chunks)
         self._ready: list = []                  # finished chunks not yet in _out (at most one job's)
         self._ready_event = asyncio.Event()
         self._pump: asyncio.Task | None = None
@@ -67,12 +78,12 @@ class EmbeddedStream:
     def feed(self, segment: SegmentInput) -> None:
         if self._closed:
             raise RuntimeError("stream is closed")
-        phonemes = segment.phonemes.strip()
+        phonemes = segment_phonemes(segment).strip()
         if not phonemes:
             return
         ntok = len(self.engine.model.tokens(phonemes))
         est = ntok * AUDIO_S_PER_TOKEN / self.options.speed + _pause_after(segment.text)
-        self.engine.sched.add(self, Work(segment, est, weight=ntok))
+        self.engine.sched.add(self, Work(Job(segment.index, segment.text, phonemes), est, weight=ntok))
         self.engine._wake()
 
     def end(self) -> None:
@@ -107,7 +118,7 @@ class EmbeddedStream:
 
     def _deliver(self, works: list[Work], audio: np.ndarray, ntok: int) -> None:
         """One job's audio: split between its segments (at the pauses), then into chunks."""
-        chunk_len = int(self.engine.chunk_ms / 1000 * SAMPLE_RATE)
+        chunk_len = int(self.engine.settings.chunk_ms / 1000 * SAMPLE_RATE)
         weights = [w.weight for w in works]
         bounds = [0, *split_at_pauses(audio, weights), len(audio)]
         items = []
@@ -152,28 +163,25 @@ class EmbeddedStream:
         self.engine._release(self)
 
 
-class EmbeddedEngine:
+class KokoroEngine(Engine):
     """One scheduler in front of the one ONNX session: it picks the job whose stream runs dry first (a new stream's
     first segment before anyone's look-ahead), runs it on the model thread, and admits streams by measured
     real-time capacity (see realtime.RealtimeScheduler)."""
 
-    name = "embedded"
+    name = "kokoro"
     sample_rate = SAMPLE_RATE
-    supports_cloning = False
+    model_description = "Kokoro-82M v1.0, int8 ONNX on onnxruntime (StyleTTS 2 + iSTFTNet), 24 kHz"
+    languages = ("zh", "en")
+    license = "Apache-2.0"
 
-    def __init__(self, model_dir: str, default_voice: str = "jm_kumo", max_streams: int = 64,
-                 chunk_ms: int = 320, threads: int = 0, queue_chunks: int = 16, target_utilization: float = 0.85,
-                 min_streams: int = 1, admission_idle_s: float = 5.0, clock=time.monotonic):
-        self.model = KokoroModel(model_dir, threads=threads)
-        self.default_voice = default_voice
-        self.max_streams = max_streams
-        self.chunk_ms = chunk_ms
-        self.queue_chunks = queue_chunks
-        self.target_utilization = target_utilization    # 0 = no real-time admission (only max_streams)
-        self.sched = RealtimeScheduler(clock=clock, target_utilization=target_utilization or 1.0,
-                                       max_weight=_MAX_TOKENS - 2, min_streams=min_streams, split=self._split_work,
-                                       idle_s=admission_idle_s)
-        self._streams: set[EmbeddedStream] = set()
+    def __init__(self, settings: KokoroSettings, clock=time.monotonic):
+        super().__init__(settings)
+        self.model = KokoroModel(settings.model_dir, threads=settings.threads)
+        # 0 = no real-time admission (only max_streams)
+        self.sched = RealtimeScheduler(clock=clock, target_utilization=settings.target_utilization or 1.0,
+                                       max_weight=_MAX_TOKENS - 2, min_streams=settings.min_streams,
+                                       split=self._split_work, idle_s=settings.admission_idle_s)
+        self._streams: set[KokoroStream] = set()
         self._work = None                 # the scheduler task (started on first use, in the serving loop)
         self._wake_event: asyncio.Event | None = None
         self._pool = None
@@ -183,13 +191,13 @@ class EmbeddedEngine:
 
     async def warmup(self) -> None:
         await asyncio.to_thread(self.model.load)
-        if self.default_voice not in self.model.voices:
-            raise RuntimeError(f"default voice {self.default_voice!r} not in {sorted(self.model.voices)}")
-        await asyncio.to_thread(self.model.infer, "ni↓ xau↓", self.default_voice, 1.0)
+        if self.settings.voice not in self.model.voices:
+            raise RuntimeError(f"default voice {self.settings.voice!r} not in {sorted(self.model.voices)}")
+        await asyncio.to_thread(self.model.infer, "ni↓ xau↓", self.settings.voice, 1.0)
         # the first throughput figure, until real jobs are measured: a clause of ordinary length
         phrase = "ni↗ xau↓, tʂʰiŋ↓ wən↘ jou↓ ʂən↗ mɤ kʰɤ↓ i↓ paŋ→ nin↗ tə?"
         t0 = time.perf_counter()
-        audio, _ = await asyncio.to_thread(self.model.infer, phrase, self.default_voice, 1.0)
+        audio, _ = await asyncio.to_thread(self.model.infer, phrase, self.settings.voice, 1.0)
         if len(audio):
             self.sched.done(None, time.perf_counter() - t0, len(audio) / SAMPLE_RATE)
 
@@ -243,7 +251,7 @@ class EmbeddedEngine:
                 audio, ntok, compute = await loop.run_in_executor(
                     self._pool, self._synthesize, phonemes, stream.voice, stream.options.speed, pause)
             except Exception as exc:  # surfaced to that stream's reader
-                log.exception("embedded synthesis failed")
+                log.exception("kokoro synthesis failed")
                 self.sched.done(stream, -1, 0)
                 if not stream._closed:
                     stream._fail(exc)
@@ -258,28 +266,23 @@ class EmbeddedEngine:
                 stream._deliver(works, audio, ntok)
 
     # ---- streams -------------------------------------------------------------------------------------------------
-    def open_stream(self, voice: Voice, options: StreamOptions) -> EmbeddedStream:
+    def open_stream(self, voice: Voice, options: StreamOptions) -> KokoroStream:
         if voice.embedding is not None or voice.prompt_pcm16k is not None or voice.reference_id:
-            raise InvalidArgument("config.voice", "the embedded engine speaks built-in voices only; "
+            raise InvalidArgument("config.voice", "the kokoro engine speaks built-in voices only; "
                                   "use model \"glmtts\" for a cloned voice")
-        name = voice.name or self.default_voice
+        name = voice.name or self.settings.voice
         if name not in self.model.voices:
             raise InvalidArgument("config.voice", f"unknown voice {name!r}; built-in voices: {', '.join(self.voices())}")
-        if len(self._streams) >= self.max_streams:
-            raise ResourceExhausted(f"embedded engine is at its limit of {self.max_streams} streams", retry_after_s=1.0)
-        if self.target_utilization:
-            ok, retry = self.sched.admit()
-            if not ok:
-                raise ResourceExhausted(
-                    f"embedded engine is at its real-time capacity: {self.sched.demand()} streams need "
-                    f"{self.sched.cost:.2f} s of compute per s of audio each (throughput "
-                    f"{self.sched.throughput:.1f}x real time); one more would make them stall", retry_after_s=retry)
-        stream = EmbeddedStream(self, name, options)
+        if len(self._streams) >= self.settings.max_streams:
+            raise ResourceExhausted(f"kokoro engine is at its limit of {self.settings.max_streams} streams", retry_after_s=1.0)
+        if self.settings.target_utilization:
+            self.sched.admit(options.tenant, options.batch).check(self.name)
+        stream = KokoroStream(self, name, options)
         self._streams.add(stream)
-        self.sched.open(stream)
+        self.sched.open(stream, options.tenant, options.batch)
         return stream
 
-    def _release(self, stream: EmbeddedStream) -> None:
+    def _release(self, stream: KokoroStream) -> None:
         self._streams.discard(stream)
         self.sched.remove(stream)
 
@@ -291,7 +294,7 @@ class EmbeddedEngine:
         return EngineStats(active_streams=len(streams), buffered_bytes=sum(s._out.buffered_bytes for s in streams),
                            stalled_streams=sum(s._out.full() for s in streams), throughput=self.sched.throughput,
                            compute_per_audio_s=self.sched.cost,
-                           headroom_streams=self.sched.headroom() if self.target_utilization else 0.0)
+                           headroom_streams=self.sched.headroom() if self.settings.target_utilization else 0.0)
 
     async def close(self) -> None:
         for stream in list(self._streams):

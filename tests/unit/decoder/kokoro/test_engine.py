@@ -1,21 +1,33 @@
-"""The embedded Kokoro engine, run for real on the model assembled from its PyPI parts."""
+"""The Kokoro engine, run for real on the model assembled from its PyPI parts."""
 import asyncio
 
 import numpy as np
 import pytest
 
-from services.decoder.engine.base import SegmentInput, StreamOptions, Voice
-from services.decoder.engine.embedded import EmbeddedEngine
-from services.decoder.engine.kokoro import prepare_model, split_phonemes
+from services.decoder.engine.base import SegmentInput, StreamOptions, Voice, WordInput
+from services.decoder.engine.kokoro.engine import KokoroEngine
+from services.decoder.engine.kokoro.model import prepare_model, split_phonemes
+from services.decoder.engine.kokoro.settings import KokoroSettings
 from shared.errors import InvalidArgument, ResourceExhausted
 
-HELLO = SegmentInput(0, "你好，", "你好，", phonemes="ni↗ xau↓,")
-WORLD = SegmentInput(1, "世界。", "世界。", phonemes="ʂɨ↘ ʨjɛ↘.")
+
+def zh(text, *pinyin):
+    """A segment of Chinese words (each word's pinyin, spoken tones) and marks, as the frontend sends it."""
+    words, k = [], 0
+    for w, p in zip(text, pinyin):
+        words.append(WordInput(w, "punct" if p is None else "zh", [] if p is None else p.split(), span=(k, k + len(w))))
+        k += len(w)
+    return "".join(text), words
+
+
+HELLO = SegmentInput(0, "你好，", *zh(["你", "好", "，"], "ni2", "hao3", None))
+WORLD = SegmentInput(1, "世界。", *zh(["世界", "。"], "shi4 jie4", None))
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    eng = EmbeddedEngine("models/kokoro", max_streams=3, chunk_ms=200, queue_chunks=2, min_streams=3)
+    eng = KokoroEngine(KokoroSettings(model_dir="models/kokoro", max_streams=3, chunk_ms=200, queue_chunks=2,
+                                      min_streams=3))
     asyncio.run(eng.warmup())
     return eng
 
@@ -87,7 +99,7 @@ async def test_first_segment_audio_arrives_before_later_segments_are_fed(engine)
 async def test_slow_reader_bounds_buffered_audio(engine):
     stream = engine.open_stream(Voice(), StreamOptions())
     try:
-        stream.feed(SegmentInput(0, "长句", "长句", phonemes=" ".join(["ni↗ xau↓,"] * 30)))
+        stream.feed(SegmentInput(0, "长句", *zh(["你", "好", "，"] * 30, *["ni2", "hao3", None] * 30)))
         stream.end()
         it = stream.chunks().__aiter__()
         await it.__anext__()                       # the producer is now running; read nothing more
@@ -98,7 +110,7 @@ async def test_slow_reader_bounds_buffered_audio(engine):
         stats = engine.stats()
         assert stats.stalled_streams == 1
         # what the stats count is exactly the audio of the chunks waiting in the full queue, taken next
-        queued = [await it.__anext__() for _ in range(engine.queue_chunks)]
+        queued = [await it.__anext__() for _ in range(engine.settings.queue_chunks)]
         assert stats.buffered_bytes == sum(c.audio.nbytes for c in queued) > 0
         rest = [c async for c in it]
         assert rest and engine.stats().buffered_bytes == 0

