@@ -39,6 +39,15 @@ def test_cancel_cuts_the_reply_frees_the_decoder_and_the_next_reply_goes_on(stac
     assert cut.reply == 0 and cut.played_ms == pytest.approx(sent / 2)
     assert cut.heard_text + cut.unspoken_text == LONG
     assert len(cut.heard_text) < len(LONG) / 2
+    # Kokoro's timings are its own durations (not estimated); what was heard is what they say had sounded
+    timings = [t for e in [first, *after] if isinstance(e, Audio) for t in e.timings]
+    assert timings and not first.estimated
+    heard = 0
+    for t in timings:
+        if t.end_ms > sent / 2:
+            break
+        heard = t.end
+    assert cut.heard_text == LONG[:heard]
     # the decoder freed the cut reply's stream (its Decode call was cancelled) before any new text
     wait_until(lambda: decoder_streams(stack) == 0, 10, "the decoder to free the cut reply")
     stream.send_text("好的，再见。")
