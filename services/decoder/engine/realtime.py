@@ -10,6 +10,9 @@ injectable clock), for an engine with one model that synthesizes one job at a ti
 - ``cost`` is measured: seconds of compute per second of audio over the recent jobs (throughput = 1 / cost).
 - ``admit()`` refuses a new stream when the streams already admitted, plus it, would need more compute per second
   than ``target_utilization``: it is refused before anyone stalls, with a retry hint.
+- Measurement, the streams' playback clocks, who needs capacity, admission and the tenants' fair shares are
+  ``capacity.FairCapacity``'s (shared with the other engines that admit by real-time capacity): a tenant's streams
+  beyond its fair share, and batch streams, are picked after everyone's share.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from shared.playback import PlaybackClock
+
+from .capacity import Decision, FairCapacity
 
 
 @dataclass
@@ -46,68 +51,50 @@ class StreamState:
 class RealtimeScheduler:
     def __init__(self, clock=time.monotonic, cost: float = 0.3, target_utilization: float = 0.85,
                  merge_share: float = 0.5, first_job_s: float = 0.4, max_job_s: float = 1.5, max_weight: int = 500,
-                 idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 2.0):
+                 idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 2.0,
+                 max_batch: int = 2):
         self.clock = clock
         self.split = split                    # split(work, audio_s) -> (head, tail) or None: cut a segment shorter
         self.min_split_s = min_split_s        # never split off less audio than this (nor leave less behind)
+        self.capacity = FairCapacity(clock=clock, cost=cost, target_utilization=target_utilization, workers=1,
+                                     min_streams=min_streams, idle_s=idle_s, window=window, max_batch=max_batch)
         self.target_utilization = target_utilization
         self.merge_share = merge_share        # a merged job may take this share of the urgent streams' margin
         self.first_job_s = first_job_s        # while a stream waits for its first audio, jobs are kept this short
         self.max_job_s = max_job_s            # no job longer than this (compute), so a new stream never waits long
         self.max_weight = max_weight
-        self.idle_s = idle_s                  # an open stream with no text for this long needs no capacity
-        self.min_streams = max(1, min_streams)
         self.streams: dict[object, StreamState] = {}
         self._seq = 0
-        self._jobs: deque = deque(maxlen=window)   # (compute s, audio s)
-        self._cost0 = cost
 
-    # ---- measurement ---------------------------------------------------------------------------------------------
+    # ---- measurement (FairCapacity's) ----------------------------------------------------------------------------
     @property
     def cost(self) -> float:
         """Seconds of compute per second of audio (measured over recent jobs; the warm-up figure before)."""
-        audio = sum(a for _, a in self._jobs)
-        if audio <= 0:
-            return self._cost0
-        return sum(c for c, _ in self._jobs) / audio
+        return self.capacity.cost
 
     @property
     def throughput(self) -> float:
         """Seconds of audio per second of wall time this engine makes when busy."""
-        return 1.0 / max(self.cost, 1e-6)
-
-    def needs_capacity(self, st: StreamState, now: float) -> bool:
-        if st.pending or st.running:
-            return True
-        if st.ended:
-            return False
-        last = st.last_work_at if st.last_work_at is not None else st.opened_at
-        margin = st.clock.margin(now)
-        return now - last < self.idle_s or (margin is not None and margin > 0)
+        return self.capacity.throughput
 
     def demand(self) -> int:
-        now = self.clock()
-        return sum(self.needs_capacity(s, now) for s in self.streams.values())
+        """Live streams that need capacity now."""
+        return sum(self.capacity.demand().values())
 
     def headroom(self) -> float:
         """How many more real-time streams fit (negative: over capacity)."""
-        return self.target_utilization / max(self.cost, 1e-6) - self.demand()
+        return self.capacity.headroom()
 
     # ---- streams -------------------------------------------------------------------------------------------------
-    def admit(self) -> tuple[bool, float]:
-        """(admitted, retry after s). One more stream fits if all streams that need compute, and it, stay within
-        ``target_utilization`` of the measured throughput."""
-        n = self.demand()
-        if n < self.min_streams or (n + 1) * self.cost <= self.target_utilization:
-            return True, 0.0
-        now = self.clock()
-        # the soonest a stream that has all its text frees its share: when its last job is done and played
-        ends = [max(0.0, st.clock.margin(now) or 0.0) for st in self.streams.values() if st.ended]
-        return False, min(max(min(ends, default=1.0), 0.2), 5.0)
+    def admit(self, tenant: str = "", batch: bool = False) -> Decision:
+        """One more stream fits if all live streams that need compute, and it, stay within ``target_utilization``
+        of the measured throughput, or its tenant is below its fair share (``FairCapacity.admit``)."""
+        return self.capacity.admit(tenant, batch)
 
-    def open(self, key) -> StreamState:
+    def open(self, key, tenant: str = "", batch: bool = False) -> StreamState:
         self._seq += 1
-        st = StreamState(key, self.clock(), self._seq)
+        self.capacity.open(key, tenant, batch)
+        st = StreamState(key, self.clock(), self._seq, clock=self.capacity.clock_of(key))
         self.streams[key] = st
         return st
 
@@ -118,12 +105,16 @@ class RealtimeScheduler:
             st.first_work_at = now
         st.last_work_at = now
         st.pending.append(work)
+        self.capacity.activity(key)
+        self.capacity.set_busy(key, True)
 
     def end(self, key) -> None:
         self.streams[key].ended = True
+        self.capacity.end(key)
 
     def remove(self, key) -> None:
         self.streams.pop(key, None)
+        self.capacity.remove(key)
 
     def finished(self, key) -> bool:
         """All its text came and all of it was synthesized."""
@@ -131,9 +122,7 @@ class RealtimeScheduler:
         return st is None or st.ended and not st.pending and not st.running
 
     def delivered(self, key, seconds: float) -> None:
-        st = self.streams.get(key)
-        if st is not None:
-            st.clock.deliver(self.clock(), seconds)
+        self.capacity.delivered(key, seconds)
 
     def set_blocked(self, key, blocked: bool) -> None:
         st = self.streams.get(key)
@@ -141,18 +130,22 @@ class RealtimeScheduler:
             st.blocked = blocked
 
     # ---- ordering ------------------------------------------------------------------------------------------------
-    def _urgency(self, st: StreamState, now: float):
+    def _urgency(self, st: StreamState, now: float, in_share: set):
+        cap = self.capacity.streams.get(st.key)
+        cls = 2 if cap is not None and cap.batch else (0 if st.key in in_share else 1)
         if not st.clock.started:
-            return (0, st.first_work_at if st.first_work_at is not None else now, st.seq)
-        return (1, st.clock.margin(now), st.seq)
+            return (cls, 0, st.first_work_at if st.first_work_at is not None else now, st.seq)
+        return (cls, 1, st.clock.margin(now), st.seq)
 
     def pick(self):
-        """The next job: (key, [work items]) or None when nothing can run."""
+        """The next job: (key, [work items]) or None when nothing can run. Everyone's fair share first (a tenant's
+        excess and batch streams after), then a new stream's first segment, then the stream that runs dry first."""
         now = self.clock()
         ready = [s for s in self.streams.values() if s.pending and not s.running and not s.blocked]
         if not ready:
             return None
-        ready.sort(key=lambda s: self._urgency(s, now))
+        in_share = self.capacity.in_share_keys() if len(ready) > 1 else {ready[0].key}
+        ready.sort(key=lambda s: self._urgency(s, now, in_share))
         st = ready[0]
         cost = self.cost
         others = ready[1:]
@@ -196,7 +189,8 @@ class RealtimeScheduler:
     def done(self, key, compute_s: float, audio_s: float) -> None:
         """A job of ``key`` finished: ``compute_s`` of model time gave ``audio_s`` of audio."""
         if audio_s > 0 and compute_s >= 0:
-            self._jobs.append((compute_s, audio_s))
+            self.capacity.record(compute_s, audio_s)
         st = self.streams.get(key)
         if st is not None:
             st.running = False
+            self.capacity.set_busy(key, bool(st.pending))
