@@ -138,11 +138,11 @@ class StoreFull(ResourceExhausted):
 
 def store_client(url: str, timeout_s: float, connect_timeout_s: float, max_connections: int) -> aioredis.Redis:
     """A client of the durable store. A pooled connection the server closed (it restarted) is tried again at once
-    on a fresh one, so the first call after a restart does not fail; each script that writes is safe to run twice
-    (it checks what it would create)."""
+    on a fresh one (redis-py's ``from_url`` retries nothing unless told), so the first call after a restart does not
+    fail; the scripts that create something are safe to run twice (they check what they would create)."""
     return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s,
-                             max_connections=max_connections, retry_on_error=[rx.ConnectionError],
-                             retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
+                             max_connections=max_connections,     # no timeouts retried: a slow store is not waited on
+                             retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2, (rx.ConnectionError,)))
 
 
 # what a store call raises while the store is away or full: a caller that can wait (the batch runner) waits

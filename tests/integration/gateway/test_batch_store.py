@@ -132,3 +132,23 @@ async def test_a_job_over_the_quota_writes_nothing(server, sync):
         assert sync.hkeys("tts:jobs:v1:active") == [b"b_" + b"4" * 32]
     finally:
         await store.close()
+
+
+async def test_a_store_client_survives_a_restart_of_the_store(tmp_path):
+    """Connections pooled before the store restarted are stale: each fails its next command once unless the client
+    retries it on a new connection (the runner's first call after the reviewer's restart failed this way)."""
+    import asyncio
+
+    from services.gateway.quotas import store_client
+
+    server = RedisServer(log_dir=tmp_path, policy="noeviction").start()
+    client = store_client(server.url, 1.0, 1.0, 16)
+    try:
+        await asyncio.gather(*(client.blpop([f"nothing{i}"], timeout=0.2) for i in range(8)))   # 8 in the pool
+        server.kill()
+        server = server.again()
+        results = await asyncio.gather(*(client.set(f"k{i}", i) for i in range(8)), return_exceptions=True)
+        assert results == [True] * 8
+    finally:
+        await client.aclose()
+        server.stop()
