@@ -3,10 +3,11 @@
 Redis, for job ``J`` of tenant ``T`` (``P`` = ``tts:job:v1:{T}:{J}``):
 
 - ``P``            hash: id, tenant, name, state, total, done, failed, audio_s, config (SynthesisConfig bytes),
-                   output_dir, created_at, updated_at, finished_at
+                   output_dir, created_at, updated_at, finished_at, bytes (what the job keeps in the store, as
+                   counted against the quota), out_bytes (its WAVs on disk)
 - ``P:lines``      list: ``b"<line number>\\t<raw JSONL line>"`` per non-blank line (index = line index)
 - ``P:uttids``     hash: uttid → line index (uttids that parsed at submit)
-- ``P:results``    hash: line index → result JSON; written once per line (HSETNX), so a finished line is never redone
+- ``P:results``    hash: line index → result JSON; written once per line, so a finished line is never redone
 - ``P:attempts``   hash: line index → times its synthesis was started
 - ``P:events``     list: line indexes in the order they finished (WatchBatch reads it from an offset)
 - ``P:lease``      string: the gateway process running the job (PX lease, renewed while it runs)
@@ -23,8 +24,8 @@ lease has lapsed (after a crash, within ``batch.lease_s``). ``tts:jobs:v1:{T}`` 
 tenant's jobs. A finished job goes into ``tts:jobs:v1:expiry`` (zset ``tenant\tjob`` by the time it is due); every
 gateway's scan deletes due jobs (records and files) after ``batch.retention_hours``, as ``DeleteBatch`` does at once.
 
-Calls here let Redis errors through as they are (the runner retries at its next tick); the RPC side wraps them with
-``guarded`` (UNAVAILABLE / RESOURCE_EXHAUSTED naming the store).
+Calls here let Redis errors through as they are (the runner waits while the store is away: ``Runner._store``); the
+RPC side wraps them with ``guarded`` (UNAVAILABLE / RESOURCE_EXHAUSTED naming the store).
 """
 from __future__ import annotations
 
