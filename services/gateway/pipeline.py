@@ -40,6 +40,7 @@ __all__ = ["FLUSH", "Plan", "Pipeline", "Stages", "Whole", "call_stage"]
 log = logging.getLogger("gateway")
 _warned_aliases: set[str] = set()          # earlier model names already warned about (once per process)
 
+KNOWN_VOICES_SHOWN = 20        # registered voices an unknown-voice answer names (a tenant may have 50)
 NOTHING_SPEAKABLE = ("nothing in it can be spoken: the voices read Chinese and English; other scripts, emoji and "
                      "symbols are skipped")
 
@@ -112,6 +113,24 @@ class Pipeline:
             self._aliases = {alias: e.name for e in info.engines for alias in e.aliases}
             self._builtin = {e.name: list(e.voices) for e in info.engines}
         return self._builtin
+
+    async def unknown_voice(self, tenant: str, voice: str, field: str) -> InvalidArgument:
+        """The answer to a voice that is neither built in nor one of the tenant's registered voices: it names the
+        built-in voices and the tenant's own registered voices (id and name; never another tenant's)."""
+        try:
+            names = sorted({n for engine in (await self.builtin_voices()).values() for n in engine})
+            builtin = ", ".join(names) or "none"
+        except TTSError:
+            builtin = "not known now (no decoder answers)"
+        try:
+            recs = await self.voices.list(tenant)
+            shown = [f"{r.id} ({r.name[:40]})" for r in recs[:KNOWN_VOICES_SHOWN]]
+            more = f" and {len(recs) - len(shown)} more (ListVoices)" if len(recs) > len(shown) else ""
+            registered = ", ".join(shown) + more if shown else "none"
+        except TTSError:
+            registered = "not listed now (the durable store is unreachable)"
+        return InvalidArgument(field, f"unknown voice {voice[:100]!r}; built-in voices: {builtin}; this tenant's "
+                                      f"registered voices: {registered}")
 
     async def models(self) -> tuple[list[str], str]:
         """The engines the decoders serve (their ``Info``) and the default one ("" = the decoders' default)."""
