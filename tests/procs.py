@@ -75,15 +75,26 @@ class Proc:
 
 
 class RedisServer(Proc):
-    """``policy="noeviction"`` for the durable-store role, the default ``allkeys-lfu`` for the cache role."""
+    """``policy="noeviction"`` for the durable-store role, the default ``allkeys-lfu`` for the cache role.
+
+    ``data_dir``: persisted there (append-only file, fsync'd at every write), so that a server killed and started
+    again on the same port and folder (``again()``) has every write it acknowledged; without it, nothing is kept."""
 
     def __init__(self, port: int | None = None, log_dir: Path | None = None, policy: str = "allkeys-lfu",
-                 maxmemory: str = "64mb"):
+                 maxmemory: str = "64mb", data_dir: Path | None = None):
         self.port = port or free_port()
+        self.policy, self.maxmemory, self.data_dir, self.log_dir = policy, maxmemory, data_dir, log_dir
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        super().__init__("redis", [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--maxmemory", maxmemory, "--maxmemory-policy", policy],
+        persist = (["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"] if data_dir else
+                   ["--appendonly", "no"])
+        super().__init__("redis", [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persist,
+                                   "--maxmemory", maxmemory, "--maxmemory-policy", policy],
                          log_dir=log_dir)
+
+    def again(self) -> "RedisServer":
+        """A new server on this one's port, policy and data folder (after this one was killed)."""
+        return RedisServer(port=self.port, log_dir=self.log_dir, policy=self.policy, maxmemory=self.maxmemory,
+                           data_dir=self.data_dir).start()
 
     @property
     def url(self) -> str:

@@ -70,9 +70,12 @@ def print_timestamps(text: str, chunks) -> None:
 
 
 def cmd_voices(client: TTSClient, a) -> int:
-    for v in client.voices():
+    resp = client.list_voices()
+    for v in resp.voices:
         kind = "builtin" if v.builtin else f"registered {v.reference_seconds:.1f}s {v.created_at}"
         print(f"{v.id}\t{v.name}\t{v.engine}\t{kind}")
+    if resp.registered_voices_error:
+        print(f"warning: {resp.registered_voices_error}", file=sys.stderr)
     return 0
 
 

@@ -19,8 +19,10 @@ class _DecoderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_DECODER_", extra="ignore")
 
     port: int = 50054
-    engines: str = "kokoro"                 # comma-separated names from engine/registry.py
-    default_engine: str = "kokoro"
+    # comma-separated names from engine/registry.py; the default speaks Mandarin requests that name no engine
+    # (TTS_DECODER_DEFAULT_ENGINE=kokoro makes Kokoro the default again; English goes to kokoro by its languages)
+    engines: str = "fastspeech2,kokoro"
+    default_engine: str = ""                # "" = the first of TTS_DECODER_ENGINES
     stream_idle_timeout_s: float = 60.0     # a Decode stream with no segment and no half-close this long is aborted
 
     @model_validator(mode="after")
@@ -34,6 +36,8 @@ class _DecoderSettings(ServiceSettings):
         self.engines = ",".join(old.get(n, n) for n in self.engine_names())
         self.default_engine = old.get(self.default_engine.strip(), self.default_engine.strip())
         names = self.engine_names()
+        if not self.default_engine and names:
+            self.default_engine = names[0]
         unknown = [n for n in names if n not in REGISTRY]
         if unknown or not names:
             raise ValueError(f"TTS_DECODER_ENGINES={self.engines!r}: "

@@ -40,6 +40,8 @@ __all__ = ["FLUSH", "CancelRequest", "Plan", "Pipeline", "Stages", "Whole", "cal
 log = logging.getLogger("gateway")
 _warned_aliases: set[str] = set()          # earlier model names already warned about (once per process)
 
+KNOWN_VOICES_SHOWN = 20        # registered voices an unknown-voice answer names (a tenant may have 50)
+
 
 @dataclass
 class Plan:
@@ -76,10 +78,7 @@ class Pipeline:
         self.settings = settings
         self.stages = stages
         self.voices = voices
-        self._builtin: dict[str, list[str]] = {}
-        self._encoders: dict[str, str] = {}       # engine → the speaker encoder id its model needs ("" = any)
-        self._segment_units: dict[str, tuple[int, int]] = {}   # engine → the segment sizes its LM reads best
-        self._default_engine = ""
+        self._info: decoder_pb2.InfoResponse | None = None     # the decoders' Info, asked once (engines())
         self._aliases: dict[str, str] = {}        # earlier engine names → the names now (decoders' Info)
 
     # ---- voices ------------------------------------------------------------------------------------------------
@@ -103,20 +102,60 @@ class Pipeline:
             emb = await self.embed(rec.audio, metadata, timeout, encoder)
         return emb, rec
 
-    async def builtin_voices(self) -> dict[str, list[str]]:
-        if not self._builtin:
+    async def engines(self) -> dict[str, decoder_pb2.EngineInfo]:
+        """What the decoders serve, by engine name (their ``Info``, asked once; raises while no decoder answers)."""
+        if self._info is None:
             info = await call_stage("decoder", self.stages.decoder().Info(decoder_pb2.InfoRequest(), timeout=5))
-            self._encoders = {e.name: e.speaker_encoder for e in info.engines}
-            self._segment_units = {e.name: (e.segment_min_units, e.segment_max_units) for e in info.engines}
-            self._default_engine = info.default_engine
             self._aliases = {alias: e.name for e in info.engines for alias in e.aliases}
-            self._builtin = {e.name: list(e.voices) for e in info.engines}
-        return self._builtin
+            self._info = info
+        return {e.name: e for e in self._info.engines}
+
+    async def builtin_voices(self) -> dict[str, list[str]]:
+        return {name: list(e.voices) for name, e in (await self.engines()).items()}
+
+    async def unknown_voice(self, tenant: str, voice: str, field: str) -> InvalidArgument:
+        """The answer to a voice that is neither built in nor one of the tenant's registered voices: it names the
+        built-in voices and the tenant's own registered voices (id and name; never another tenant's)."""
+        try:
+            names = sorted({n for engine in (await self.builtin_voices()).values() for n in engine})
+            builtin = ", ".join(names) or "none"
+        except TTSError:
+            builtin = "not known now (no decoder answers)"
+        try:
+            recs = await self.voices.list(tenant)
+            shown = [f"{r.id} ({r.name[:40]})" for r in recs[:KNOWN_VOICES_SHOWN]]
+            more = f" and {len(recs) - len(shown)} more (ListVoices)" if len(recs) > len(shown) else ""
+            registered = ", ".join(shown) + more if shown else "none"
+        except TTSError:
+            registered = "not listed now (the durable store is unreachable)"
+        return InvalidArgument(field, f"unknown voice {voice[:100]!r}; built-in voices: {builtin}; this tenant's "
+                                      f"registered voices: {registered}")
 
     async def models(self) -> tuple[list[str], str]:
         """The engines the decoders serve (their ``Info``) and the default one ("" = the decoders' default)."""
-        engines = await self.builtin_voices()
-        return list(engines), self._current_name(self.settings.default_model) or self._default_engine
+        engines = await self.engines()
+        return list(engines), self._current_name(self.settings.default_model) or self._info.default_engine
+
+    async def route(self, cfg) -> str:
+        """The engine for a request that names none: the default (``TTS_GATEWAY_DEFAULT_MODEL``, else the decoders'),
+        unless the request's built-in voice is another engine's (``jm_kumo`` → kokoro), or its language is one the
+        default does not speak well and another engine does (``language: en`` → an engine whose ``Info.languages``
+        has "en"). "" while no decoder answers (the decoder's default then)."""
+        try:
+            engines = await self.engines()
+        except TTSError:
+            return self._current_name(self.settings.default_model)
+        default = self._current_name(self.settings.default_model) or self._info.default_engine
+        if cfg.WhichOneof("voice_source") == "voice" and cfg.voice:
+            owners = [name for name, e in engines.items() if cfg.voice in e.voices]
+            if owners and default not in owners:
+                return owners[0]
+        lang = cfg.language
+        if lang in ("zh", "en") and default in engines and lang not in engines[default].languages:
+            speakers = [name for name, e in engines.items() if lang in e.languages]
+            if speakers:
+                return speakers[0]
+        return default
 
     async def check_model(self, model: str) -> str:
         """``config.model`` is one the decoders serve (INVALID_ARGUMENT naming them); unchecked while no decoder
@@ -139,21 +178,24 @@ class Pipeline:
             log.warning("model %r is deprecated: it is now %r (the old name is accepted for one release)", model, name)
         return name
 
-    async def speaker_encoder(self, engine: str) -> str:
-        """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default)."""
+    async def _engine_info(self, engine: str) -> decoder_pb2.EngineInfo | None:
+        """``engine``'s Info (""= the decoders' default); None while no decoder answers or for an unknown name."""
         try:
-            await self.builtin_voices()
-        except TTSError:                # no decoder answers Info now: the speaker's default; the decoder checks it
-            return ""
-        return self._encoders.get(engine or self._default_engine, "")
+            engines = await self.engines()
+        except TTSError:
+            return None
+        return engines.get(engine or self._info.default_engine)
+
+    async def speaker_encoder(self, engine: str) -> str:
+        """The speaker encoder id the decoder's ``engine`` needs ("" = any, the speaker stage's default; also while
+        no decoder answers Info: the decoder checks it)."""
+        info = await self._engine_info(engine)
+        return info.speaker_encoder if info is not None else ""
 
     async def segment_units(self, engine: str) -> tuple[int, int]:
         """(min, max) units the decoder's ``engine`` wants per segment ((0, 0) = as the frontend cuts them)."""
-        try:
-            await self.builtin_voices()
-        except TTSError:
-            return 0, 0
-        return self._segment_units.get(engine or self._default_engine, (0, 0))
+        info = await self._engine_info(engine)
+        return (info.segment_min_units, info.segment_max_units) if info is not None else (0, 0)
 
     async def prompt_segments(self, prompt_text: str, metadata, timeout) -> list:
         """The prompt transcript through the frontend (numbers, codes, readings: what the prompt audio says), for an
@@ -184,11 +226,12 @@ class Pipeline:
             dcfg.seed = cfg.seed
         if cfg.HasField("use_cache"):
             dcfg.use_cache = cfg.use_cache
-        engine = model or self._current_name(self.settings.default_model)
         source = cfg.WhichOneof("voice_source")
+        cloned = source == "reference_audio" or source == "voice" and is_registered(cfg.voice, "config.voice")
+        engine = model or ("" if cloned else await self.route(cfg))
         voice_label = ""
         full_speaker = None
-        if source == "voice" and is_registered(cfg.voice, "config.voice"):
+        if cloned and source == "voice":
             # by reference: no speaker call, no prompt audio on the wire while the decoder holds the prompt
             rec = await self.voices.get(tenant, cfg.voice, with_audio=False)
             prompt_text = cfg.prompt_text or rec.prompt_text

@@ -18,6 +18,7 @@ from .auth import Authenticator
 from .limits import TenantLimits
 from .metrics import SYNTHESES
 from .pipeline import FLUSH, CancelRequest, Pipeline, call_stage
+from .quotas import StoreUnavailable
 from .readings import segment_reading, word_reading
 from .settings import GatewaySettings
 from .validate import SSML_TAIL, check_ssml, check_text, has_speakable, validate_config
@@ -165,11 +166,16 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         models, default_model = await self.pipeline.models()
         for engine, names in (await self.pipeline.builtin_voices()).items():
             voices += [tts_pb2.Voice(id=n, name=n, builtin=True, engine=engine) for n in names]
-        for rec in await self.pipeline.voices.list(tenant):
+        try:
+            registered, missing = await self.pipeline.voices.list(tenant), ""
+        except StoreUnavailable as exc:         # the built-in voices still answer; the caller is told what is missing
+            registered, missing = [], f"registered voices are not listed: {exc.message}"
+        for rec in registered:
             voices.append(tts_pb2.Voice(id=rec.id, name=rec.name, builtin=False, engine=self.settings.cloning_model,
                                         prompt_text=rec.prompt_text, reference_seconds=rec.seconds,
                                         created_at=rec.created_at))
-        return tts_pb2.ListVoicesResponse(voices=voices, models=models, default_model=default_model)
+        return tts_pb2.ListVoicesResponse(voices=voices, models=models, default_model=default_model,
+                                          registered_voices_error=missing)
 
     async def RegisterVoice(self, request, context):
         tenant, metadata = self._tenant(context)

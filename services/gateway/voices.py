@@ -16,16 +16,15 @@ import re
 import secrets
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, RedisError
+from shared.errors import InvalidArgument, NotFound
 
-from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-
-from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, Quotas, quota_key
+from .quotas import GIVE_LUA, RESERVE_LUA, VOICE_BYTES, VOICES, Quotas, call, quota_key, store_client
 from .settings import QuotaSettings
 
 # KEYS: record, index, quota. ARGV[1] = id, ARGV[2..] = quota triples, then the record's field/value pairs.
+# Run twice (a retried call), the second does nothing.
 _ADD = RESERVE_LUA + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local refused = reserve(KEYS[3], ARGV, 2)
 if refused then return refused end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3 + 3 * tonumber(ARGV[2])))
@@ -86,10 +85,9 @@ class VoiceRecord:
 class VoiceRegistry:
     def __init__(self, url: str, timeout_ms: int = 200, quotas: QuotaSettings | None = None,
                  max_connections: int = 64):
-        self.redis = aioredis.from_url(url, socket_timeout=timeout_ms / 1000, socket_connect_timeout=timeout_ms / 1000,
-                                       max_connections=max_connections)
+        self.redis = store_client(url, timeout_ms / 1000, timeout_ms / 1000, max_connections)
         self.timeout = timeout_ms / 1000
-        self.quotas = Quotas(self.redis, quotas)
+        self.quotas = Quotas(quotas)
         self._add = self.redis.register_script(_ADD)
         self._delete = self.redis.register_script(_DELETE)
 
@@ -102,13 +100,8 @@ class VoiceRegistry:
         return f"tts:voices:v1:{tenant}"
 
     async def _call(self, coro):
-        try:
-            return await asyncio.wait_for(coro, self.timeout * 5)
-        except OutOfMemoryError:
-            raise ResourceExhausted("the voice store is full (Redis maxmemory); this write was refused, nothing was "
-                                    "evicted", retry_after_s=30.0) from None
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            raise Unavailable("redis", f"voice registry unreachable ({type(exc).__name__})") from None
+        """Unreachable or slow (``timeout_ms`` × 5) → UNAVAILABLE naming redis; full → RESOURCE_EXHAUSTED."""
+        return await call(asyncio.wait_for(coro, self.timeout * 5), "voice store")
 
     async def add(self, tenant: str, name: str, reference_id: str, encoder: str, prompt_text: str,
                   seconds: float, audio: bytes) -> VoiceRecord:

@@ -140,8 +140,8 @@ def test_200_lines_with_5_bad_ones(bs, ca, tmp_path):
     errors = {e.uttid or "?": (e.line, e.error) for e in got.errors}
     assert errors["?"][0] == 18 and errors["?"][1].startswith("line: not valid JSON")
     assert errors["no-text"] == (51, "syn_text: missing (a non-empty string is required)")
-    assert errors["no-voice"][0] == 91 and "prompt_speech: voice 'v_000" in errors["no-voice"][1]
-    assert errors["no-voice"][1].endswith("not found")
+    assert errors["no-voice"][0] == 91 and "prompt_speech: unknown voice 'v_000" in errors["no-voice"][1]
+    assert "built-in voices: " in errors["no-voice"][1] and "jm_kumo" in errors["no-voice"][1]
     assert errors["bad-audio"][0] == 131 and errors["bad-audio"][1].startswith(
         "prompt_speech: 'broken.wav': cannot decode audio"), errors
     assert errors["traversal"] == (171, "prompt_speech: no readable file '../../etc/passwd' in this tenant's "

@@ -2,7 +2,8 @@
 as ``Synthesize``, with bounded concurrency, persisted in Redis so that a restarted gateway resumes them.
 
 The Redis schema: ``store.py``. Quotas (``quotas.py``, one counter hash per tenant in the same store, so they hold
-across replicas): jobs kept, unfinished jobs, bytes of JSONL stored and bytes of output files on disk. Submit reserves the first three; each WAV
+across replicas): jobs kept, unfinished jobs, bytes the jobs keep in the store and bytes of output files on disk.
+Submit reserves the first three (a result bigger than its allowance pays the rest when it is written); each WAV
 reserves its size before it is written (over the quota, the line fails naming it); a delete gives everything back.
 
 Output: ``<batch.output_dir>/<tenant>/<job>/<uttid>.wav`` (written to a temp name, then renamed, before the line is

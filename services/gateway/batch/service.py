@@ -11,7 +11,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, NotFound, TTSErro
 from tts.v1 import tts_pb2
 
 from ..pipeline import Pipeline
-from ..quotas import JOB_BYTES, JOBS, UNFINISHED_JOBS
+from ..quotas import JOBS, UNFINISHED_JOBS
 from ..settings import GatewaySettings
 from ..validate import validate_config
 from ..voices import is_registered
@@ -73,10 +73,13 @@ class BatchManager:
         validate_config(cfg, st.default_sample_rate, st.max_reference_bytes)
         await self.pipeline.check_model(cfg.model)
         await self._check_voice(tenant, cfg.voice, "config.voice")
-        lines = split_jsonl(data, field, st.batch.max_lines)
-        quota = {JOBS.field: 1, UNFINISHED_JOBS.field: 1, JOB_BYTES.field: len(data)}
-        quotas = self.store.quotas
-        await quotas.reserve(tenant, **quota)                  # atomic across gateways; refused: nothing taken
+
+        def read() -> tuple[list[tuple[int, bytes]], dict[str, int]]:
+            lines = split_jsonl(data, field, st.batch.max_lines)
+            return lines, {u: i for i, (_, raw) in enumerate(lines) if UTTID_RE.fullmatch(u := uttid_of(raw))}
+
+        lines, uttids = await asyncio.to_thread(read)           # up to TTS_GATEWAY_BATCH_MAX_BYTES: off the loop
+        quota = {JOBS.field: 1, UNFINISHED_JOBS.field: 1}       # and job_bytes, counted by the script that writes
 
         job_id = "b_" + secrets.token_hex(16)
         created = now()
@@ -84,17 +87,10 @@ class BatchManager:
             "id": job_id, "tenant": tenant, "name": request.name, "state": QUEUED, "total": len(lines),
             "done": 0, "failed": 0, "audio_s": 0, "config": cfg.SerializeToString(),
             "output_dir": str(self.runner.output_dir(tenant, job_id)),
-            "created_at": created, "updated_at": created, "finished_at": "", "bytes": len(data), "out_bytes": 0}
-        uttids = {}
-        for i, (_, raw) in enumerate(lines):
-            uttid = uttid_of(raw)
-            if uttid and UTTID_RE.fullmatch(uttid):
-                uttids[uttid] = i
-        try:
-            await guarded(self.store.create(tenant, job_id, record, lines, uttids))
-        except TTSError:
-            await quotas.release(tenant, **quota)
-            raise
+            "created_at": created, "updated_at": created, "finished_at": "", "out_bytes": 0}
+        quotas = self.store.quotas
+        refused = await guarded(self.store.create(tenant, job_id, record, lines, uttids, quotas.args(**quota)))
+        quotas.refused(tenant, refused, quota)                  # atomic across gateways; refused: nothing written
         log.info("batch submitted", extra={"job": job_id, "lines": len(lines), "bytes": len(data)})
         self.runner.kick()
         return job_pb(await self._meta(tenant, job_id))
@@ -106,14 +102,14 @@ class BatchManager:
             try:
                 await self.pipeline.voices.get(tenant, voice, with_audio=False)
             except NotFound:
-                raise InvalidArgument(field, f"voice {voice!r} not found") from None
+                raise await self.pipeline.unknown_voice(tenant, voice, field) from None
             return
         try:
             builtin = await self.pipeline.builtin_voices()
         except TTSError:
             return                      # the decoder is down: the lines will say so
         if not any(voice in names for names in builtin.values()):
-            raise InvalidArgument(field, f"unknown voice {voice!r}")
+            raise await self.pipeline.unknown_voice(tenant, voice, field)
 
     async def get(self, tenant: str, job_id: str, include_lines: bool = False) -> tts_pb2.BatchJob:
         job = job_pb(await self._meta(tenant, job_id))

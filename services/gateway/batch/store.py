@@ -3,21 +3,29 @@
 Redis, for job ``J`` of tenant ``T`` (``P`` = ``tts:job:v1:{T}:{J}``):
 
 - ``P``            hash: id, tenant, name, state, total, done, failed, audio_s, config (SynthesisConfig bytes),
-                   output_dir, created_at, updated_at, finished_at
+                   output_dir, created_at, updated_at, finished_at, bytes (what the job keeps in the store, as
+                   counted against the quota), out_bytes (its WAVs on disk)
 - ``P:lines``      list: ``b"<line number>\\t<raw JSONL line>"`` per non-blank line (index = line index)
 - ``P:uttids``     hash: uttid → line index (uttids that parsed at submit)
-- ``P:results``    hash: line index → result JSON; written once per line (HSETNX), so a finished line is never redone
+- ``P:results``    hash: line index → result JSON; written once per line, so a finished line is never redone
 - ``P:attempts``   hash: line index → times its synthesis was started
 - ``P:events``     list: line indexes in the order they finished (WatchBatch reads it from an offset)
 - ``P:lease``      string: the gateway process running the job (PX lease, renewed while it runs)
+
+Everything a job keeps in the store is counted against its tenant's ``job_bytes`` quota by the script that writes it
+(``_CREATE``, ``_FINISH_LINE``), kept in the job's ``bytes`` field and given back when the job is deleted (``_DELETE``,
+also at expiry): the bytes written plus Redis's own overhead per key and per entry (``KEY_COST`` …, measured). At
+submit a job pays for its record, its lines and uttids, its entries in the shared lists and, per line, a result record
+of up to ``RECORD_ALLOWANCE`` bytes, its attempts counter and its event; a bigger result record pays the rest when it
+is written, and if the quota cannot take it the line is recorded as failed (a record that fits the allowance).
 
 ``tts:jobs:v1:active`` (hash job → tenant) lists unfinished jobs: every gateway scans it and takes over jobs whose
 lease has lapsed (after a crash, within ``batch.lease_s``). ``tts:jobs:v1:{T}`` (zset by creation time) lists a
 tenant's jobs. A finished job goes into ``tts:jobs:v1:expiry`` (zset ``tenant\tjob`` by the time it is due); every
 gateway's scan deletes due jobs (records and files) after ``batch.retention_hours``, as ``DeleteBatch`` does at once.
 
-Calls here let Redis errors through as they are (the runner retries at its next tick); the RPC side wraps them with
-``guarded`` (UNAVAILABLE / RESOURCE_EXHAUSTED naming the store).
+Calls here let Redis errors through as they are (the runner waits while the store is away: ``Runner._store``); the
+RPC side wraps them with ``guarded`` (UNAVAILABLE / RESOURCE_EXHAUSTED naming the store).
 """
 from __future__ import annotations
 
@@ -26,11 +34,9 @@ import json
 import re
 import time
 
-import redis.asyncio as aioredis
-
 from tts.v1 import tts_pb2
 
-from ..quotas import GIVE_LUA, RESERVE_LUA, Quotas, quota_key
+from ..quotas import GIVE_LUA, JOB_BYTES, RESERVE_LUA, Quotas, quota_key, store_client
 from ..quotas import call as quota_call
 from ..settings import GatewaySettings
 from .lines import tenant_dir
@@ -46,17 +52,74 @@ ACTIVE = "tts:jobs:v1:active"
 EXPIRY = "tts:jobs:v1:expiry"
 PARTS = ("lines", "uttids", "results", "attempts", "events", "lease")
 
-# one line finished: record it once; count it; append to the event list
-_FINISH_LINE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'audio_s', ARGV[4])
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-  redis.call('RPUSH', KEYS[3], ARGV[1])
-  return 1
+# What a job keeps in the store, per key and per entry, beyond the bytes of names and values (Redis 7.0 MEMORY USAGE,
+# every element counted: a hash field in a hashtable ≤ 85 bytes, a zset member ≤ 111, a list item ≤ 41, a string key
+# ~80): rounded up, so the quota bounds what the store really holds.
+KEY_COST, ENTRY_COST, ITEM_COST = 160, 128, 48
+RECORD_ALLOWANCE = 384      # result bytes per line paid at submit; any failure record the runner writes fits in it
+_SIZES = f"""
+local KEY, ENTRY, ITEM, RECORD = {KEY_COST}, {ENTRY_COST}, {ITEM_COST}, {RECORD_ALLOWANCE}
+local function entry(f, v) return ENTRY + #tostring(f) + #tostring(v) end
+"""
+# a new job and its quota, at once (run twice, the second does nothing). KEYS: job, lines, uttids, index, active,
+# quota. ARGV: job id, tenant, score, job_bytes limit, quota args (n, triples), then n record pairs, n lines, n uttid
+# pairs.
+_CREATE = RESERVE_LUA + _SIZES + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local job, tenant = ARGV[1], ARGV[2]
+local at = 5 + 1 + 3 * tonumber(ARGV[5])
+local nrec = tonumber(ARGV[at]); local rec0 = at + 1; at = rec0 + 2 * nrec
+local nlines = tonumber(ARGV[at]); local line0 = at + 1; at = line0 + nlines
+local nutt = tonumber(ARGV[at]); local utt0 = at + 1
+local part = KEY + #KEYS[1] + 9            -- a key named after the job (":results" …)
+local bytes = KEY + #KEYS[1] + entry('bytes', '000000000000') + 4 * part + 16       -- 4: lines results attempts events
+bytes = bytes + part + 32                   -- the lease (its owner) while the job runs
+bytes = bytes + entry(job, '') + entry(job, tenant) + entry(tenant .. '\t' .. job, '')   -- index, active, expiry
+for i = 0, nrec - 1 do bytes = bytes + entry(ARGV[rec0 + 2 * i], ARGV[rec0 + 2 * i + 1]) end
+for i = 0, nlines - 1 do
+  local idx = tostring(i)
+  bytes = bytes + ITEM + #ARGV[line0 + i]                                   -- the line
+  bytes = bytes + entry(idx, '') + RECORD + entry(idx, '0000') + ITEM + #idx  -- its result, attempts, event
 end
-return 0
+if nutt > 0 then bytes = bytes + part end
+for i = 0, nutt - 1 do bytes = bytes + entry(ARGV[utt0 + 2 * i], ARGV[utt0 + 2 * i + 1]) end
+local refused = over(KEYS[6], 'job_bytes', bytes, tonumber(ARGV[4])) or reserve(KEYS[6], ARGV, 5)
+if refused then return refused end
+redis.call('HINCRBY', KEYS[6], 'job_bytes', bytes)
+for i = 0, nrec - 1, 200 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, rec0 + 2 * i, rec0 + 2 * math.min(i + 199, nrec - 1) + 1))
+end
+redis.call('HSET', KEYS[1], 'bytes', bytes)
+for i = 0, nlines - 1, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, line0 + i, line0 + math.min(i + 999, nlines - 1)))
+end
+for i = 0, nutt - 1, 500 do
+  redis.call('HSET', KEYS[3], unpack(ARGV, utt0 + 2 * i, utt0 + 2 * math.min(i + 499, nutt - 1) + 1))
+end
+redis.call('ZADD', KEYS[4], ARGV[3], job)
+redis.call('HSET', KEYS[5], job, tenant)
+return false
+"""
+# one line finished: record it once; count it; append to the event list. A record over RECORD_ALLOWANCE pays the
+# rest; refused by the quota, the fallback record (a failure that fits the allowance) is written instead.
+# KEYS: job, results, events, quota. ARGV: index, record, status, audio seconds, now, fallback, job_bytes limit.
+# Returns 0 (no such job, or the line was recorded already), 1 (recorded) or 2 (the fallback was recorded).
+_FINISH_LINE = RESERVE_LUA + _SIZES + """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local rec, status, audio, answer = ARGV[2], ARGV[3], ARGV[4], 1
+local extra = #rec - RECORD
+if extra > 0 and take(KEYS[4], 'job_bytes', extra, tonumber(ARGV[7])) then
+  rec, status, audio, answer = ARGV[6], 'failed', 0, 2
+  extra = #rec - RECORD
+  if extra > 0 then redis.call('HINCRBY', KEYS[4], 'job_bytes', extra) end
+end
+if extra > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', extra) end
+redis.call('HSET', KEYS[2], ARGV[1], rec)
+redis.call('HINCRBY', KEYS[1], status, 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 'audio_s', audio)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return answer
 """
 # state transition if the current state is one of ARGV[4..]; -1: no such job
 _SET_STATE = """
@@ -101,6 +164,13 @@ if n == 1 then
   give(KEYS[10], 'output_bytes', out)
 end
 return {n, tonumber(out or '0')}
+"""
+# give back a WAV's bytes (its line was recorded as failed after all). KEYS: job, quota. ARGV: bytes
+_RELEASE_OUTPUT = "#!lua flags=allow-oom\n" + GIVE_LUA + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'out_bytes', -tonumber(ARGV[1]))
+give(KEYS[2], 'output_bytes', ARGV[1])
+return 1
 """
 # reserve a WAV's bytes before writing it. KEYS: job, quota. ARGV: quota triples (output_bytes only)
 _RESERVE_OUTPUT = RESERVE_LUA + """
@@ -148,10 +218,11 @@ def job_pb(meta: dict) -> tts_pb2.BatchJob:
 class JobStore:
     def __init__(self, settings: GatewaySettings):
         timeout = max(settings.redis_timeout_ms / 1000, 1.0)
-        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=timeout * 5,
-                                       socket_connect_timeout=timeout, max_connections=settings.redis_max_connections)
-        self.quotas = Quotas(self.redis, settings.quotas, unfinished_jobs=settings.batch.max_jobs_per_tenant)
+        self.redis = store_client(settings.redis_url, timeout * 5, timeout, settings.redis_max_connections)
+        self.quotas = Quotas(settings.quotas, unfinished_jobs=settings.batch.max_jobs_per_tenant)
+        self._create = self.redis.register_script(_CREATE)
         self._finish_line = self.redis.register_script(_FINISH_LINE)
+        self._release_output = self.redis.register_script(_RELEASE_OUTPUT)
         self._set_state = self.redis.register_script(_SET_STATE)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
@@ -172,17 +243,17 @@ class JobStore:
 
     # ---- a job's record ----------------------------------------------------------------------------------------
     async def create(self, tenant: str, job_id: str, record: dict, lines: list[tuple[int, bytes]],
-                     uttids: dict[str, int]) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.key(tenant, job_id), mapping=record)
-        for start in range(0, len(lines), 1000):
-            pipe.rpush(self.key(tenant, job_id, "lines"),
-                       *[f"{n}\t".encode() + raw for n, raw in lines[start:start + 1000]])
-        if uttids:
-            pipe.hset(self.key(tenant, job_id, "uttids"), mapping=uttids)
-        pipe.zadd(self.index_key(tenant), {job_id: time.time()})
-        pipe.hset(ACTIVE, job_id, tenant)
-        await pipe.execute()
+                     uttids: dict[str, int], quota_args: list):
+        """Writes the job with its quota (``quota_args`` and the job_bytes the script counts) in one script: None,
+        or the quota's refusal (nothing written)."""
+        flat_record = [x for kv in record.items() for x in kv]
+        items = [f"{n}\t".encode() + raw for n, raw in lines]
+        flat_uttids = [x for kv in uttids.items() for x in kv]
+        return await self._create(
+            keys=[self.key(tenant, job_id), self.key(tenant, job_id, "lines"), self.key(tenant, job_id, "uttids"),
+                  self.index_key(tenant), ACTIVE, quota_key(tenant)],
+            args=[job_id, tenant, time.time(), self.quotas.limits[JOB_BYTES.field], *quota_args,
+                  len(record), *flat_record, len(items), *items, len(uttids), *flat_uttids])
 
     async def meta(self, tenant: str, job_id: str) -> dict:
         """The job's hash, keys decoded ({} when there is none)."""
@@ -231,11 +302,15 @@ class JobStore:
         attempts = await self.redis.hget(self.key(tenant, job_id, "attempts"), idx)
         return (json.loads(rec) if rec else None), int(attempts or 0)
 
-    async def finish_line(self, tenant: str, job_id: str, idx: int, rec: dict) -> None:
-        await self._finish_line(
-            keys=[self.key(tenant, job_id), self.key(tenant, job_id, "results"), self.key(tenant, job_id, "events")],
+    async def finish_line(self, tenant: str, job_id: str, idx: int, rec: dict, fallback: dict) -> int:
+        """Records a finished line once: 0 (already recorded, or no such job), 1 (recorded) or 2 (the quota could
+        not take ``rec``, so ``fallback`` was recorded: a failure that fits RECORD_ALLOWANCE)."""
+        return await self._finish_line(
+            keys=[self.key(tenant, job_id), self.key(tenant, job_id, "results"), self.key(tenant, job_id, "events"),
+                  quota_key(tenant)],
             args=[idx, json.dumps(rec, ensure_ascii=False), "done" if rec["status"] == "done" else "failed",
-                  rec.get("duration_s", 0.0), now()])
+                  rec.get("duration_s", 0.0), now(), json.dumps(fallback, ensure_ascii=False),
+                  self.quotas.limits[JOB_BYTES.field]])
 
     async def event_count(self, tenant: str, job_id: str) -> int:
         return await self.redis.llen(self.key(tenant, job_id, "events"))
@@ -254,6 +329,9 @@ class JobStore:
     async def reserve_output(self, tenant: str, job_id: str, quota_args: list):
         """b"gone" when the job was deleted; else the quota script's answer (None: reserved)."""
         return await self._reserve_output(keys=[self.key(tenant, job_id), quota_key(tenant)], args=quota_args)
+
+    async def release_output(self, tenant: str, job_id: str, size: int) -> None:
+        await self._release_output(keys=[self.key(tenant, job_id), quota_key(tenant)], args=[size])
 
     async def active(self) -> dict[str, str]:
         return {j.decode(): t.decode() for j, t in (await self.redis.hgetall(ACTIVE)).items()}

@@ -97,7 +97,7 @@ def test_every_engine_section_is_registered():
 
 def test_build_engines_constructs_the_enabled_ones_from_their_sections():
     section = KokoroSettings(max_streams=5, voice="jf_alpha")
-    engines = build_engines(DecoderSettings(engines="kokoro", kokoro=section))
+    engines = build_engines(DecoderSettings(engines="kokoro", default_engine="kokoro", kokoro=section))
     assert list(engines) == ["kokoro"]
     assert engines["kokoro"].settings is section
 
@@ -136,3 +136,10 @@ def test_an_old_and_a_new_name_of_one_setting_both_set_is_an_error(monkeypatch):
     with pytest.raises(ValidationError, match="TTS_DECODER_EMBEDDED_MAX_STREAMS and TTS_DECODER_KOKORO_MAX_STREAMS "
                                               "are both set"):
         DecoderSettings()
+
+
+def test_a_fresh_install_speaks_mandarin_with_fastspeech2_and_one_setting_brings_kokoro_back(monkeypatch):
+    s = DecoderSettings()
+    assert s.default_engine == "fastspeech2" and s.engine_names() == ["fastspeech2", "kokoro"]
+    monkeypatch.setenv("TTS_DECODER_DEFAULT_ENGINE", "kokoro")
+    assert DecoderSettings().default_engine == "kokoro"

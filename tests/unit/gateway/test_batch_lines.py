@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from services.gateway.batch.lines import LineError, parse_line, resolve_inside, split_jsonl, tenant_dir
+from services.gateway.batch.lines import LineError, parse_line, resolve_inside, split_jsonl, tenant_dir, uttid_of
 from shared.errors import InvalidArgument
 
 
@@ -44,11 +44,37 @@ def test_parse_a_full_line():
     (b'{"uttid": "a", "syn_text": "hi", "prompt_speech": 3}', "prompt_speech: must be a string"),
     (b'{"uttid": "a", "syn_text": "hi", "sample_rate": 12345}', "sample_rate: 12345 is not supported"),
     (b'{"uttid": "a", "syn_text": "hi", "seed": -1}', "seed: -1 must be an integer"),
+    # issue 23: every field checked before any work, hostile values named, never an exception of the parser
+    (b'{"uttid": "a", "syn_text": "hi", "seed": ' + b"9" * 5000 + b"}", "seed: a 5000-digit number must be"),
+    (b'{"uttid": "a", "syn_text": "hi", "seed": -' + b"9" * 40 + b"}", "seed: a 40-digit negative number"),
+    (b'{"uttid": "a", "syn_text": "hi", "sample_rate": ' + b"1" * 4400 + b"}", "sample_rate: a 4400-digit number"),
+    (b'{"uttid": "a", "syn_text": "hi", "seed": 1e400}', "seed: inf must be an integer"),
+    (b'{"uttid": "a", "syn_text": "hi", "sample_rate": NaN}', "sample_rate: nan is not supported"),
+    (b'{"uttid": "a", "syn_text": "hi", "seed": 7.0}', "seed: 7.0 must be an integer"),
+    (b"[" * 100_000, "line: JSON nested deeper than 16 levels"),
+    (b'{"uttid": "a", "syn_text": "hi", "x": ' + b"[" * 17 + b"]" * 17 + b"}", "line: JSON nested deeper than 16"),
+    (b'{"uttid": "a", "syn_text": "<speak>hi</speak>"}', "syn_text: SSML is not supported"),
+    (rb'{"uttid": "a", "syn_text": "hi\u0007"}', "syn_text: control character U+0007"),
+    (rb'{"uttid": "a", "syn_text": "\u3002\u3002"}', "syn_text: has nothing to speak"),
+    (rb'{"uttid": "a", "syn_text": "hi", "prompt_text": "x\u0000"}', "prompt_text: control character U+0000"),
+    (b'{"uttid": "a", "syn_text": "hi", "prompt_speech": "' + b"a" * 1025 + b'"}', "prompt_speech: 1025 characters"),
 ])
 def test_bad_lines_name_the_field(raw, message):
     with pytest.raises(LineError) as err:
         parse_line(raw)
     assert str(err.value).startswith(message)
+
+
+def test_nesting_is_bounded_outside_strings_only():
+    # brackets inside strings are text; 16 levels are allowed, and so are many shallow ones
+    assert parse_line(b'{"uttid": "a", "syn_text": "hi [[[[[[[[[[[[[[[[[[[[ \\" {{{{{{{{{{{{{{{{{{{{"}').syn_text \
+        == 'hi [[[[[[[[[[[[[[[[[[[[ " {{{{{{{{{{{{{{{{{{{{'
+    assert parse_line(b'{"uttid": "a", "syn_text": "hi", "x": ' + b"[" * 15 + b"]" * 15 + b"}").uttid == "a"
+    assert parse_line(b'{"uttid": "a", "syn_text": "hi", "x": [' + b"[1]," * 5000 + b"[2]]}").uttid == "a"
+    # where a job is read up front, a deep line has no uttid and the job is not refused for it
+    assert uttid_of(b"[" * 100_000) == "" and uttid_of(b'{"uttid": "u", "seed": ' + b"9" * 5000 + b"}") == "u"
+    assert [n for n, _ in split_jsonl(b'{"uttid": "a"}\n' + b"[" * 100_000 + b'\n{"uttid": "b"}', "jsonl", 5)] \
+        == [1, 2, 3]
 
 
 def test_paths_must_stay_inside_the_tenants_own_folder(tmp_path):

@@ -6,11 +6,6 @@ from services.gateway.settings import GatewaySettings, QuotaSettings
 from shared.settings import env_names
 
 
-class NoRedis:
-    def register_script(self, script):
-        return None
-
-
 def test_every_quota_names_a_setting_the_gateway_reads():
     names = env_names(GatewaySettings)
     for q in BY_FIELD.values():
@@ -19,7 +14,7 @@ def test_every_quota_names_a_setting_the_gateway_reads():
 
 def test_every_quota_gets_its_limit_from_its_setting():
     s = QuotaSettings(**{q.attr: 1000 + i for i, q in enumerate(BY_FIELD.values()) if q.attr})
-    quotas = Quotas(NoRedis(), s, unfinished_jobs=7)
+    quotas = Quotas(s, unfinished_jobs=7)
     for i, q in enumerate(BY_FIELD.values()):
         assert quotas.limits[q.field] == (1000 + i if q.attr else 7), q
     assert set(quotas.limits) == set(BY_FIELD)
