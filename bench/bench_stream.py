@@ -263,7 +263,7 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
         with grpc.insecure_channel(target) as ch:
             stub = tts_pb2_grpc.TextToSpeechStub(ch)
             results[k] = one_stream(stub, REPLIES[(offset + k) % len(REPLIES)], offset + k, args.pace_ms / 1000,
-                                    args.lo, args.hi, args.model, start, args.timeout, args.alignment)
+                                    args.lo, args.hi, args.model, start, args.timeout, alignment=args.alignment)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
     for t in threads:

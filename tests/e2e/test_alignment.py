@@ -110,3 +110,16 @@ def test_a_cancel_at_a_known_position_hears_exactly_what_had_sounded(fs2):
             assert [t.text for t in timings] == ["好", "的", "。"]      # the next reply's text frame follows on
             assert timings[0].start == len(GREETING) and timings[0].start_ms >= cut.interruption.sent_ms
             assert isinstance(rest[-1], Done) and rest[-1].summary.heard_chars == len(heard) + 3
+
+
+def test_ttsctl_prints_when_each_character_sounds(fs2, tmp_path, capsys):
+    from tts_client.cli import main
+
+    text = "您好，9:45见。"
+    assert main(["--target", fs2.gateway.addr, "synth", text, "--stream", "--timestamps",
+                 "--out", str(tmp_path / "a.wav")]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [cols[0] for cols in lines] == ["您", "好", "，", "9:45", "见", "。"]
+    starts = [float(cols[1].split("–")[0]) for cols in lines]
+    assert starts == sorted(starts) and all(cols[1].endswith(" ms") for cols in lines)
+    assert [len(cols) > 2 and "silent" in cols[2] for cols in lines] == [False, False, True, False, False, True]
