@@ -41,7 +41,9 @@ def installed(tmp_path_factory):
     venv = tmp / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(venv)], check=True, timeout=120)
-    res = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", str(src)],
+    # the package declares ranges (pyproject.toml); the versions the services pin (requirements-client.txt) as constraints
+    res = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                          "-c", str(src / "requirements-client.txt"), str(src)],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return venv, tmp
