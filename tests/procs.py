@@ -15,6 +15,9 @@ from typing import Callable
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
+# the Python the services run with: this one, unless TTS_SERVICE_PYTHON names another (a framework plugin's tests run
+# in that framework's venv, which has none of the services' dependencies: `make test-plugins` points this at .venv's)
+SERVICE_PYTHON = os.environ.get("TTS_SERVICE_PYTHON") or sys.executable
 
 
 def free_port() -> int:
@@ -126,7 +129,7 @@ class Service(Proc):
             # test stacks share busy CI cores, where the measured real-time capacity can be below one stream: admit a
             # few streams whatever it is (the tests about admission, and bench-stream, set their own)
             env.setdefault("TTS_DECODER_KOKORO_MIN_STREAMS", "16")
-        super().__init__(stage, [sys.executable, "-m", f"services.{stage}"], env=env, log_dir=log_dir)
+        super().__init__(stage, [SERVICE_PYTHON, "-m", f"services.{stage}"], env=env, log_dir=log_dir)
 
     @property
     def addr(self) -> str:
