@@ -1,10 +1,16 @@
 # Streaming TTS: `make setup` once, then `make run` / `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup protos run stop test test-fast bench bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
+.PHONY: setup setup-plugins protos run stop test test-main test-plugins test-pipecat test-livekit test-fast bench \
+	bench-frontend bench-speaker bench-decoder tiny-checkpoint asr-check clean
 
+# the services' venv (.venv), then the framework plugins' venvs (.venv-pipecat, .venv-livekit)
 setup:
 	bash scripts/setup.sh
+	bash scripts/setup_plugins.sh
+
+setup-plugins:
+	bash scripts/setup_plugins.sh
 
 # the stubs as the package `tts` in the checkout (ignored); `pip install .` generates them into its build (setup.py)
 protos:
@@ -16,8 +22,26 @@ run:
 stop:
 	bash scripts/stop.sh
 
-test:
+# the main suite (.venv), then each framework plugin's suite in its own venv
+test: test-main test-plugins
+
+test-main:
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# tests/plugins/test_<framework>.py run by the framework venv's pytest (its own config: tests/plugins/pytest.ini), with
+# the client package installed there (reinstalled when its sources changed) and the services started from .venv
+test-plugins: test-pipecat test-livekit
+
+CLIENT_SRC := pyproject.toml setup.py MANIFEST.in scripts/gen_protos.py scripts/setup_plugins.sh \
+	$(shell find tts_client shared protos -name '*.py' -o -name '*.proto' 2>/dev/null)
+
+.PRECIOUS: .venv-%/.client
+.venv-%/.client: $(CLIENT_SRC) requirements-plugins-%.txt
+	bash scripts/setup_plugins.sh $*
+
+test-pipecat test-livekit: test-%: .venv-%/.client
+	TTS_SERVICE_PYTHON=$(CURDIR)/$(PY) .venv-$*/bin/pytest -c tests/plugins/pytest.ini --rootdir=. \
+		tests/plugins/test_$*.py -q
 
 test-fast:
 	$(PY) -m pytest tests -q -m "not slow" -p no:cacheprovider
@@ -80,4 +104,4 @@ asr-check:
 	$(PY) -m bench.asr_check --streamed
 
 clean:
-	rm -rf tts gen .run outputs
+	rm -rf tts gen .run outputs build
