@@ -67,32 +67,43 @@ class _Context:
     flushed: bool = False
     first_ms: float | None = None       # stream timeline: where its audio begins (word times are from there)
     spoken_to: int = 0                  # the end of the last segment whose audio ended (stream span)
+    carry: list = dataclasses.field(default_factory=list)   # the last word of the last chunk, not yet given
 
 
 def _is_latin(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
 
-def _words(timings, first_ms: float) -> list[tuple[list[tuple[str, float]], bool]]:
-    """Our per-character alignment → Pipecat word timestamps ``(text, seconds from the context's audio start)``,
-    in runs of Chinese (a character is a word) and Latin (letters and digits sent together make a word)."""
-    words: list[tuple[str, float, bool]] = []
-    prev_end = None
+def _words(timings, first_ms: float, carry: list) -> list[list]:
+    """Our per-character alignment → words ``[text, seconds from the context's audio start, latin, end]``: a Chinese
+    character is a word, Latin letters and digits sent together make one, punctuation and spaces go with the word
+    before them. ``carry``: the previous chunk's last word (a chunk may begin with the marks that follow it)."""
+    words = [list(w) for w in carry]
+    prefix = ""                         # marks before the first word of a context (an opening quote)
     for t in timings:
         if not t.text:
             continue
         latin = all(_is_latin(ch) for ch in t.text)
-        if (latin and words and words[-1][2] and prev_end == t.start and _is_latin(words[-1][0][-1])):
-            text, start, _ = words[-1]
-            words[-1] = (text + t.text, start, True)
-        elif not any(ch.isalnum() for ch in t.text) and words:
-            text, start, kind = words[-1]           # punctuation, spaces: with the word before
-            words[-1] = (text + t.text, start, kind)
+        last = words[-1] if words else None
+        if latin and last and last[2] and last[3] == t.start and _is_latin(last[0][-1]):
+            last[0] += t.text
+        elif not any(ch.isalnum() for ch in t.text):
+            if last is None:
+                prefix += t.text
+                continue
+            last[0] += t.text
         else:
-            words.append((t.text, max(0.0, (t.start_ms - first_ms) / 1000), latin))
-        prev_end = t.end
+            words.append([prefix + t.text, max(0.0, (t.start_ms - first_ms) / 1000), latin, t.end])
+            prefix = ""
+            continue
+        last[3] = t.end
+    return words
+
+
+def _runs(words: list[list]) -> list[tuple[list[tuple[str, float]], bool]]:
+    """Words in runs of one kind: ``(words, includes_inter_frame_spaces)`` (Chinese: True, no spaces between)."""
     runs: list[tuple[list[tuple[str, float]], bool]] = []
-    for text, start, latin in words:
+    for text, start, latin, _ in words:
         if not runs or runs[-1][1] != (not latin):
             runs.append(([], not latin))
         runs[-1][0].append((text, start))
@@ -317,10 +328,13 @@ class StreamingTTSService(TTSService):
             frame = TTSAudioRawFrame(audio=c.audio, sample_rate=c.sample_rate, num_channels=1, context_id=ctx.id)
             frame.metadata["tts_offset_ms"] = c.offset_ms
             await self.append_to_audio_context(ctx.id, frame)
-        for words, cjk in _words(ev.timings, ctx.first_ms):
-            # punctuation merged into the word before it (Cartesia's CJK path); a Chinese character is a word whose
-            # text carries its own spacing (none), a Latin word is spaced from the next as usual
-            await self.add_word_timestamps(words, ctx.id, includes_inter_frame_spaces=cjk, pre_merge_tokens=True)
+        words = _words(ev.timings, ctx.first_ms, ctx.carry)
+        # the last word waits for the next chunk, which may begin with the marks after it ("好" + "，"), unless the
+        # segment ends here (then every character of it has come)
+        ctx.carry = [] if c.segment_end or not words else [words.pop()]
+        for run, cjk in _runs(words):
+            # a Chinese character carries its own spacing (none), a Latin word is spaced from the next as usual
+            await self.add_word_timestamps(run, ctx.id, includes_inter_frame_spaces=cjk)
         if c.segment_end:
             ctx.spoken_to = max(ctx.spoken_to, c.span.end)
         await self._maybe_complete(conv, ctx)

@@ -7,7 +7,9 @@ the checkout is put at the end of sys.path only for tests.procs (make_stack)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -25,17 +27,35 @@ for _mod in (tts, tts_client):
 
 os.environ.setdefault("TTS_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 sys.path.append(str(ROOT))
-from tests.procs import make_stack  # noqa: E402
+from tests.procs import free_port, make_stack  # noqa: E402
 
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    # the default engine (fastspeech2: exact alignment from its durations) alone
-    s = make_stack(tmp_path_factory.mktemp("stack"), TTS_DECODER_ENGINES="fastspeech2")
+    # the default engine (fastspeech2: exact alignment from its durations) alone; the gateway's /metrics on
+    s = make_stack(tmp_path_factory.mktemp("stack"), TTS_DECODER_ENGINES="fastspeech2",
+                   TTS_GATEWAY_METRICS_PORT=(metrics_port := free_port()))
+    s.gateway_metrics_port = metrics_port
     yield s
     s.stop()
+
+
+@pytest.fixture
+def stream_outcomes(stack):
+    """() → the gateway's StreamingSynthesize calls so far by outcome (ok, cancelled, error), from its /metrics."""
+    def read() -> dict[str, float]:
+        url = f"http://127.0.0.1:{stack.gateway_metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for m in re.finditer(r"^tts_gateway_syntheses_total\{(.*?)\} (\S+)$", text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            if labels.get("rpc") == "StreamingSynthesize":
+                out[labels["outcome"]] = float(m.group(2))
+        return out
+    return read
 
 
 @pytest.fixture

@@ -5,13 +5,17 @@ it starts); an interruption cancels the reader and closes the stream (`aclose()`
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import wave
 
 import pytest
 from livekit import rtc
 from livekit.agents import tts as lk_tts
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, TimedString
 
-from tests.procs import wait_until
+from tests.procs import ROOT, wait_until
 from tts_client.aio import AsyncTTSClient
 from tts_client.client import make_config
 from tts_client.livekit import TTS
@@ -76,8 +80,9 @@ async def test_stream_yields_the_audio_and_a_timed_transcript_of_every_character
     assert all(start >= at - 0.001 for start, at in attached), attached
 
 
-async def test_aclose_mid_reply_cancels_synthesis_and_frees_the_decoder(stack, decoder_streams):
+async def test_aclose_mid_reply_cancels_synthesis_and_frees_the_decoder(stack, decoder_streams, stream_outcomes):
     plugin = TTS(target=stack.gateway.addr, sample_rate=RATE)
+    before = stream_outcomes()
     stream = plugin.stream()
     forward = asyncio.create_task(push_llm(stream, LONG, pace_s=0.05))   # the LLM still generating
     first = await anext(aiter(stream))
@@ -87,6 +92,10 @@ async def test_aclose_mid_reply_cancels_synthesis_and_frees_the_decoder(stack, d
     forward.cancel()
     await stream.aclose()
     await asyncio.to_thread(wait_until, lambda: decoder_streams() == 0, 10, "the decoder to drop the reply")
+    # the call was cancelled, not finished (the server did not go on to speak the text it had)
+    await asyncio.to_thread(wait_until, lambda: stream_outcomes().get("cancelled", 0) == before.get("cancelled", 0) + 1,
+                            10, "the gateway to count the call cancelled")
+    assert stream_outcomes().get("ok", 0) == before.get("ok", 0)
     # the plugin (its channel) serves the next reply at once
     frames = []
     async with plugin.stream() as again:
@@ -96,3 +105,15 @@ async def test_aclose_mid_reply_cancels_synthesis_and_frees_the_decoder(stack, d
         await fwd
     await plugin.aclose()
     assert sum(f.duration for f in frames) > 2
+
+
+def test_the_readme_example_runs(stack, tmp_path):
+    """examples/livekit_tts.py (the README's), as a user runs it with this venv's Python."""
+    out = tmp_path / "reply.wav"
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "livekit_tts.py"), "--out", str(out)],
+                         cwd=tmp_path, env={**os.environ, "TTS_GATEWAY": stack.gateway.addr},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "".join(line.split()[-1] for line in res.stdout.splitlines()[:-1]) == "您好，这里是星河银行客服中心，请问有什么可以帮您？"
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == RATE and w.getnframes() > 2 * RATE

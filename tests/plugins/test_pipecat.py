@@ -9,7 +9,11 @@ served both replies (its summary: 2 replies, 1 interruption)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+import wave
 
 import pytest
 from pipecat.frames.frames import (
@@ -30,7 +34,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from tests.procs import wait_until
+from tests.procs import ROOT, wait_until
 from tts_client.pipecat import StreamingTTSService
 
 RATE = 24000
@@ -108,8 +112,9 @@ def assistant_messages(context: LLMContext) -> list[str]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", [TextAggregationMode.TOKEN, TextAggregationMode.SENTENCE])
-async def test_barge_in_keeps_only_the_heard_words_and_the_stream(stack, decoder_streams, mode):
+async def test_barge_in_keeps_only_the_heard_words_and_the_stream(stack, decoder_streams, stream_outcomes, mode):
     """TOKEN (the service's default): LLM tokens go to the server as they come; SENTENCE: Pipecat sends sentences."""
+    before = stream_outcomes()
     tts = StreamingTTSService(target=stack.gateway.addr, text_aggregation_mode=mode)
     player, heard = Player(), Heard()
     context = LLMContext(messages=[{"role": "system", "content": "你是星河银行的客服。"}])
@@ -143,6 +148,13 @@ async def test_barge_in_keeps_only_the_heard_words_and_the_stream(stack, decoder
         closed.append(summary)
 
     async def conversation():
+        try:
+            return await _conversation()
+        except BaseException:
+            await worker.cancel()                   # a failed check ends the pipeline too
+            raise
+
+    async def _conversation():
         await asyncio.wait_for(started.wait(), 60)
         # reply 1: streamed by the "LLM" (30 characters a second: still generating when the user barges in, once
         # some of it has been heard: the server is still synthesizing it)
@@ -187,6 +199,22 @@ async def test_barge_in_keeps_only_the_heard_words_and_the_stream(stack, decoder
     summary = closed[0]
     assert (summary.replies, summary.interruptions) == (2, 1)
     assert summary.heard_chars == len(cut.heard_text) + len(REPLY2)
+    after = stream_outcomes()                           # ... a call that ended normally, at the end of the bot
+    assert [after.get(k, 0) - before.get(k, 0) for k in ("ok", "cancelled", "error")] == [1, 0, 0]
     # the device played what the bot said: the cut reply's first seconds, then all of reply 2
     played_s = len(player.audio) / 2 / RATE
     assert cut.played_ms / 1000 < played_s < summary.audio_ms / 1000 + 1
+
+
+def test_the_readme_example_runs(stack, tmp_path):
+    """examples/pipecat_tts.py (the README's), as a user runs it with this venv's Python."""
+    out = tmp_path / "reply.wav"
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "pipecat_tts.py"), "--out", str(out)],
+                         cwd=tmp_path, env={**os.environ, "TTS_GATEWAY": stack.gateway.addr},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    words = [line.split()[-1] for line in res.stdout.splitlines() if " s  " in line]     # "  0.34 s  好"
+    assert "".join(words) == "您好，这里是星河银行客服中心，请问有什么可以帮您？您的账单已经发送到手机上了。", res.stdout
+    assert res.stdout.count("the stream:") == 1, res.stdout        # both on one stream
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == RATE and w.getnframes() > 3 * RATE
