@@ -12,8 +12,8 @@ from tests.procs import make_stack, wait_until
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
 
-ONE_STREAM = {"TTS_DECODER_KOKORO_TARGET_UTILIZATION": "0.000001", "TTS_DECODER_KOKORO_MIN_STREAMS": "1",
-              "TTS_DECODER_KOKORO_ADMISSION_IDLE_S": "600"}
+ONE_STREAM = {"TTS_DECODER_FASTSPEECH2_TARGET_UTILIZATION": "0.000001", "TTS_DECODER_FASTSPEECH2_MIN_STREAMS": "1",
+              "TTS_DECODER_FASTSPEECH2_ADMISSION_IDLE_S": "600"}
 
 
 @pytest.fixture(scope="module")

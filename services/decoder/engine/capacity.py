@@ -9,12 +9,13 @@ an injectable clock), used by every engine that admits by real-time capacity.
 - **Fair share.** Capacity is divided between the tenants that need it by max-min fairness (water-filling: a tenant
   that needs less than an equal part keeps what it needs, the rest is split among the others). A tenant alone may
   use all of it. ``admit`` takes a new live stream while the pod has room, and ALSO when the pod is full but the
-  tenant is below its fair share while another tenant is above its own: that tenant's excess streams then yield
+  tenant holds less than its fair share while another tenant holds more than its own (so a pod that carries one
+  stream still lets a second tenant in beside the first): that tenant's excess streams then yield
   (``in_share`` is False for them, and the engine's scheduler serves them after everyone's in-share streams), and
   its next stream is refused until it is back within its share. The refusal says which limit applied.
 - **Batch** streams (offline work) never count against live capacity: they are admitted while the pod has spare
-  real-time capacity (at most ``max_batch`` at once), are served only after every live stream, and wait (the
-  gateway retries) rather than fail when there is none.
+  real-time capacity or no live stream needs any (at most ``max_batch`` at once), are served only after every live
+  stream, and wait (the gateway retries) rather than fail when there is none.
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ class FairCapacity:
 
     @property
     def capacity(self) -> float:
-        """Real-time live streams the pod carries at its target utilization."""
-        return self.target_utilization * self.throughput
+        """Real-time live streams the pod carries at its target utilization (never fewer than ``min_streams``, the
+        streams it admits whatever the measured throughput)."""
+        return max(self.target_utilization * self.throughput, float(self.min_streams))
 
     # ---- streams -------------------------------------------------------------------------------------------------
     def open(self, key, tenant: str = "", batch: bool = False) -> None:
@@ -208,7 +210,7 @@ class FairCapacity:
             running = sum(1 for s in self.streams.values() if s.batch)
             if running >= self.max_batch:
                 return Decision(False, retry, "batch", f"{running} batch streams are running (the most at once)")
-            if total + 1 > cap:
+            if total and total + 1 > cap:
                 return Decision(False, retry, "batch", f"live streams use the real-time capacity ({total} of "
                                                        f"{cap:.1f}); batch work waits for spare capacity")
             return Decision(True)
@@ -220,7 +222,7 @@ class FairCapacity:
         shares = fair_shares(with_me, cap)
         share = shares[tenant]
         others_over = any(d > shares[t] + 1e-9 for t, d in with_me.items() if t != tenant)
-        if mine + 1 <= share + 1e-9 and others_over:
+        if mine < share - 1e-9 and others_over:
             return Decision(True)          # below its share while another tenant is above its own
         if len(with_me) > 1:
             return Decision(False, retry, "fair_share",

@@ -82,6 +82,15 @@ def test_batch_uses_only_spare_capacity_and_never_counts_as_live():
     assert "j1" not in cap.in_share_keys()
 
 
+def test_batch_work_runs_on_an_idle_pod_whatever_its_measured_capacity():
+    clock = FakeClock()
+    cap = pod(clock, streams=0.5, max_batch=2)   # not even one real-time stream
+    for k in ("j1", "j2"):
+        assert cap.admit("alice", batch=True).ok
+        cap.open(k, "alice", batch=True)
+    assert not cap.admit("alice", batch=True).ok      # max_batch
+
+
 def test_cost_is_measured():
     clock = FakeClock()
     cap = FairCapacity(clock=clock, target_utilization=0.5, workers=2)
