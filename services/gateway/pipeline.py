@@ -292,6 +292,7 @@ class Pipeline:
         helpers: list[asyncio.Task] = []
         fe_call = None
         try:
+            await decoder.admit()        # a caller no decoder would admit now is refused at once, not at its 1st cut
             fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
             normalize_config = frontend_pb2.NormalizeConfig()
             normalize_config.CopyFrom(plan.normalize_config)

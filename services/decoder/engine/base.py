@@ -214,6 +214,13 @@ class Engine(abc.ABC):
     async def warmup(self) -> None:
         """Load models, size caches; called once before the service reports SERVING."""
 
+    def check_admission(self, options: StreamOptions) -> "Decision":
+        """Would ``open_stream`` admit a stream with these options now (capacity, the tenant's share, batch)? Reserves
+        nothing. The default engine admits everything its ``open_stream`` does not refuse for other reasons."""
+        from .capacity import Decision
+
+        return Decision(True)
+
     @abc.abstractmethod
     def open_stream(self, voice: Voice, options: StreamOptions) -> Stream:
         """Admit a stream (``shared.errors.ResourceExhausted`` with retry info when over budget,

@@ -32,13 +32,16 @@ from shared.playback import PlaybackClock
 class Decision:
     ok: bool
     retry_after_s: float = 0.0
-    limit: str = ""                       # which limit refused it: "capacity", "fair_share", "batch"
+    limit: str = ""                       # which limit refused it: "capacity", "fair_share", "batch", "streams"
     reason: str = ""                      # for the refusal's message
+
+    def message(self, engine: str) -> str:
+        return f"{self.limit}: {engine} engine: {self.reason}"
 
     def check(self, engine: str) -> None:
         """RESOURCE_EXHAUSTED with retry info naming the limit that refused (``fair_share: …``), if it did."""
         if not self.ok:
-            raise ResourceExhausted(f"{self.limit}: {engine} engine: {self.reason}", retry_after_s=self.retry_after_s)
+            raise ResourceExhausted(self.message(engine), retry_after_s=self.retry_after_s)
 
 
 @dataclass

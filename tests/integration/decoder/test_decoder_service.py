@@ -102,3 +102,12 @@ def test_health_and_reflection(decoder):
         resp = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in resp.list_services_response.service}
     assert {"tts.decoder.v1.Decoder", "grpc.health.v1.Health"} <= names
+
+
+def test_check_admission_answers_without_holding_anything(stub):
+    resp = stub.CheckAdmission(decoder_pb2.CheckAdmissionRequest(tenant="alice"))
+    assert resp.admitted and not resp.reason
+    assert stub.Info(decoder_pb2.InfoRequest()).engines[0].active_streams == 0
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CheckAdmission(decoder_pb2.CheckAdmissionRequest(engine="nope"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
