@@ -97,12 +97,14 @@ class DecoderCall:
 
     async def admit(self) -> None:
         """Before the first segment is cut: ask the chosen decoder, then the others, whether it would admit this
-        stream now (``CheckAdmission``: it reserves nothing, an idle stream still holds no decoder slot), and move to
+        stream now (``CheckAdmission``, which keeps an admitted stream's place for a moment under its request id: the
+        Decode call claims it at the first segment; an idle stream holds no decoder slot beyond that), and move to
         the first that would. When every decoder answers no: RESOURCE_EXHAUSTED at once with the soonest retry, the
         decoder's reason naming the limit. A decoder that does not answer is left to the Decode call (which replays
         elsewhere as before); so is a later refusal at the first segment."""
         cfg = self.plan.decode_config
-        req = decoder_pb2.CheckAdmissionRequest(engine=cfg.engine, tenant=cfg.tenant, priority=cfg.priority)
+        req = decoder_pb2.CheckAdmissionRequest(engine=cfg.engine, tenant=cfg.tenant, priority=cfg.priority,
+                                                hold_request_id=cfg.request_id)
         refusals = []
         for stub in [self.stub, *(d for d in self.stages.decoders if d is not self.stub)]:
             try:

@@ -77,14 +77,16 @@ def fair_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
 class FairCapacity:
     def __init__(self, clock=time.monotonic, cost: float = 0.1, target_utilization: float = 0.85,
                  workers: int = 1, min_streams: int = 1, idle_s: float = 5.0, window: int = 48,
-                 max_batch: int = 2):
+                 max_batch: int = 2, hold_s: float = 2.0):
         self.clock = clock
         self.target_utilization = target_utilization
         self.workers = max(1, workers)
         self.min_streams = max(1, min_streams)
         self.idle_s = idle_s
         self.max_batch = max_batch
+        self.hold_s = hold_s
         self.streams: dict[object, _Stream] = {}
+        self._holds: dict[tuple, tuple[str, bool, float]] = {}  # admitted ahead: (tenant, id) → tenant, batch, expiry
         self._seq = 0
         self._work: deque = deque(maxlen=window)    # (compute s, audio s)
         self._cost0 = cost
@@ -159,13 +161,30 @@ class FairCapacity:
         return now - last < self.idle_s
 
     def demand(self) -> dict[str, int]:
-        """Live streams that need capacity now, per tenant."""
+        """Live streams that need capacity now, per tenant (with the streams admitted ahead, see ``admit``)."""
         now = self.clock()
         out: dict[str, int] = {}
         for st in self.streams.values():
             if not st.batch and self._needs(st, now):
                 out[st.tenant] = out.get(st.tenant, 0) + 1
+        for tenant, batch, _ in self._live_holds(now):
+            if not batch:
+                out[tenant] = out.get(tenant, 0) + 1
         return out
+
+    def _live_holds(self, now: float) -> list[tuple[str, bool, float]]:
+        for key in [k for k, (_, _, until) in self._holds.items() if until <= now]:
+            del self._holds[key]
+        return list(self._holds.values())
+
+    def claim(self, tenant: str, hold: str) -> bool:
+        """A stream of ``tenant`` admitted ahead under ``hold`` (``admit(..., hold=)``) opens now: True if its place
+        was still held (it is admitted without a second decision), False otherwise. Holds are per tenant: one
+        tenant's request id never claims another's place."""
+        if not hold:
+            return False
+        self._live_holds(self.clock())
+        return self._holds.pop((tenant, hold), None) is not None
 
     def shares(self) -> dict[str, float]:
         return fair_shares(self.demand(), self.capacity)
@@ -204,13 +223,23 @@ class FairCapacity:
         return self.capacity - sum(self.demand().values())
 
     # ---- admission -----------------------------------------------------------------------------------------------
-    def admit(self, tenant: str = "", batch: bool = False) -> Decision:
+    def admit(self, tenant: str = "", batch: bool = False, hold: str = "") -> Decision:
+        """Would a stream of ``tenant`` be admitted now? ``hold``: if so, keep its place for ``hold_s`` under that
+        id (a stream that asks before its first segment, so that many arriving at once are not all told yes); it
+        counts as a stream that needs capacity until the stream opens (``claim``) or the time runs out."""
+        decision = self._decide(tenant, batch)
+        if decision.ok and hold:
+            self._holds[(tenant, hold)] = (tenant, batch, self.clock() + self.hold_s)
+        return decision
+
+    def _decide(self, tenant: str, batch: bool) -> Decision:
         demand = self.demand()
         total = sum(demand.values())
         cap = self.capacity
         retry = self._retry_after()
         if batch:
-            running = sum(1 for s in self.streams.values() if s.batch)
+            running = sum(1 for s in self.streams.values() if s.batch) + \
+                sum(1 for _, b, _ in self._live_holds(self.clock()) if b)
             if running >= self.max_batch:
                 return Decision(False, retry, "batch", f"{running} batch streams are running (the most at once)")
             if total and total + 1 > cap:

@@ -322,17 +322,18 @@ class FastSpeech2Engine(Engine):
         if voice.name and voice.name != VOICE:
             raise InvalidArgument("config.voice", f"unknown voice {voice.name!r}; the fastspeech2 engine's voice: "
                                   f"{VOICE}")
-        self.check_admission(options).check(self.name)
+        if not self.capacity.claim(options.tenant, options.request_id):        # admitted ahead (CheckAdmission) or now
+            self.check_admission(options).check(self.name)
         stream = FastSpeech2Stream(self, options)
         self._streams.add(stream)
         self.capacity.open(stream, options.tenant, options.batch)
         return stream
 
-    def check_admission(self, options: StreamOptions) -> Decision:
+    def check_admission(self, options: StreamOptions, hold: bool = False) -> Decision:
         if len(self._streams) >= self.settings.max_streams:
             return Decision(False, 1.0, "streams", f"at its limit of {self.settings.max_streams} streams")
         if self.settings.target_utilization:
-            return self.capacity.admit(options.tenant, options.batch)
+            return self.capacity.admit(options.tenant, options.batch, hold=options.request_id if hold else "")
         return Decision(True)
 
     def _release(self, stream: FastSpeech2Stream) -> None:

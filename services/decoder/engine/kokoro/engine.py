@@ -274,17 +274,18 @@ class KokoroEngine(Engine):
         name = voice.name or self.settings.voice
         if name not in self.model.voices:
             raise InvalidArgument("config.voice", f"unknown voice {name!r}; built-in voices: {', '.join(self.voices())}")
-        self.check_admission(options).check(self.name)
+        if not self.sched.capacity.claim(options.tenant, options.request_id):        # admitted ahead (CheckAdmission) or now
+            self.check_admission(options).check(self.name)
         stream = KokoroStream(self, name, options)
         self._streams.add(stream)
         self.sched.open(stream, options.tenant, options.batch)
         return stream
 
-    def check_admission(self, options: StreamOptions) -> Decision:
+    def check_admission(self, options: StreamOptions, hold: bool = False) -> Decision:
         if len(self._streams) >= self.settings.max_streams:
             return Decision(False, 1.0, "streams", f"at its limit of {self.settings.max_streams} streams")
         if self.settings.target_utilization:
-            return self.sched.admit(options.tenant, options.batch)
+            return self.sched.capacity.admit(options.tenant, options.batch, hold=options.request_id if hold else "")
         return Decision(True)
 
     def _release(self, stream: KokoroStream) -> None:
