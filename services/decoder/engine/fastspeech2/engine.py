@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.errors import InvalidArgument, ResourceExhausted
+from shared.errors import InvalidArgument
 
 from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Timing, Voice
-from ..capacity import FairCapacity
+from ..capacity import Decision, FairCapacity
 from .settings import FastSpeech2Settings
 from .symbols import Symbols, to_ids, to_symbols
 
@@ -322,15 +322,19 @@ class FastSpeech2Engine(Engine):
         if voice.name and voice.name != VOICE:
             raise InvalidArgument("config.voice", f"unknown voice {voice.name!r}; the fastspeech2 engine's voice: "
                                   f"{VOICE}")
-        if len(self._streams) >= self.settings.max_streams:
-            raise ResourceExhausted(f"fastspeech2 engine is at its limit of {self.settings.max_streams} streams",
-                                    retry_after_s=1.0)
-        if self.settings.target_utilization:
-            self.capacity.admit(options.tenant, options.batch).check(self.name)
+        if not self.capacity.claim(options.tenant, options.request_id):        # admitted ahead (CheckAdmission) or now
+            self.check_admission(options).check(self.name)
         stream = FastSpeech2Stream(self, options)
         self._streams.add(stream)
         self.capacity.open(stream, options.tenant, options.batch)
         return stream
+
+    def check_admission(self, options: StreamOptions, hold: bool = False) -> Decision:
+        if len(self._streams) >= self.settings.max_streams:
+            return Decision(False, 1.0, "streams", f"at its limit of {self.settings.max_streams} streams")
+        if self.settings.target_utilization:
+            return self.capacity.admit(options.tenant, options.batch, hold=options.request_id if hold else "")
+        return Decision(True)
 
     def _release(self, stream: FastSpeech2Stream) -> None:
         self._streams.discard(stream)
