@@ -278,15 +278,15 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
     return results
 
 
-def private_stack(args):
-    """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder."""
+def private_stack(args, engines: str = ""):
+    """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder; ``engines``:
+    TTS_DECODER_ENGINES ("" = the default, or fastspeech2,kokoro,glmtts with ``--model glmtts``)."""
     from tests.procs import make_stack
 
-    glmtts = {}
-    if args.model == "fastspeech2":
-        glmtts = {"TTS_DECODER_ENGINES": "kokoro,fastspeech2"}
+    glmtts = {"TTS_DECODER_ENGINES": engines} if engines else {}
     if args.model == "glmtts":
-        glmtts = {"TTS_DECODER_ENGINES": "fastspeech2,kokoro,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        glmtts = {"TTS_DECODER_ENGINES": engines or "fastspeech2,kokoro,glmtts",
+                  "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
