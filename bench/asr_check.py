@@ -96,20 +96,19 @@ def score(model, norm, ref: str, path: Path, pcm16: bytes, sr: int, total: list)
     return e, heard
 
 
-def whole_piece(decoder: str, text: str, voice: str) -> tuple[bytes, int]:
+def whole_piece(decoder: str, text: str, voice: str, engine: str = "") -> tuple[bytes, int]:
     """One segment holding the whole reply's words (the frontend's readings of all its segments), straight to the
-    decoder: synthesized as one piece."""
+    decoder's ``engine``: synthesized as one piece."""
     import grpc
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
     from services.frontend.engine.core import FrontendEngine
     from services.frontend.server import segment_to_proto
     from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
     from tts.frontend.v1 import frontend_pb2
 
     words = [w for seg in FrontendEngine().analyze(text) for w in segment_to_proto(seg).words]
-    reqs = [decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(voice=voice)),
-            decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=0, text="。", normalized="。", words=words))]
+    reqs = [decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(voice=voice, engine=engine, offline=True)),
+            decoder_pb2.DecodeRequest(segment=frontend_pb2.Segment(index=0, text=text, normalized=text, words=words))]
     parts, sr = [], 24000
     with grpc.insecure_channel(decoder) as ch:
         for resp in decoder_pb2_grpc.DecoderStub(ch).Decode(iter(reqs), timeout=300):
@@ -121,45 +120,57 @@ def whole_piece(decoder: str, text: str, voice: str) -> tuple[bytes, int]:
 
 
 def streamed_check(a, model, norm) -> int:
+    """Per engine (``--models``), each reply LLM-paced through the gateway vs the same reply's readings synthesized
+    as one piece on the decoder; both CERs per engine, side by side."""
     import random
 
-    from bench.bench_stream import REPLIES, Stack, llm_pieces
+    from bench.bench_stream import REPLIES, llm_pieces, private_stack
 
-    stack = Stack(argparse.Namespace(model="kokoro", glmtts_path="", decoders=1)) if a.own_stack else None
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    stack = private_stack(argparse.Namespace(model=models[0], glmtts_path="", glmtts_token_ratio="", decoders=1),
+                          engines=",".join(models)) if a.own_stack else None
     target = stack.gateway.addr if stack else a.target
     decoder = stack.decoders[0].addr if stack else a.decoder
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    totals = {"streamed": [0.0, 0], "whole": [0.0, 0]}
-    rows = []
+    kinds = ("streamed", "whole", "one piece")
+    totals = {(m, kind): [0.0, 0] for m in models for kind in kinds}
     try:
         with TTSClient(target) as client:
             for i, text in enumerate(REPLIES[:a.replies]):
-                rng = random.Random(i)
-
-                def paced():
-                    for piece in llm_pieces(text, rng, 1, 3):
-                        yield piece
-                        time.sleep(a.pace_ms / 1000)    # the chat model's pace
-
-                res = client.stream(paced(), make_config(voice=a.voice))
-                clips = {"streamed": (res.audio, 24000, res.summary.segments),
-                         "whole": (*whole_piece(decoder, text, a.voice), 1)}
                 ref = norm(text)
-                row = [text]
-                for kind, (pcm16, sr, nseg) in clips.items():
-                    e, heard = score(model, norm, ref, out / f"{kind}-{i:02d}.wav", pcm16, sr, totals[kind])
-                    row += [e, nseg, heard]
-                rows.append(row)
-                print(f"{row[1]:6.1%} ({row[2]} seg) {row[4]:6.1%}  {text}\n    streamed → {row[3]}\n"
-                      f"    whole    → {row[6]}", flush=True)
+                print(text, flush=True)
+                for m in models:
+                    rng = random.Random(i)
+
+                    def paced():
+                        for piece in llm_pieces(text, rng, 1, 3):
+                            yield piece
+                            time.sleep(a.pace_ms / 1000)    # the chat model's pace
+
+                    res = client.stream(paced(), make_config(voice=a.voice, model=m))
+                    unary = client.synthesize(text, make_config(voice=a.voice, model=m))
+                    clips = {"streamed": (res.audio, 24000, res.summary.segments),
+                             "whole": (unary.audio, unary.sample_rate, unary.summary.segments),
+                             "one piece": (*whole_piece(decoder, text, a.voice, m), 1)}
+                    line = []
+                    for kind, (pcm16, sr, nseg) in clips.items():
+                        e, heard = score(model, norm, ref, out / f"{m}-{kind.replace(' ', '-')}-{i:02d}.wav", pcm16,
+                                         sr, totals[(m, kind)])
+                        line.append(f"{kind} {e:6.1%} ({nseg} seg) → {heard}")
+                    print(f"  {m:12s} " + "\n  " + " " * 13 + ("\n  " + " " * 13).join(line), flush=True)
     finally:
         if stack:
             stack.stop()
-    s_cer = totals["streamed"][0] / totals["streamed"][1]
-    w_cer = totals["whole"][0] / totals["whole"][1]
-    print(f"streamed (LLM-paced, {a.pace_ms:g} ms per 1-3 characters) CER {s_cer:.1%}; whole-reply CER {w_cer:.1%}; "
-          f"difference {100 * (s_cer - w_cer):+.1f} points over {len(rows)} replies ({totals['whole'][1]} characters)")
+    n = totals[(models[0], "whole")][1]
+    print(f"\nCER over {a.replies} replies ({n} characters): streamed = LLM-paced ({a.pace_ms:g} ms per 1-3 "
+          "characters); whole = the whole reply at once (unary Synthesize: the engine renders it as it renders any "
+          "text given whole); one piece = all of the reply's readings in one model call, straight to the decoder")
+    print(f"{'engine':12s} {'streamed':>9} {'whole':>7} {'streamed - whole':>17} {'one piece':>10}")
+    for m in models:
+        c = {k: totals[(m, k)][0] / max(totals[(m, k)][1], 1) for k in kinds}
+        print(f"{m:12s} {c['streamed']:9.1%} {c['whole']:7.1%} {100 * (c['streamed'] - c['whole']):+13.1f} pt "
+              f"{c['one piece']:10.1%}")
     return 0
 
 
@@ -228,6 +239,7 @@ def main() -> int:
     ap.add_argument("--streamed", action="store_true", help="LLM-paced streamed replies vs whole-reply synthesis")
     ap.add_argument("--decoder", default=os.environ.get("TTS_LOAD_DECODER", "127.0.0.1:50054"))
     ap.add_argument("--own-stack", action="store_true")
+    ap.add_argument("--models", default="fastspeech2,kokoro", help="--streamed: the engines, side by side")
     ap.add_argument("--pace-ms", type=float, default=50.0)
     ap.add_argument("--replies", type=int, default=6)
     ap.add_argument("--groupings", action="store_true", help="offline: the streamed segments grouped several ways")

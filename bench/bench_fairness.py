@@ -25,13 +25,12 @@ from pathlib import Path
 import grpc
 
 import shared  # noqa: F401  (generated stubs)
-from bench.bench_stream import REPLIES, Result, one_stream, pct
+from bench.bench_stream import LOCK, REPLIES, Result, one_stream, pct
 from services.gateway.auth import hash_token
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client import TTSClient
 
 TOKENS = {t: f"tok-{t}-{secrets.token_hex(8)}" for t in ("alice", "bob")}
-LOCK = "/tmp/bench.lock"
 
 
 def stack(args, tmp: Path):

@@ -26,6 +26,7 @@ arrived after its Interruption (must be 0).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import random
 import sys
@@ -40,6 +41,8 @@ import shared  # noqa: F401  (generated stubs)
 from shared.playback import PlaybackClock
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
+
+LOCK = "/tmp/bench.lock"                # the README's benchmark lock: two benchmarks never share the cores
 
 # ordinary replies of a customer-service bot (not the test texts)
 REPLIES = [
@@ -275,15 +278,15 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
     return results
 
 
-def private_stack(args):
-    """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder."""
+def private_stack(args, engines: str = ""):
+    """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder; ``engines``:
+    TTS_DECODER_ENGINES ("" = the default, or fastspeech2,kokoro,glmtts with ``--model glmtts``)."""
     from tests.procs import make_stack
 
-    glmtts = {}
-    if args.model == "fastspeech2":
-        glmtts = {"TTS_DECODER_ENGINES": "kokoro,fastspeech2"}
+    glmtts = {"TTS_DECODER_ENGINES": engines} if engines else {}
     if args.model == "glmtts":
-        glmtts = {"TTS_DECODER_ENGINES": "kokoro,glmtts", "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
+        glmtts = {"TTS_DECODER_ENGINES": engines or "fastspeech2,kokoro,glmtts",
+                  "TTS_DECODER_GLMTTS_PATH": args.glmtts_path}
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
@@ -293,17 +296,18 @@ def private_stack(args):
         glmtts["TTS_DECODER_KOKORO_TARGET_UTILIZATION"] = "0"
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
                       TTS_DECODER_KOKORO_MIN_STREAMS=1,          # admission by measured capacity, as deployed
+                      TTS_DECODER_FASTSPEECH2_MIN_STREAMS=1,
                       TTS_GATEWAY_MAX_STREAMS_PER_TENANT=0, TTS_GATEWAY_RATE_PER_TENANT=0, **glmtts)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1,2,4,8"))
+    ap.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1,4,16,32"))
     ap.add_argument("--pace-ms", type=float, default=float(os.environ.get("BENCH_PACE_MS", 50)),
                     help="pause between text pieces")
     ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")
     ap.add_argument("--decoders", type=int, default=1)
-    ap.add_argument("--model", default="kokoro", choices=["kokoro", "fastspeech2", "glmtts"])
+    ap.add_argument("--model", default="fastspeech2", choices=["fastspeech2", "kokoro", "glmtts"])
     ap.add_argument("--barge-in", action="store_true", help="cut each stream's first reply, go on with a second")
     ap.add_argument("--alignment", action="store_true", help="ask for alignment on the chunks")
     ap.add_argument("--glmtts-path", default="models/glmtts-50m")
@@ -315,6 +319,8 @@ def main() -> int:
     args.lo, args.hi = (int(x) for x in args.chars.split("-"))
     ns = [int(x) for x in args.streams.split(",") if x.strip()]
 
+    lock = open(LOCK, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)         # no other benchmark on the cores meanwhile
     t_start = time.perf_counter()
     stack = None if args.target else private_stack(args)
     target = args.target or stack.gateway.addr
@@ -328,7 +334,7 @@ def main() -> int:
             print(f"({time.perf_counter() - t_start:.0f} s in all; load average {os.getloadavg()[0]:.1f} at the end)")
             return 0
         header = (f"{'N':>3} {'streams':>7} {'refused':>7} {'refused in ms p50/max':>22} {'first audio p50/p95 ms':>23} "
-                  f"{'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6} "
+                  f"{'synth first p50/p95':>20} {'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6} "
                   f"{'audio s/wall s':>14}")
         print(header)
         rows = []
@@ -349,9 +355,11 @@ def main() -> int:
             audio_s = sum(x.clock.audio_s for x in served)
             long_share = sum(x.long_stalls > 0 for x in served) / max(len(served), 1)
             margins = [x.summary.min_playback_margin_ms for x in served if x.summary is not None]
+            synth = [x.summary.synthesis_first_chunk_ms for x in served if x.summary is not None]
             ref = (f"{pct([r * 1000 for r in refused], 50):.0f} / {max(refused) * 1000:.0f}" if refused else "-")
             row = (f"{n:>3} {len(results):>7} {len(refused):>7} {ref:>22} "
-                   f"{pct(first, 50):>11.0f} / {pct(first, 95):<9.0f} {stalls:>6} "
+                   f"{pct(first, 50):>11.0f} / {pct(first, 95):<9.0f} {pct(synth, 50):>9.0f} / {pct(synth, 95):<8.0f} "
+                   f"{stalls:>6} "
                    f"{(stall_s / audio_s if audio_s else 0):>15.2%} {long_share:>11.0%} "
                    f"{(min(margins) if margins else float('nan')):>13.0f} {len(errors):>6} "
                    f"{(audio_s / wall if wall else 0):>14.2f}")

@@ -73,7 +73,7 @@ def cmd_voices(client: TTSClient, a) -> int:
     resp = client.list_voices()
     for v in resp.voices:
         kind = "builtin" if v.builtin else f"registered {v.reference_seconds:.1f}s {v.created_at}"
-        print(f"{v.id}\t{v.name}\t{v.engine}\t{kind}")
+        print(f"{v.id}\t{v.name}\t{v.engine}\t{kind}\t{v.language or '-'}\t{v.license or '-'}")
     if resp.registered_voices_error:
         print(f"warning: {resp.registered_voices_error}", file=sys.stderr)
     return 0

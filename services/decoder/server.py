@@ -148,6 +148,15 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             await stream.close()
             self._update_gauges()
 
+    async def CheckAdmission(self, request, context):
+        engine = self._engine(request.engine)
+        decision = engine.check_admission(StreamOptions(tenant=request.tenant, request_id=request.hold_request_id,
+                                                        batch=request.priority == decoder_pb2.BATCH),
+                                          hold=bool(request.hold_request_id))
+        return decoder_pb2.CheckAdmissionResponse(
+            admitted=decision.ok, limit=decision.limit, retry_after_s=decision.retry_after_s,
+            reason="" if decision.ok else decision.message(engine.name))
+
     async def ClearCache(self, request, context):
         freed_bytes = freed_streams = 0
         for engine in self.engines.values():

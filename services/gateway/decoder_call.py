@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 
 import grpc
 
-from shared.errors import from_rpc_error
+from shared.errors import ResourceExhausted, from_rpc_error
 from tts.decoder.v1 import decoder_pb2
 
 from .metrics import PROMPT_RESENDS
@@ -95,6 +95,33 @@ class DecoderCall:
         self.full_speaker = plan.full_speaker
         self.call = None
         stages.opened(self.stub, +1)
+
+    async def admit(self) -> None:
+        """Before the first segment is cut: ask the chosen decoder, then the others, whether it would admit this
+        stream now (``CheckAdmission``, which keeps an admitted stream's place for a moment under its request id: the
+        Decode call claims it at the first segment; an idle stream holds no decoder slot beyond that), and move to
+        the first that would. When every decoder answers no: RESOURCE_EXHAUSTED at once with the soonest retry, the
+        decoder's reason naming the limit. A decoder that does not answer is left to the Decode call (which replays
+        elsewhere as before); so is a later refusal at the first segment."""
+        cfg = self.plan.decode_config
+        req = decoder_pb2.CheckAdmissionRequest(engine=cfg.engine, tenant=cfg.tenant, priority=cfg.priority,
+                                                hold_request_id=cfg.request_id)
+        refusals = []
+        for stub in [self.stub, *(d for d in self.stages.decoders if d is not self.stub)]:
+            try:
+                resp = await stub.CheckAdmission(req, metadata=self.plan.metadata, timeout=min(2.0, self.timeout()))
+            except grpc.aio.AioRpcError:
+                return                    # down or older: the Decode call finds out and moves on
+            if resp.admitted:
+                if stub is not self.stub:
+                    self.stages.opened(self.stub, -1)
+                    self.stub = stub
+                    self.stages.opened(stub, +1)
+                    self.tried = [stub]
+                return
+            refusals.append(resp)
+        best = min(refusals, key=lambda r: r.retry_after_s)
+        raise ResourceExhausted(f"decoder: {best.reason}", retry_after_s=best.retry_after_s)
 
     async def put(self, segment) -> None:
         await self.feed.put(decoder_pb2.DecodeRequest(segment=segment))

@@ -295,6 +295,7 @@ class Pipeline:
         reply = Reply(self.stages, plan, self.settings, self._timeout(deadline), summary, on_segment=on_segment)
         feeder = None
         try:
+            await reply.decoder.admit()  # a caller no decoder would admit now is refused at once, not at its 1st cut
             reply.start()
             feeder = asyncio.get_running_loop().create_task(_feed(pieces, reply))
             out = AudioOut(plan)

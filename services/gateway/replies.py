@@ -187,16 +187,15 @@ class BargeIn:
         self.out = AudioOut(plan)
         self.stats = _Stats()
         self.events: asyncio.Queue = asyncio.Queue()    # (response, next reply or None) from the reader
-        self.reply = self._new_reply(None)
-        self.total_segments = 0
+        self.reply = Reply(stages, plan, settings, timeout, summary)     # started by run() once admitted
 
-    def _new_reply(self, prev: Reply | None) -> Reply:
-        if prev is None:
-            reply = Reply(self.stages, self.plan, self.settings, self.timeout, self.summary)
-        else:
-            reply = Reply(self.stages, self.plan, self.settings, self.timeout, self.summary, index=prev.index + 1,
-                          text_base=prev.text_base + prev.chars, segment_base=prev.segment_base + prev.segment_count,
-                          base_ms=self.out.sent_ms, decoder_stub=prev.decoder.stub)   # its decoder holds the voice
+    def _new_reply(self, prev: Reply) -> Reply:
+        """The reply after a cut: same plan, on the same decoder (it holds the voice's prompt), continuing the
+        stream's text and audio timelines. No admission probe: the stream already had its place; the Decode call's
+        own admission applies (and moves it to another decoder as before)."""
+        reply = Reply(self.stages, self.plan, self.settings, self.timeout, self.summary, index=prev.index + 1,
+                      text_base=prev.text_base + prev.chars, segment_base=prev.segment_base + prev.segment_count,
+                      base_ms=self.out.sent_ms, decoder_stub=prev.decoder.stub)
         reply.start()
         return reply
 
@@ -245,9 +244,12 @@ class BargeIn:
     # ---- the responses ------------------------------------------------------------------------------------------
     async def run(self):
         loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read())
+        reader = None
         current = self.reply
         try:
+            await current.decoder.admit()    # a caller no decoder would admit now is refused at once
+            current.start()
+            reader = loop.create_task(self._read())
             responses = current.responses(reader).__aiter__()
             nxt = asyncio.ensure_future(responses.__anext__())
             event = asyncio.ensure_future(self.events.get())

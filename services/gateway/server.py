@@ -164,8 +164,12 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         tenant, _ = self._tenant(context)
         voices = []
         models, default_model = await self.pipeline.models()
-        for engine, names in (await self.pipeline.builtin_voices()).items():
-            voices += [tts_pb2.Voice(id=n, name=n, builtin=True, engine=engine) for n in names]
+        engines = await self.pipeline.engines()
+        for engine, info in engines.items():
+            # each voice with what its engine speaks well and the terms of its weights (where a user picks a voice)
+            voices += [tts_pb2.Voice(id=n, name=n, builtin=True, engine=engine, language=",".join(info.languages),
+                                     license=info.license) for n in info.voices]
+        cloning = engines.get(self.settings.cloning_model)
         try:
             registered, missing = await self.pipeline.voices.list(tenant), ""
         except StoreUnavailable as exc:         # the built-in voices still answer; the caller is told what is missing
@@ -173,7 +177,9 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
         for rec in registered:
             voices.append(tts_pb2.Voice(id=rec.id, name=rec.name, builtin=False, engine=self.settings.cloning_model,
                                         prompt_text=rec.prompt_text, reference_seconds=rec.seconds,
-                                        created_at=rec.created_at))
+                                        created_at=rec.created_at,
+                                        language=",".join(cloning.languages) if cloning is not None else "",
+                                        license=cloning.license if cloning is not None else ""))
         return tts_pb2.ListVoicesResponse(voices=voices, models=models, default_model=default_model,
                                           registered_voices_error=missing)
 

@@ -24,23 +24,26 @@ from tts_client.client import make_config
 REF = (Path(__file__).resolve().parents[1] / "data" / "BAC009S0764W0121.wav").read_bytes()
 LONG = "".join(f"这是第{i}句话，我们正在测试语音合成服务。" for i in range(1, 9))      # ~16 segments, ~25 s of audio
 QUEUE_CHUNKS = 2
-CHUNK_BYTES = int(24000 * 0.320 * 4 * 4 / 3)      # float32 320 ms chunk, + a folded short tail (kokoro engine)
+# the largest chunk of the default engine (fastspeech2): 40 frames of 300 samples, + a folded tail under a third, float32
+CHUNK_BYTES = (40 + 40 // 3) * 300 * 4
 # a client that does not let gRPC read ahead much for it (default: windows grow to ~4 MB)
 SLOW_CLIENT_OPTS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 * 1024)]
 
 
-def info(addr: str):
+def info(addr: str, engine: str = ""):
+    """The decoder's EngineInfo of ``engine`` ("" = its first engine, the default)."""
     with grpc.insecure_channel(addr) as ch:
-        return decoder_pb2_grpc.DecoderStub(ch).Info(decoder_pb2.InfoRequest(), timeout=5).engines[0]
+        engines = decoder_pb2_grpc.DecoderStub(ch).Info(decoder_pb2.InfoRequest(), timeout=5).engines
+    return next(e for e in engines if e.name == engine) if engine else engines[0]
 
 
 class Streamer(threading.Thread):
     """One StreamingSynthesize call in a thread: sends config + ``first``; after ``release`` is set, sends ``rest``
     and half-closes (never, if ``rest`` is None). Records chunks, the summary, and the error with its time."""
 
-    def __init__(self, stub, first: str, rest: str | None = "好。", timeout: float = 300):
+    def __init__(self, stub, first: str, rest: str | None = "好。", timeout: float = 300, metadata: tuple = ()):
         super().__init__(daemon=True)
-        self.stub, self.first, self.rest, self.timeout = stub, first, rest, timeout
+        self.stub, self.first, self.rest, self.timeout, self.metadata = stub, first, rest, timeout, metadata
         self.release, self.first_chunk, self.done = threading.Event(), threading.Event(), threading.Event()
         self.chunks: list = []
         self.chunk_times: list[float] = []
@@ -60,7 +63,8 @@ class Streamer(threading.Thread):
 
     def run(self):
         try:
-            self.call = self.stub.StreamingSynthesize(self.requests(), timeout=self.timeout)
+            self.call = self.stub.StreamingSynthesize(self.requests(), timeout=self.timeout,
+                                                      metadata=self.metadata or None)
             for resp in self.call:
                 if resp.WhichOneof("response") == "audio":
                     self.chunks.append(resp.audio)
@@ -90,7 +94,7 @@ class FaultStack:
         self.down = f"127.0.0.1:{free_port()}"
         self.own = make_stack(stack.tmp, base=stack, start=("decoder", "gateway"), decoders=2,
                               decoder_addrs=lambda addrs: [addrs[0], self.down, addrs[1]],
-                              TTS_DECODER_KOKORO_QUEUE_CHUNKS=QUEUE_CHUNKS, TTS_GATEWAY_GRACE_SECONDS=10,
+                              TTS_DECODER_FASTSPEECH2_QUEUE_CHUNKS=QUEUE_CHUNKS, TTS_GATEWAY_GRACE_SECONDS=10,
                               TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=60)
         self.decoders, self.gateway = self.own.decoders, self.own.gateway
         self.channel = grpc.insecure_channel(self.gateway.addr, options=SLOW_CLIENT_OPTS)
@@ -334,12 +338,13 @@ def test_half_close_without_reading_then_read_everything(stack, client):
     """The client sends everything and half-closes first, reads only once the decoder has finished the utterance."""
     channel = grpc.insecure_channel(stack.gateway.addr, options=SLOW_CLIENT_OPTS)
     call = tts_pb2_grpc.TextToSpeechStub(channel).StreamingSynthesize(
-        iter([tts_pb2.StreamingSynthesizeRequest(config=make_config()),
+        # kokoro: slow enough that the open stream is seen (fastspeech2 is done before the first Info poll)
+        iter([tts_pb2.StreamingSynthesizeRequest(config=make_config(model="kokoro")),
               tts_pb2.StreamingSynthesizeRequest(text="好的。"), tts_pb2.StreamingSynthesizeRequest(text="再见。")]),
         timeout=120)
     try:
-        wait_until(lambda: info(stack.decoder.addr).active_streams == 1, 30, "the decoder stream to open")
-        wait_until(lambda: info(stack.decoder.addr).active_streams == 0, 120, "the decoder to finish unread")
+        wait_until(lambda: info(stack.decoder.addr, "kokoro").active_streams == 1, 30, "the decoder stream to open")
+        wait_until(lambda: info(stack.decoder.addr, "kokoro").active_streams == 0, 120, "the decoder to finish unread")
         responses = list(call)
     finally:
         channel.close()

@@ -51,7 +51,7 @@ def test_chunks_carry_rate_offsets_and_spans(client):
         assert text[c.span.start:c.span.end] == c.segment_text
     assert res.summary.audio_ms == pytest.approx(offset, abs=1e-3)
     assert res.summary.first_chunk_latency_ms > 0 and res.summary.real_time_factor > 0
-    assert res.summary.engine == "kokoro"
+    assert res.summary.engine == "fastspeech2" and res.summary.voice == "baker"      # the default for Mandarin
 
 
 def test_unary_synthesize_returns_a_complete_wav(client):
@@ -153,20 +153,36 @@ def test_service_keeps_serving_after_bad_input(client):
 
 def test_models_are_the_engines_the_decoders_serve(client, stack, capsys):
     """The gateway, the CLI and the page learn the model names from the decoders' Info (the stack enables both)."""
-    assert client.models() == (["kokoro", "glmtts"], "kokoro")
+    assert client.models() == (["fastspeech2", "kokoro", "glmtts"], "fastspeech2")
     with pytest.raises(grpc.RpcError) as err:
         client.stream(["你好。"], make_config(model="nope"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details() == "config.model: unknown model 'nope'; use one of: kokoro, glmtts"
+    assert err.value.details() == "config.model: unknown model 'nope'; use one of: fastspeech2, kokoro, glmtts"
     from tts_client.cli import main
 
     assert main(["--target", stack.gateway.addr, "models"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["kokoro\tdefault", "glmtts"]
+    assert capsys.readouterr().out.splitlines() == ["fastspeech2\tdefault", "kokoro", "glmtts"]
 
 
-def test_list_voices_has_builtin_voices(client):
-    voices = client.voices()
-    assert any(v.builtin and v.id == "jm_kumo" for v in voices)
+def test_list_voices_has_builtin_voices_with_their_language_and_licence(client, stack, capsys):
+    voices = {v.id: v for v in client.voices()}
+    baker, kumo = voices["baker"], voices["jm_kumo"]
+    assert (baker.engine, baker.language, kumo.engine, kumo.license) == ("fastspeech2", "zh", "kokoro", "Apache-2.0")
+    assert "non-commercial" in baker.license and "CC BY-NC-SA 4.0" in baker.license
+    from tts_client.cli import main
+
+    assert main(["--target", stack.gateway.addr, "voices"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("baker\t"))
+    assert line.split("\t")[2] == "fastspeech2" and "non-commercial" in line
+
+
+def test_a_request_that_names_no_engine_goes_where_its_voice_or_language_is_spoken(client):
+    assert client.stream(["您好，请问有什么可以帮您？"], make_config()).summary.engine == "fastspeech2"
+    # English to the engine that speaks it (kokoro's Info lists "en", fastspeech2's only "zh")
+    res = client.stream(["Hello, how can I help you today?"], make_config(language="en"))
+    assert res.summary.engine == "kokoro" and res.summary.audio_ms > 1000
+    # a built-in voice of another engine takes its engine
+    assert client.stream(["你好。"], make_config(voice="jm_kumo")).summary.engine == "kokoro"
 
 
 def test_analyze_text_shows_normalization_and_pinyin(client):

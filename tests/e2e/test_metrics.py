@@ -107,8 +107,8 @@ def test_metrics_after_one_synthesis(ms):
     assert audio_s == pytest.approx(summary.audio_ms / 1000, rel=0.05)
     assert grew("decoder", "tts_rpc_duration_seconds_count", service="decoder", method="Decode") == 1
     assert grew("decoder", "tts_decoder_first_chunk_seconds_count") >= 1
-    assert grew("decoder", "tts_decoder_tokens_per_second_count", engine="kokoro") == 1
-    assert grew("decoder", "tts_decoder_tokens_per_second_sum", engine="kokoro") > 0
+    assert grew("decoder", "tts_decoder_tokens_per_second_count", engine="fastspeech2") == 1
+    assert grew("decoder", "tts_decoder_tokens_per_second_sum", engine="fastspeech2") > 0
     assert value(dec, "tts_decoder_active_streams") == 0
     # frontend: one Normalize stream, nothing in flight
     assert grew("frontend", "tts_rpc_duration_seconds_count", service="frontend", method="Normalize") == 1

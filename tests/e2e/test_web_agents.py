@@ -68,7 +68,7 @@ def test_our_voice_names_and_registered_ids_still_go_through(webstack):
 
     default_audio, default_voice = spoken("alloy")
     with TTSClient(webstack.gateway.addr, token=TOKENS["alice"]) as c:
-        other = next(v.id for v in c.voices() if v.builtin and v.engine == "embedded" and v.id != default_voice)
+        other = next(v.id for v in c.voices() if v.builtin and v.engine == "kokoro" and v.id != default_voice)
         vid = c.register_voice("agent voice", REF).voice.id
     try:
         audio, voice = spoken(other)

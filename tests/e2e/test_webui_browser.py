@@ -73,7 +73,7 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
                 "stalls": f"{summary['stalls']} · {ms(summary['stall_ms'])}",
                 "margin": ms(summary["min_playback_margin_ms"]),
                 "engine": summary["engine"], "voice": summary["voice"], "rid": summary["request_id"]}, summary
-            assert summary["engine"] == "kokoro" and summary["voice"] and summary["first_chunk_latency_ms"] > 0
+            assert summary["engine"] == "fastspeech2" and summary["voice"] and summary["first_chunk_latency_ms"] > 0
             assert "yin2" in await page.inner_text("#segments")
             # the saved result downloads as a WAV file (for the caller that made it: here the server's token)
             href = await page.get_attribute("#result-link", "data-url")

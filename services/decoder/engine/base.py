@@ -214,6 +214,15 @@ class Engine(abc.ABC):
     async def warmup(self) -> None:
         """Load models, size caches; called once before the service reports SERVING."""
 
+    def check_admission(self, options: StreamOptions, hold: bool = False) -> "Decision":
+        """Would ``open_stream`` admit a stream with these options now (capacity, the tenant's share, batch)?
+        ``hold``: if so, keep its place for a moment under ``options.request_id`` (the stream's Decode call opens at
+        its first segment and claims it). The default engine admits everything its ``open_stream`` does not refuse
+        for other reasons."""
+        from .capacity import Decision
+
+        return Decision(True)
+
     @abc.abstractmethod
     def open_stream(self, voice: Voice, options: StreamOptions) -> Stream:
         """Admit a stream (``shared.errors.ResourceExhausted`` with retry info when over budget,

@@ -9,12 +9,13 @@ an injectable clock), used by every engine that admits by real-time capacity.
 - **Fair share.** Capacity is divided between the tenants that need it by max-min fairness (water-filling: a tenant
   that needs less than an equal part keeps what it needs, the rest is split among the others). A tenant alone may
   use all of it. ``admit`` takes a new live stream while the pod has room, and ALSO when the pod is full but the
-  tenant is below its fair share while another tenant is above its own: that tenant's excess streams then yield
+  tenant holds less than its fair share while another tenant holds more than its own (so a pod that carries one
+  stream still lets a second tenant in beside the first): that tenant's excess streams then yield
   (``in_share`` is False for them, and the engine's scheduler serves them after everyone's in-share streams), and
   its next stream is refused until it is back within its share. The refusal says which limit applied.
 - **Batch** streams (offline work) never count against live capacity: they are admitted while the pod has spare
-  real-time capacity (at most ``max_batch`` at once), are served only after every live stream, and wait (the
-  gateway retries) rather than fail when there is none.
+  real-time capacity or no live stream needs any (at most ``max_batch`` at once), are served only after every live
+  stream, and wait (the gateway retries) rather than fail when there is none.
 """
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ from shared.playback import PlaybackClock
 class Decision:
     ok: bool
     retry_after_s: float = 0.0
-    limit: str = ""                       # which limit refused it: "capacity", "fair_share", "batch"
+    limit: str = ""                       # which limit refused it: "capacity", "fair_share", "batch", "streams"
     reason: str = ""                      # for the refusal's message
+
+    def message(self, engine: str) -> str:
+        return f"{self.limit}: {engine} engine: {self.reason}"
 
     def check(self, engine: str) -> None:
         """RESOURCE_EXHAUSTED with retry info naming the limit that refused (``fair_share: …``), if it did."""
         if not self.ok:
-            raise ResourceExhausted(f"{self.limit}: {engine} engine: {self.reason}", retry_after_s=self.retry_after_s)
+            raise ResourceExhausted(self.message(engine), retry_after_s=self.retry_after_s)
 
 
 @dataclass
@@ -73,14 +77,16 @@ def fair_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
 class FairCapacity:
     def __init__(self, clock=time.monotonic, cost: float = 0.1, target_utilization: float = 0.85,
                  workers: int = 1, min_streams: int = 1, idle_s: float = 5.0, window: int = 48,
-                 max_batch: int = 2):
+                 max_batch: int = 2, hold_s: float = 2.0):
         self.clock = clock
         self.target_utilization = target_utilization
         self.workers = max(1, workers)
         self.min_streams = max(1, min_streams)
         self.idle_s = idle_s
         self.max_batch = max_batch
+        self.hold_s = hold_s
         self.streams: dict[object, _Stream] = {}
+        self._holds: dict[tuple, tuple[str, bool, float]] = {}  # admitted ahead: (tenant, id) → tenant, batch, expiry
         self._seq = 0
         self._work: deque = deque(maxlen=window)    # (compute s, audio s)
         self._cost0 = cost
@@ -106,8 +112,9 @@ class FairCapacity:
 
     @property
     def capacity(self) -> float:
-        """Real-time live streams the pod carries at its target utilization."""
-        return self.target_utilization * self.throughput
+        """Real-time live streams the pod carries at its target utilization (never fewer than ``min_streams``, the
+        streams it admits whatever the measured throughput)."""
+        return max(self.target_utilization * self.throughput, float(self.min_streams))
 
     # ---- streams -------------------------------------------------------------------------------------------------
     def open(self, key, tenant: str = "", batch: bool = False) -> None:
@@ -154,13 +161,30 @@ class FairCapacity:
         return now - last < self.idle_s
 
     def demand(self) -> dict[str, int]:
-        """Live streams that need capacity now, per tenant."""
+        """Live streams that need capacity now, per tenant (with the streams admitted ahead, see ``admit``)."""
         now = self.clock()
         out: dict[str, int] = {}
         for st in self.streams.values():
             if not st.batch and self._needs(st, now):
                 out[st.tenant] = out.get(st.tenant, 0) + 1
+        for tenant, batch, _ in self._live_holds(now):
+            if not batch:
+                out[tenant] = out.get(tenant, 0) + 1
         return out
+
+    def _live_holds(self, now: float) -> list[tuple[str, bool, float]]:
+        for key in [k for k, (_, _, until) in self._holds.items() if until <= now]:
+            del self._holds[key]
+        return list(self._holds.values())
+
+    def claim(self, tenant: str, hold: str) -> bool:
+        """A stream of ``tenant`` admitted ahead under ``hold`` (``admit(..., hold=)``) opens now: True if its place
+        was still held (it is admitted without a second decision), False otherwise. Holds are per tenant: one
+        tenant's request id never claims another's place."""
+        if not hold:
+            return False
+        self._live_holds(self.clock())
+        return self._holds.pop((tenant, hold), None) is not None
 
     def shares(self) -> dict[str, float]:
         return fair_shares(self.demand(), self.capacity)
@@ -199,16 +223,26 @@ class FairCapacity:
         return self.capacity - sum(self.demand().values())
 
     # ---- admission -----------------------------------------------------------------------------------------------
-    def admit(self, tenant: str = "", batch: bool = False) -> Decision:
+    def admit(self, tenant: str = "", batch: bool = False, hold: str = "") -> Decision:
+        """Would a stream of ``tenant`` be admitted now? ``hold``: if so, keep its place for ``hold_s`` under that
+        id (a stream that asks before its first segment, so that many arriving at once are not all told yes); it
+        counts as a stream that needs capacity until the stream opens (``claim``) or the time runs out."""
+        decision = self._decide(tenant, batch)
+        if decision.ok and hold:
+            self._holds[(tenant, hold)] = (tenant, batch, self.clock() + self.hold_s)
+        return decision
+
+    def _decide(self, tenant: str, batch: bool) -> Decision:
         demand = self.demand()
         total = sum(demand.values())
         cap = self.capacity
         retry = self._retry_after()
         if batch:
-            running = sum(1 for s in self.streams.values() if s.batch)
+            running = sum(1 for s in self.streams.values() if s.batch) + \
+                sum(1 for _, b, _ in self._live_holds(self.clock()) if b)
             if running >= self.max_batch:
                 return Decision(False, retry, "batch", f"{running} batch streams are running (the most at once)")
-            if total + 1 > cap:
+            if total and total + 1 > cap:
                 return Decision(False, retry, "batch", f"live streams use the real-time capacity ({total} of "
                                                        f"{cap:.1f}); batch work waits for spare capacity")
             return Decision(True)
@@ -220,7 +254,7 @@ class FairCapacity:
         shares = fair_shares(with_me, cap)
         share = shares[tenant]
         others_over = any(d > shares[t] + 1e-9 for t, d in with_me.items() if t != tenant)
-        if mine + 1 <= share + 1e-9 and others_over:
+        if mine < share - 1e-9 and others_over:
             return Decision(True)          # below its share while another tenant is above its own
         if len(with_me) > 1:
             return Decision(False, retry, "fair_share",

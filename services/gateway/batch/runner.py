@@ -39,6 +39,8 @@ from .store import (CANCELLED, DONE, FAILED, QUEUED, RECORD_ALLOWANCE, RUNNING, 
 log = logging.getLogger("gateway.batch")
 
 BATCH_LINES = Counter("tts_gateway_batch_lines_total", "Batch lines finished by this gateway", ["outcome"])
+BATCH_CAPACITY_WAITS = Counter("tts_gateway_batch_capacity_waits_total",
+                               "Batch line starts refused by the decoders for lack of spare capacity, then retried")
 BATCH_RUNNING = Gauge("tts_gateway_batch_jobs_running", "Batch jobs this gateway is running")
 
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -285,7 +287,8 @@ class Runner:
     async def _line(self, tenant: str, job_id: str, cfg, out_dir: Path, idx: int, lineno: int,
                     raw: bytes) -> tuple[dict, tuple[Path, int] | None]:
         """(the line's result, the WAV it wrote with its size, or None); transient errors are retried, and a store
-        that is away is waited for without using up a try."""
+        that is away, or decoders with no spare capacity for batch work (RESOURCE_EXHAUSTED from the decoder: batch
+        lines run at batch priority and only on what live streams leave), are waited for without using up a try."""
         st = self.settings
         try:
             spec = parse_line(raw, st.max_text_chars)
@@ -305,6 +308,11 @@ class Runner:
                 pause = min(pause * 2, STORE_BACKOFF_S[1])
                 continue
             except TTSError as exc:
+                if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and exc.message.startswith("decoder"):
+                    # no spare real-time capacity for batch work now: wait as the decoder says, never fail for it
+                    BATCH_CAPACITY_WAITS.inc()
+                    await asyncio.sleep(min(max(getattr(exc, "retry_after_s", 1.0), 0.2), 5.0))
+                    continue
                 if exc.code in TRANSIENT and attempt < st.batch.line_retries:
                     log.warning("batch line retried", extra={"job": job_id, "line": lineno, "error": exc.message})
                     await asyncio.sleep(delay)

@@ -100,6 +100,17 @@ function renderSummary(sum) {
 }
 
 // ---- voices -----------------------------------------------------------------------------------------------------
+let voiceLicenses = {}, defaultModel = "";
+
+// the terms of the weights of the voice that will speak (the selected voice, else the model's, else the default's)
+function showLicense() {
+  const opt = $("voice").selectedOptions[0];
+  const lic = (opt && opt.dataset.license) || voiceLicenses[$("model").value || defaultModel] || "";
+  const el = $("voice-license");
+  el.textContent = lic ? "licence: " + lic : "";
+  el.classList.toggle("bad", /non-commercial/i.test(lic));
+}
+
 async function loadVoices() {
   const sel = $("voice");
   const keep = sel.value;
@@ -109,10 +120,15 @@ async function loadVoices() {
     for (const v of data.voices) {
       const o = document.createElement("option");
       o.value = v.id;
-      o.textContent = v.builtin ? `${v.name} (${v.engine})` : `${v.name} — registered, ${v.engine}`;
+      o.textContent = (v.builtin ? `${v.name} (${v.engine}` : `${v.name} — registered, ${v.engine}`) +
+        (v.language ? `, ${v.language})` : ")");
+      o.dataset.license = v.license || "";
       sel.appendChild(o);
     }
     sel.value = keep;
+    voiceLicenses = Object.fromEntries(data.voices.map((v) => [v.engine, v.license || ""]));
+    defaultModel = data.default_model || "";
+    showLicense();
     const models = $("model");               // the engines the decoders serve, as the gateway lists them
     const keepModel = models.value;
     models.innerHTML = "";
@@ -440,6 +456,8 @@ $("free-cache").addEventListener("click", async () => {
   }
 });
 $("reload-voices").addEventListener("click", loadVoices);
+$("voice").addEventListener("change", showLicense);
+$("model").addEventListener("change", showLicense);
 
 loadVoices();
 loadDict();

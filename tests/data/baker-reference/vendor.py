@@ -1,6 +1,7 @@
 """Copy the subset of the Baker reference pack the tests use (run from the repository root):
     .venv/bin/python tests/data/baker-reference/vendor.py PACK_DIR
-Every case keeps input_ids, speed, durations; MEL cases also mel_after; AUDIO cases also both audio variants."""
+Every case keeps input_ids, speed, durations, f0, energy; MEL cases also mel_after; AUDIO cases also both audio
+variants."""
 import json
 import shutil
 import sys
@@ -16,7 +17,7 @@ index = json.loads((pack / "index.json").read_text())
 for entry in index:
     name = entry["file"][:-4]
     d = np.load(pack / entry["file"])
-    keep = {k: d[k] for k in ("input_ids", "speed", "durations")}
+    keep = {k: d[k] for k in ("input_ids", "speed", "durations", "f0", "energy")}
     if name in MEL:
         keep["mel_after"] = d["mel_after"]
     if name in AUDIO:

@@ -44,7 +44,7 @@ def test_decode_streams_pcm_chunks_with_offsets(stub):
     for c in chunks:
         assert c.sample_rate == 24000 and c.offset_samples == offset and len(c.pcm) == 4 * c.num_samples
         offset += c.num_samples
-    assert summary.samples == offset and summary.engine == "kokoro" and summary.tokens > 0
+    assert summary.samples == offset and summary.engine == "fastspeech2" and summary.tokens > 0
     audio = np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<f4")
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0.05
 
@@ -76,13 +76,15 @@ def test_cancelled_streams_are_freed(stub):
 
 def test_info_and_clear_cache(stub):
     info = stub.Info(decoder_pb2.InfoRequest())
-    assert info.default_engine == "kokoro"
-    kokoro = info.engines[0]
+    assert info.default_engine == "fastspeech2" and [e.name for e in info.engines] == ["fastspeech2", "kokoro"]
+    baker, kokoro = info.engines
+    assert list(baker.voices) == ["baker"] and list(baker.languages) == ["zh"] and not baker.supports_cloning
+    assert baker.model.startswith("FastSpeech2") and "non-commercial" in baker.license and not baker.aliases
     assert "jm_kumo" in kokoro.voices and not kokoro.supports_cloning
     assert kokoro.model.startswith("Kokoro-82M") and kokoro.license == "Apache-2.0"
     assert list(kokoro.languages) == ["zh", "en"] and list(kokoro.aliases) == ["embedded"]
     resp = stub.ClearCache(decoder_pb2.ClearCacheRequest())
-    assert resp.freed_streams == 0      # the kokoro engine keeps no idle state
+    assert resp.freed_streams == 0      # neither engine keeps idle state
 
 
 def test_the_earlier_engine_name_still_decodes_for_one_release(stub, decoder):
@@ -100,3 +102,12 @@ def test_health_and_reflection(decoder):
         resp = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in resp.list_services_response.service}
     assert {"tts.decoder.v1.Decoder", "grpc.health.v1.Health"} <= names
+
+
+def test_check_admission_answers_without_holding_anything(stub):
+    resp = stub.CheckAdmission(decoder_pb2.CheckAdmissionRequest(tenant="alice"))
+    assert resp.admitted and not resp.reason
+    assert stub.Info(decoder_pb2.InfoRequest()).engines[0].active_streams == 0
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CheckAdmission(decoder_pb2.CheckAdmissionRequest(engine="nope"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

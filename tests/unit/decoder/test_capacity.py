@@ -82,9 +82,32 @@ def test_batch_uses_only_spare_capacity_and_never_counts_as_live():
     assert "j1" not in cap.in_share_keys()
 
 
+def test_batch_work_runs_on_an_idle_pod_whatever_its_measured_capacity():
+    clock = FakeClock()
+    cap = pod(clock, streams=0.5, max_batch=2)   # not even one real-time stream
+    for k in ("j1", "j2"):
+        assert cap.admit("alice", batch=True).ok
+        cap.open(k, "alice", batch=True)
+    assert not cap.admit("alice", batch=True).ok      # max_batch
+
+
 def test_cost_is_measured():
     clock = FakeClock()
     cap = FairCapacity(clock=clock, target_utilization=0.5, workers=2)
     cap.record(0.3, 0.0)                     # work that made no audio yet (an acoustic step)
     cap.record(0.2, 10.0)
     assert abs(cap.cost - 0.05) < 1e-9 and abs(cap.capacity - 20.0) < 1e-9
+
+
+def test_a_stream_admitted_ahead_keeps_its_place_until_it_opens_or_the_hold_runs_out():
+    clock = FakeClock()
+    cap = pod(clock, streams=2.0)
+    assert cap.admit("alice", hold="r1").ok and cap.admit("alice", hold="r2").ok
+    d = cap.admit("alice", hold="r3")              # two places held: a third caller arriving at once is refused
+    assert not d.ok and d.limit == "capacity"
+    assert not cap.claim("bob", "r1")              # another tenant's request id claims nothing
+    assert cap.claim("alice", "r1") and not cap.claim("alice", "r1")
+    cap.open("s1", "alice")
+    cap.activity("s1")
+    clock.advance(cap.hold_s + 0.1)                # r2 never opened (an idle caller): its place is free again
+    assert cap.demand() == {"alice": 1} and cap.admit("alice").ok

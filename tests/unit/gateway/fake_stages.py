@@ -76,12 +76,24 @@ def speak(cost: float = 0.5, fail_after: int | None = None):
 
 
 class FakeDecoder:
-    """A DecoderStub whose n-th Decode call runs ``scripts[n]``."""
+    """A DecoderStub whose n-th Decode call runs ``scripts[n]``; ``CheckAdmission`` answers ``admits`` (True; False:
+    refused for capacity; an AioRpcError: raised)."""
 
-    def __init__(self, name: str, *scripts):
+    def __init__(self, name: str, *scripts, admits=True):
         self.name = name
         self.scripts = list(scripts)
         self.calls: list[FakeCall] = []
+        self.admits = admits
+        self.checks: list = []
+
+    async def CheckAdmission(self, request, metadata=None, timeout=None):
+        self.checks.append(request)
+        if isinstance(self.admits, Exception):
+            raise self.admits
+        if self.admits:
+            return decoder_pb2.CheckAdmissionResponse(admitted=True)
+        return decoder_pb2.CheckAdmissionResponse(admitted=False, limit="capacity", retry_after_s=1.5,
+                                                  reason=f"capacity: kokoro engine: {self.name} is full")
 
     def Decode(self, requests, metadata=None, timeout=None):
         assert len(self.calls) < len(self.scripts), f"{self.name}: unexpected Decode call"

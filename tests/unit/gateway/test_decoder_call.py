@@ -13,7 +13,7 @@ from services.gateway.decoder_call import DecoderCall
 from services.gateway.metrics import PROMPT_RESENDS
 from services.gateway.pipeline import Plan
 from shared.errors import TTSError
-from tests.unit.gateway.fake_stages import FakeDecoder, FakeStages, feed, gather_later, refuse, speak
+from tests.unit.gateway.fake_stages import FakeDecoder, FakeStages, feed, gather_later, refuse, rpc_error, speak
 from tts.decoder.v1 import decoder_pb2
 from tts.frontend.v1 import frontend_pb2
 
@@ -21,7 +21,7 @@ SEGMENTS = [frontend_pb2.Segment(index=i, text=f"第{i}句。") for i in range(3
 
 
 def make_plan(full_speaker=None) -> Plan:
-    cfg = decoder_pb2.DecodeConfig(engine="kokoro", request_id="r1", speed=1.0,
+    cfg = decoder_pb2.DecodeConfig(engine="kokoro", request_id="r1", speed=1.0, tenant="t",
                                    speaker=decoder_pb2.SpeakerConditioning(reference_id="abc", encoder="enc@1"))
     return Plan(request_id="r1", tenant="t", engine="kokoro", voice_label="v_x", decode_config=cfg,
                 normalize_config=frontend_pb2.NormalizeConfig(), sample_rate=24000, encoding="LINEAR16",
@@ -164,3 +164,34 @@ async def test_once_the_decoder_answered_the_feed_keeps_nothing_it_has_read():
     assert call.feed.items == [None] * 4                       # the replay buffer is released
     call.close()
 
+
+
+# ---- the admission probe: a caller no decoder would admit is refused at once, before its first segment -------------
+async def test_the_probe_moves_the_stream_to_a_decoder_that_would_admit_it():
+    a, b = FakeDecoder("a", admits=False), FakeDecoder("b", speak())
+    stages = FakeStages(a, b)
+    call = DecoderCall(stages, make_plan(), lambda: 30.0, 2)
+    await call.admit()
+    assert call.stub is b and (stages.open[a], stages.open[b]) == (0, 1)
+    assert a.checks[0].tenant == "t" and a.checks[0].engine == "kokoro"
+    call.close()
+
+
+async def test_when_no_decoder_would_admit_it_the_caller_is_refused_before_any_decode_call():
+    a, b = FakeDecoder("a", admits=False), FakeDecoder("b", admits=False)
+    call = DecoderCall(FakeStages(a, b), make_plan(), lambda: 30.0, 2)
+    with pytest.raises(TTSError) as err:
+        await call.admit()
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.value.retry_after_s == 1.5
+    assert err.value.message.startswith("decoder: capacity: kokoro engine:")
+    assert not a.calls and not b.calls                   # nothing was opened, nothing held
+    call.close()
+
+
+async def test_a_decoder_that_does_not_answer_the_probe_is_left_to_the_decode_call():
+    down = rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused")
+    a, b = FakeDecoder("a", admits=down), FakeDecoder("b", admits=False)
+    call = DecoderCall(FakeStages(a, b), make_plan(), lambda: 30.0, 2)
+    await call.admit()                                   # no verdict: the Decode call will find out and move on
+    assert call.stub is a
+    call.close()

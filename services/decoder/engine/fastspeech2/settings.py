@@ -24,6 +24,7 @@ class FastSpeech2Settings(EngineSettings):
     chunk_frames: int = Field(40, ge=4)     # later chunks
     offline_chunk_frames: int = Field(200, ge=4)  # unary / batch: bigger pieces (the same audio, less overhead)
     context_frames: int = Field(19, ge=0)   # mel context on each side of a vocoder chunk (19: equal to whole)
+    max_syllables: int = Field(32, ge=4)    # syllables per acoustic call; a longer segment is read in pieces
     queue_chunks: int = Field(16, gt=0)     # audio chunks a stream may run ahead of its reader (back-pressure)
     max_streams: int = Field(64, gt=0)
     target_utilization: float = Field(0.85, ge=0)  # admit while all live streams need at most this share of the

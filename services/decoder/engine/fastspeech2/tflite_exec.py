@@ -6,6 +6,14 @@ Semantics as the PyPI tflite schema defines them, with two choices: int8 weights
 float results of the int8 weights, not the interpreter's hybrid kernels, which also quantize activations), and
 dropout is inference mode: a MUL by a mask derived from ``FlexRandomUniform`` passes the un-scaled input through.
 QUANTIZE rounds half to even (as onnxruntime's QuantizeLinear, which made the reference pack).
+
+``ort_int8_matmul=True`` instead computes each FULLY_CONNECTED with int8 weights as onnxruntime (1.32, default
+session options) computes the tf2onnx conversion of it: its graph optimizer fuses DequantizeLinear(int8 weight) →
+MatMul into ``MatMulNBits`` (8 bits, blocks of 32 along the input dimension, accuracy level 4), which also
+quantizes the *activations*: each row's block of 32 inputs to int8 with scale max|x|/127 (rounded to nearest),
+then integer dot products scaled back per block. That is how the reference pack's FastSpeech2 outputs were
+computed (tests/data/baker-reference/README.md). Rounding the activations makes the result jump where an input
+lies on a rounding boundary, so it follows float noise upstream: the default (float) is what ships.
 """
 from __future__ import annotations
 
@@ -98,8 +106,25 @@ def _is_dropout_mask(g: TFLiteGraph, tensor: int) -> bool:
     return rnd is not None and rnd.name == "CUSTOM:FlexRandomUniform"
 
 
-def run(g: TFLiteGraph, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
-    """Execute the graph on ``feeds`` ({input name: array}); (its outputs, every tensor's value)."""
+def ort_matmul_nbits(x: np.ndarray, weight_int8: np.ndarray, scale: float, block: int = 32) -> np.ndarray:
+    """x (M, K) float32 times int8 weight (N, K) with one ``scale``, as onnxruntime's MatMulNBits at accuracy level
+    4: x quantized per row and block of ``block`` inputs (symmetric int8, scale max|x|/127, to nearest), integer
+    products summed per block, scaled back, blocks summed. (M, N) float32."""
+    m, k = x.shape
+    pad = -k % block
+    xb = np.pad(x.astype(_F32), ((0, 0), (0, pad))).reshape(m, -1, block)
+    wb = np.pad(weight_int8.astype(_F32), ((0, 0), (0, pad))).reshape(weight_int8.shape[0], -1, block)
+    x_scale = (np.abs(xb).max(-1) / _F32(127)).astype(_F32)                       # (M, blocks)
+    inverse = np.divide(_F32(1), x_scale, out=np.zeros_like(x_scale), where=x_scale > 0)
+    xq = np.round(xb * inverse[..., None])                                         # integers held in float32
+    per_block = np.einsum("mbi,nbi->mnb", xq.astype(np.float64), wb.astype(np.float64))   # exact integer sums
+    return (per_block.astype(_F32) * x_scale[:, None, :] * _F32(scale)).sum(-1, dtype=_F32)
+
+
+def run(g: TFLiteGraph, feeds: dict[str, np.ndarray], ort_int8_matmul: bool = False
+        ) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+    """Execute the graph on ``feeds`` ({input name: array}); (its outputs, every tensor's value).
+    ``ort_int8_matmul``: int8-weight FULLY_CONNECTED ops as onnxruntime's fused MatMulNBits (module docstring)."""
     values: dict[int, np.ndarray] = {g.input(name): np.asarray(v) for name, v in feeds.items()}
 
     def get(t: int):
@@ -115,8 +140,21 @@ def run(g: TFLiteGraph, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray],
             scaled = g.producer(op.inputs[1 - masks[0]])
             values[op.outputs[0]] = get(next(t for t in scaled.inputs if not g.is_const(t)))
             continue
+        if ort_int8_matmul and op.name == "FULLY_CONNECTED" and g.tensors[op.inputs[1]].dtype is np.int8:
+            values[op.outputs[0]] = _fully_connected_ort(g, op, [get(t) for t in op.inputs])
+            continue
         values[op.outputs[0]] = _execute(g, op, [get(t) for t in op.inputs])
     return [values[t] for t in g.outputs], values
+
+
+def _fully_connected_ort(g: TFLiteGraph, op: Op, x: list) -> np.ndarray:
+    t = g.tensors[op.inputs[1]]
+    if len(t.scale) != 1 or t.zero_point[0] != 0:
+        raise NotImplementedError(f"op {op.index}: int8 weight not quantized per tensor around 0")
+    r = ort_matmul_nbits(x[0].reshape(-1, t.shape[1]), g.raw(t.index), float(t.scale[0]))
+    if len(x) > 2 and x[2] is not None:
+        r = r + x[2]
+    return _act(r, op.options.get("FusedActivationFunction", 0))
 
 
 def _execute(g: TFLiteGraph, op: Op, x: list) -> np.ndarray:

@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 
-from shared.errors import InvalidArgument, ResourceExhausted
+from shared.errors import InvalidArgument
 
 from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Timing, Voice
+from ..capacity import Decision
 from ..realtime import RealtimeScheduler, Work
 from .model import _MAX_TOKENS, SAMPLE_RATE, KokoroModel, _pause_after
 from .phonemes import segment_phonemes_owned
@@ -317,14 +318,19 @@ class KokoroEngine(Engine):
         name = voice.name or self.settings.voice
         if name not in self.model.voices:
             raise InvalidArgument("config.voice", f"unknown voice {name!r}; built-in voices: {', '.join(self.voices())}")
-        if len(self._streams) >= self.settings.max_streams:
-            raise ResourceExhausted(f"kokoro engine is at its limit of {self.settings.max_streams} streams", retry_after_s=1.0)
-        if self.settings.target_utilization:
-            self.sched.admit(options.tenant, options.batch).check(self.name)
+        if not self.sched.capacity.claim(options.tenant, options.request_id):        # admitted ahead (CheckAdmission) or now
+            self.check_admission(options).check(self.name)
         stream = KokoroStream(self, name, options)
         self._streams.add(stream)
         self.sched.open(stream, options.tenant, options.batch)
         return stream
+
+    def check_admission(self, options: StreamOptions, hold: bool = False) -> Decision:
+        if len(self._streams) >= self.settings.max_streams:
+            return Decision(False, 1.0, "streams", f"at its limit of {self.settings.max_streams} streams")
+        if self.settings.target_utilization:
+            return self.sched.capacity.admit(options.tenant, options.batch, hold=options.request_id if hold else "")
+        return Decision(True)
 
     def _release(self, stream: KokoroStream) -> None:
         self._streams.discard(stream)

@@ -130,12 +130,14 @@ def test_a_graph_of_another_shape_is_refused(graphs):
         fastspeech2_state(broken)
 
 
-def _run_fs2(g, d):
-    return tflite_exec.run(g, {"input_ids": d["input_ids"][None].astype(np.int32),
-                               "speaker_ids": np.array([0], np.int32),
-                               "speed_ratios": np.array([d["speed"]], np.float32),
-                               "f0_ratios": np.array([1.0], np.float32),
-                               "energy_ratios": np.array([1.0], np.float32)})[0]
+def _fs2_feeds(d):
+    return {"input_ids": d["input_ids"][None].astype(np.int32), "speaker_ids": np.array([0], np.int32),
+            "speed_ratios": np.array([d["speed"]], np.float32), "f0_ratios": np.array([1.0], np.float32),
+            "energy_ratios": np.array([1.0], np.float32)}
+
+
+def _run_fs2(g, d, ort_int8_matmul=False):
+    return tflite_exec.run(g, _fs2_feeds(d), ort_int8_matmul)[0]
 
 
 @pytest.mark.parametrize("name", ["case00_speed1", "case01_speed1.25"])
@@ -165,3 +167,110 @@ def test_vocoder_equals_the_graph_executed_op_by_op(graphs, nets):
         ours = syn(int8_step(sub, gen.config.quant_scale))[0, 0].numpy()
     assert audio.shape == (1, 30 * 300, 1)
     np.testing.assert_allclose(ours, audio[0, :, 0], atol=1e-4)
+
+
+# The reference pack's FastSpeech2 outputs: what onnxruntime made of the tf2onnx conversion ---------------------------
+
+def _dq_matmul_session(weight_int8: np.ndarray, scale: float, config: dict[str, str]):
+    """onnxruntime on DequantizeLinear(int8 weight, one scale) → MatMul: what tf2onnx 1.17 makes of a hybrid
+    FULLY_CONNECTED (it dequantizes every quantized input, then MatMul by the transposed weight)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    k = weight_int8.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "scale", "zero"], ["wf"]),
+         helper.make_node("MatMul", ["x", "wf"], ["y"])], "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ascontiguousarray(weight_int8.T), "w"),
+         numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+         numpy_helper.from_array(np.array(0, np.int8), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def test_onnxruntime_quantizes_the_activations_of_dequantized_int8_matmuls(graphs):
+    """With default session options (as the pack was made) onnxruntime fuses DequantizeLinear → MatMul into
+    MatMulNBits at accuracy level 4, which rounds each 32-input block of the activations to int8:
+    tflite_exec.ort_matmul_nbits is that computation. At accuracy level 1 the same graph is the float product."""
+    g = graphs[0]
+    d = case("case00_speed1")
+    _, values = tflite_exec.run(g, _fs2_feeds(d))
+    fcs = [op for op in g.ops if op.name == "FULLY_CONNECTED" and g.tensors[op.inputs[1]].dtype is np.int8]
+    for fc in (fcs[0], fcs[3]):                                   # a query projection (K 256), its output (K 32)
+        t = g.tensors[fc.inputs[1]]
+        w, scale = g.raw(t.index), float(t.scale[0])
+        x = values[fc.inputs[0]].reshape(-1, t.shape[1]).astype(np.float32)
+        fused = _dq_matmul_session(w, scale, {}).run(None, {"x": x})[0]
+        plain = _dq_matmul_session(w, scale, {"session.qdq_matmulnbits_accuracy_level": "1"}).run(None, {"x": x})[0]
+        exact = x.astype(np.float64) @ (w.astype(np.float64) * np.float32(scale)).T
+        np.testing.assert_allclose(fused, tflite_exec.ort_matmul_nbits(x, w, scale), atol=2e-5, rtol=0)
+        np.testing.assert_allclose(plain, exact, atol=2e-5, rtol=0)
+        assert np.abs(fused - exact).max() > 1e-3 * np.abs(exact).max()      # 0.2–1 % off: not float rounding
+
+
+def test_the_pack_is_the_graph_with_onnxruntime_int8_matmuls(graphs, nets):
+    """case00 (55 frames): the graph executed op by op with the fused matmuls of onnxruntime reproduces the pack
+    within the issue's 1e-3 (f0, energy, mel_after, and the audio of that mel through our vocoder), where the
+    float execution (what ships) is 0.01–0.1 away."""
+    g = graphs[0]
+    _, _, gen, _ = nets
+    d = case("case00_speed1")
+    mel_before, mel_after, durations, f0, energy = _run_fs2(g, d, ort_int8_matmul=True)
+    np.testing.assert_array_equal(durations[0], d["durations"])
+    np.testing.assert_allclose(f0[0], d["f0"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(energy[0], d["energy"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(mel_after[0], d["mel_after"], atol=1e-3, rtol=0)
+    with torch.inference_mode():
+        audio = nets[3](gen(torch.from_numpy(mel_after[0])[None]))[0, 0].numpy()
+    np.testing.assert_allclose(audio, d["audio_float_subbands"], atol=1e-3, rtol=0)
+    _, float_mel, _, float_f0, _ = _run_fs2(g, d)
+    assert np.abs(float_mel[0] - d["mel_after"]).max() > 0.01 and np.abs(float_f0[0] - d["f0"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["case01_speed1", "case05_speed1", "case06_speed1"])
+def test_longer_pack_cases_follow_the_int8_matmuls_up_to_their_rounding_noise(graphs, name):
+    """On longer inputs some activation lies within float noise of an int8 rounding boundary, where onnxruntime
+    and numpy may round it to neighbouring levels (the README shows one such value in case02 explaining its whole
+    f0 difference); the mel then moves by ~1e-2. Still closer to the pack on every frame average than the float
+    execution, whose difference from it is systematic."""
+    d = case(name)
+    ours = np.abs(_run_fs2(graphs[0], d, ort_int8_matmul=True)[1][0] - d["mel_after"])
+    flt = np.abs(_run_fs2(graphs[0], d)[1][0] - d["mel_after"])
+    assert ours.mean() < 2e-3 and ours.max() < 0.03, (ours.mean(), ours.max())
+    assert flt.mean() > 2.5e-3, flt.mean()
+
+
+def test_int8_activation_rounding_amplifies_float_noise_and_float_does_not(graphs, monkeypatch):
+    """Why the pack cannot be met to 1e-3 beyond short inputs: a relative 1e-7 perturbation (about one float32 ulp)
+    of every matmul input moves the int8-activation mel by ~1e-2, the float mel by ~1e-6."""
+    g = graphs[0]
+    d = case("case01_speed1")
+    rng = np.random.default_rng(0)
+    original_nbits, original_execute = tflite_exec.ort_matmul_nbits, tflite_exec._execute
+
+    def jitter(x):
+        return (x * (1 + np.float32(1e-7) * rng.standard_normal(x.shape).astype(np.float32))).astype(np.float32)
+
+    def noisy_nbits(x, w, scale, block=32):
+        return original_nbits(jitter(x), w, scale, block)
+
+    def noisy_execute(gr, op, x):
+        if op.name == "FULLY_CONNECTED":
+            x = [jitter(x[0])] + list(x[1:])
+        return original_execute(gr, op, x)
+
+    moved = {}
+    for mode in (False, True):
+        clean = _run_fs2(g, d, ort_int8_matmul=mode)[1][0]
+        with monkeypatch.context() as m:
+            m.setattr(tflite_exec, "ort_matmul_nbits", noisy_nbits)
+            m.setattr(tflite_exec, "_execute", noisy_execute)
+            moved[mode] = max(np.abs(_run_fs2(g, d, ort_int8_matmul=mode)[1][0] - clean).max() for _ in range(2))
+    assert moved[False] < 1e-4 and moved[True] > 5e-3, moved

@@ -74,14 +74,15 @@ def test_speed_multiplies_durations(voice):
 
 @pytest.mark.parametrize("name", MEL)
 def test_mel_close_to_the_pack(voice, name):
-    """The pack's FastSpeech2 mel (tf2onnx + onnxruntime) differs from the graph's own operators by up to ~0.1
-    (mean |Δ| < 0.01; its postnet and vocoder match to 1e-6, its durations exactly): see the data README. The
-    1e-4 check of the mel is against the graph executed op by op (test_baker_graph.py)."""
+    """What ships is the float computation of the int8 weights. The pack's mel is onnxruntime's, whose optimizer
+    rounded the activations of every int8-weight matmul to int8 (MatMulNBits, accuracy level 4): 0.04–0.1 apart
+    (mean |Δ| 0.003–0.0065 on these cases). test_baker_graph.py holds the mel to the graph executed op by op
+    (1e-4) and that execution, with onnxruntime's matmuls, to the pack (1e-3 on case00); see the data README."""
     d = case(name)
     mel, _ = voice.acoustic(d["input_ids"], float(d["speed"]))
     assert mel.shape == d["mel_after"].shape and mel.dtype == np.float32
     err = np.abs(mel - d["mel_after"])
-    assert err.max() < 0.15 and err.mean() < 0.01, (err.max(), err.mean())
+    assert err.max() < 0.11 and err.mean() < 0.008, (err.max(), err.mean())
 
 
 @pytest.mark.parametrize("name", AUDIO)

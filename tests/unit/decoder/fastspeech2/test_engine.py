@@ -206,3 +206,21 @@ def test_a_tenants_excess_and_batch_work_wait_for_everyone_elses_share():
     # … but it is bob's excess: after alice and bob's share; the batch job last
     assert order[-2:] == ["bob2", "job"] or order[-2:] == ["bob3", "job"]
     assert order.index("alice") < order.index("bob3") and order[-1] == "job"
+
+
+def test_a_long_segment_is_read_in_pieces_cut_at_a_pause_then_at_words():
+    from services.decoder.engine.fastspeech2.engine import pieces_of
+
+    words = LONG.words                                     # 14 syllables, one mark at the end
+    assert [len(p) for p in pieces_of(words, 100)] == [len(words)]
+    cuts = pieces_of(words, 6)
+    assert all(sum(len(w.pinyin) for w in p) <= 6 for p in cuts) and sum(cuts, []) == words
+    clause = HELLO.words + LONG.words                      # 您好， + 14 syllables: the pause after 您好 is too early
+    assert [w.text for w in pieces_of(clause, 8)[0]] == ["您好", "，", "感谢", "您的", "耐心"]
+
+
+async def test_pieces_of_one_segment_end_it_once():
+    eng = await engine_with(max_syllables=6)
+    chunks = await run(eng, StreamOptions(alignment=True), LONG)
+    assert [c.segment_end for c in chunks].count(True) == 1 and chunks[-1].segment_end
+    assert [t.start for c in chunks for t in c.alignment] == list(range(15))
