@@ -19,6 +19,10 @@ CHUNK_SIZE_MAX = 1000                    # SynthesisConfig.chunk_size (0 = the e
 MAX_REFERENCE_BYTES = 10 * MIB           # the encoded file, as sent to the gateway and on to the speaker
 MIN_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S = 1.0, 30.0   # speech in it, after trimming silence
 GOOD_REFERENCE_SPEECH_S = (3.0, 10.0)    # outside: accepted with a warning
+# what decoding may produce, before trimming: a compressed file can hold an hour of silence in 500 KB, so the speaker
+# decodes in bounded blocks and stops at the first of these (INVALID_ARGUMENT naming the limit)
+MAX_REFERENCE_TOTAL_S = 4 * MAX_REFERENCE_SPEECH_S           # seconds of audio, silence included
+MAX_REFERENCE_DECODED_BYTES = 64 * MIB   # float32 samples decoded, every channel counted (120 s of 48 kHz stereo: 46 MB)
 
 # ---- streams ------------------------------------------------------------------------------------------------------
 STREAM_IDLE_TIMEOUT_S = 60.0             # a stream that sends nothing this long is ended (gateway, decoder)
