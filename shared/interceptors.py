@@ -109,7 +109,7 @@ class BadRequest:
         self.error = error
 
 
-def checked_deserializer(deserializer, max_bytes: int = 0):
+def checked_deserializer(deserializer, max_bytes: int = 0, setting: str = "max_message_mb"):
     if deserializer is None:
         return None
     message_cls = getattr(deserializer, "__self__", None)
@@ -118,7 +118,7 @@ def checked_deserializer(deserializer, max_bytes: int = 0):
         if max_bytes and len(data) > max_bytes:
             # too big is a bad request (never RESOURCE_EXHAUSTED, which clients retry), refused before parsing
             return BadRequest(InvalidArgument("request", f"the message is {len(data)} bytes; the limit is "
-                                                         f"{max_bytes} (max_message_mb)"))
+                                                         f"{max_bytes} ({setting})"))
         try:
             return deserializer(data)
         except Exception:  # noqa: BLE001 - DecodeError and friends
@@ -175,9 +175,10 @@ async def _drain(requests, timeout: float, quiet_s: float = EARLY_ERROR_QUIET_S)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str, max_message_bytes: int = 0):
+    def __init__(self, service: str, max_message_bytes: int = 0, max_message_setting: str = "max_message_mb"):
         self.service = service
         self.max_message_bytes = max_message_bytes
+        self.max_message_setting = max_message_setting
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -218,7 +219,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
             return factory(unary_response, request_deserializer=checked_deserializer(handler.request_deserializer,
-                                                                      self.max_message_bytes),
+                                                                      self.max_message_bytes,
+                                                                      self.max_message_setting),
                            response_serializer=handler.response_serializer)
 
         inner = handler.unary_stream or handler.stream_stream
@@ -242,5 +244,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         return factory(stream_response, request_deserializer=checked_deserializer(handler.request_deserializer,
-                                                                      self.max_message_bytes),
+                                                                      self.max_message_bytes,
+                                                                      self.max_message_setting),
                        response_serializer=handler.response_serializer)

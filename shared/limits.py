@@ -45,6 +45,19 @@ RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
                      ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
+# gRPC's own receive limit refuses a message from its length prefix, before reading it, but as RESOURCE_EXHAUSTED
+# "Received message larger than max" (without RetryInfo: clients retry it) — a status no interceptor can change. So a
+# server's transport limit sits at this hard cap, far above its TTS_<STAGE>_MAX_MESSAGE_MB: a message between the two
+# is read (at most this much per call) and refused by the error interceptor as INVALID_ARGUMENT naming the limit.
+# Only a message over the cap gets gRPC's own answer (read nothing; tts_client reports it as INVALID_ARGUMENT too).
+TRANSPORT_MAX_MESSAGE_BYTES = 64 * MIB
+
+
+def transport_receive_limit(max_bytes: int) -> int:
+    """gRPC's receive limit for a server whose own limit is ``max_bytes`` (the hard cap, or more for a bigger limit)."""
+    return max(TRANSPORT_MAX_MESSAGE_BYTES, 2 * max_bytes)
+
+
 def message_size_options(max_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
 

@@ -17,6 +17,7 @@ HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANG
 ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
               404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
               415: "invalid_request_error", 429: "rate_limit_error"}
+_TOO_BIG_RE = re.compile(r"the message is \d+ bytes")
 _ADDRESS_RE = re.compile(r"(?:ipv[46]|unix|dns):[^\s,;)]+|\[[0-9a-fA-F:.]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 
 
@@ -44,8 +45,8 @@ def error_response(exc: Exception, params: dict | None = None) -> web.Response:
         status = HTTP_STATUS.get(exc.code, 500)
         param = (params or {}).get(exc.field, exc.field) if exc.field else ""
         message = scrub(exc.message)
-        if exc.code == "RESOURCE_EXHAUSTED" and "larger than max" in message:
-            status = 413                     # grpc's message size limit: too big, not "retry later"
+        if exc.field == "request" and _TOO_BIG_RE.search(message):
+            status = 413                     # over a message size limit: too big, not "retry later"
         if params and exc.field in params:   # name the caller's field, not the gateway's
             message = params[exc.field] + message[len(exc.field):]
         body = error_body(status, message, param, exc.code)
