@@ -24,10 +24,28 @@ log = logging.getLogger("shared.rpc")
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+# A status travels in HTTP/2 trailers, and a receiver refuses trailers over its metadata limit (8 KiB by default)
+# with RESOURCE_EXHAUSTED "received metadata size exceeds ...": an error message that echoed a long input came back as
+# a capacity error (retried by clients) instead of itself. Every message and field description is cut to this many
+# UTF-8 bytes (grpc-message percent-encodes non-ASCII: ≤ 3 × this; the details repeat message and description,
+# base64: ≤ 2.7 × this), so the trailers of any status stay well under 8 KiB.
+MAX_STATUS_MESSAGE_BYTES = 512
+
+
+def cap_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), marked with "…" when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    cut = data[:limit - len("… (cut)".encode())].decode("utf-8", "ignore")
+    return cut + "… (cut)"
+
+
 def status_trailers(exc: TTSError) -> tuple:
     """RESOURCE_EXHAUSTED: a google.rpc.RetryInfo (and a plain retry-after-ms); INVALID_ARGUMENT naming a field:
-    a google.rpc.BadRequest field violation. Both in grpc-status-details-bin, the message as in the status."""
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    a google.rpc.BadRequest field violation. Both in grpc-status-details-bin, the message as in the status (both
+    capped: ``MAX_STATUS_MESSAGE_BYTES``)."""
+    status = status_pb2.Status(code=exc.code.value[0], message=cap_message(exc.message))
     if isinstance(exc, ResourceExhausted):
         seconds = max(exc.retry_after_s, 0.0)
         status.details.add().Pack(error_details_pb2.RetryInfo(
@@ -36,14 +54,15 @@ def status_trailers(exc: TTSError) -> tuple:
                 ("retry-after-ms", str(int(seconds * 1000))))
     if isinstance(exc, InvalidArgument) and exc.field:
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)]))
+            error_details_pb2.BadRequest.FieldViolation(field=cap_message(exc.field, 128),
+                                                        description=cap_message(exc.description))]))
         return (("grpc-status-details-bin", status.SerializeToString()),)
     return ()
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service: str, method: str):
     if isinstance(exc, TTSError):
-        code, message, trailers = exc.code, exc.message, status_trailers(exc)
+        code, message, trailers = exc.code, cap_message(exc.message), status_trailers(exc)
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
             log.warning("rpc failed", extra={"method": method, "code": code.name, "error": message})
     else:
