@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from tts_client.aio import TTSError
+from tts_client.aio import TTSError, forwarded_for
 
 from .errors import HTTPError, error_body, error_response
 from .inputs import SETTINGS
@@ -43,6 +43,8 @@ def _origin_allowed(request: web.Request, settings: WebSettings) -> bool:
 async def guard_middleware(request: web.Request, handler):
     """Host allow-list on every request; same-origin (or an allowed Origin) on WebSockets and state changes."""
     settings = request.app[SETTINGS]
+    # the gateway throttles failed authentications per client: ours, not this process's, named in x-forwarded-for
+    forwarded_for.set(request.remote or "")
     if request.path not in ("/livez", "/healthz") and not _host_allowed(settings, request.host or ""):
         raise HTTPError(403, "this Host is not served here (TTS_WEB_ALLOWED_HOSTS)")
     changes_state = request.method not in ("GET", "HEAD", "OPTIONS")
