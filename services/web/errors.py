@@ -24,9 +24,10 @@ _ADDRESS_RE = re.compile(r"(?:ipv[46]|unix|dns):[^\s,;)]+|\[[0-9a-fA-F:.]+\](?::
 class HTTPError(Exception):
     """An error of ours (before the gateway is asked): status, message, the request field it names."""
 
-    def __init__(self, status: int, message: str, param: str = ""):
+    def __init__(self, status: int, message: str, param: str = "", retry_after_s: float | None = None):
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
+        self.retry_after_s = retry_after_s
 
 
 def error_body(status: int, message: str, param: str = "", code: str = "") -> dict:
@@ -64,6 +65,8 @@ def error_response(exc: Exception, params: dict | None = None) -> web.Response:
                           "INVALID_ARGUMENT" if status in (400, 413, 415) else "")
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
+        elif status == 429:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s or 1)))
     else:
         status, body = 500, error_body(500, "internal error", code="INTERNAL")
     return web.json_response(body, status=status, headers=headers)

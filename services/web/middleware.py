@@ -59,7 +59,10 @@ async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except (TTSError, HTTPError) as exc:
-        return error_response(exc, OPENAI_PARAMS if request.path.startswith("/v1/") else None)
+        resp = error_response(exc, OPENAI_PARAMS if request.path.startswith("/v1/") else None)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            resp.force_close()               # a refused WebSocket upgrade keeps no idle connection open
+        return resp
     except web.HTTPException as exc:         # aiohttp's own (no such route, wrong method, body too large): JSON too
         if exc.status < 400:
             raise

@@ -21,7 +21,7 @@ from tts_client.aio import AsyncTTSClient
 
 from . import batch_api, openai_api, webui
 from .errors import HTTP_STATUS
-from .inputs import CLIENT, RESULTS, SETTINGS, STATIC, TOKEN_CACHE
+from .inputs import CLIENT, PREAUTH, RESULTS, SETTINGS, STATIC, TOKEN_CACHE, PreauthGate
 from .middleware import errors_middleware, guard_middleware
 from .results import ResultStore
 from .settings import WebSettings
@@ -34,6 +34,7 @@ def create_app(settings: WebSettings, client: AsyncTTSClient | None = None) -> w
     app[SETTINGS] = settings
     app[RESULTS] = ResultStore(settings.results_dir, settings.max_results)
     app[TOKEN_CACHE] = {}
+    app[PREAUTH] = PreauthGate(settings.preauth_connections, settings.preauth_per_client, settings.ws_start_timeout_s)
 
     async def lifecycle(app):
         app[CLIENT] = client or AsyncTTSClient(settings.gateway_addr, timeout=settings.gateway_timeout_s)
