@@ -69,6 +69,12 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service:
         code, message, trailers = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})", ()
         log.error("unhandled exception", exc_info=exc, extra={"method": method})
     RPC_ERRORS.labels(service, method, code.name).inc()
+    if isinstance(exc, ResourceExhausted) and exc.answer_after_s > 0:
+        try:
+            await asyncio.sleep(exc.answer_after_s)      # a held refusal (bounded by whoever raised it)
+        finally:
+            if exc.on_answered is not None:
+                exc.on_answered()
     await context.abort(code, message, trailing_metadata=trailers)
 
 

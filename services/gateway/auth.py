@@ -97,8 +97,12 @@ class AuthThrottle:
     are dropped first), so an attacker with many addresses costs bounded memory."""
 
     def __init__(self, per_client: int = 20, per_prefix: int = 100, window_s: float = 60.0, prefix_chars: int = 8,
-                 max_entries: int = 100_000, trusted_proxies: str = "", clock: Callable[[], float] = time.monotonic):
+                 max_entries: int = 100_000, trusted_proxies: str = "", clock: Callable[[], float] = time.monotonic,
+                 hold_s: float = 0.0, held_per_client: int = 32, held_max: int = 1024):
         self.per_client, self.per_prefix = per_client, per_prefix
+        self.hold_s, self.held_per_client, self.held_max = hold_s, held_per_client, held_max
+        self._held: dict[str, int] = {}                        # client → refusals being held now
+        self.held = 0                                           # ... all clients together
         self.window_s, self.prefix_chars = window_s, max(1, prefix_chars)
         self.max_entries = max(2, max_entries)
         self.clock = clock
@@ -110,11 +114,14 @@ class AuthThrottle:
         except ValueError as exc:
             raise SystemExit(f"TTS_GATEWAY_TRUSTED_PROXIES: {exc}") from None
         self._trusted_hosts: dict[str, bool] = {}
+        self._counted = {k: AUTH_FAILURES.labels(*k) for k in (("throttled", "client"), ("throttled", "prefix"),
+                                                                ("invalid", ""))}     # labels() looked up once
 
     @classmethod
     def from_settings(cls, s: AuthSettings) -> "AuthThrottle":
         return cls(s.auth_failures_per_client, s.auth_failures_per_prefix, s.auth_failure_window_s,
-                   s.auth_prefix_chars, s.auth_throttle_entries, s.trusted_proxies)
+                   s.auth_prefix_chars, s.auth_throttle_entries, s.trusted_proxies, hold_s=s.auth_throttle_hold_s,
+                   held_per_client=s.auth_throttle_held_per_client, held_max=s.auth_throttle_held)
 
     def _trusted_host(self, host: str) -> bool:
         known = self._trusted_hosts.get(host)
@@ -147,18 +154,39 @@ class AuthThrottle:
         now = self.clock()
         wait = self._blocked(("client", client), self.per_client, now)
         if wait:
-            AUTH_FAILURES.labels("throttled", "client").inc()
-            raise ResourceExhausted(
-                f"too many failed authentications from this client ({self.per_client} in {self.window_s:g} s, "
-                f"TTS_GATEWAY_AUTH_FAILURES_PER_CLIENT); retry in {wait:.1f} s", retry_after_s=wait)
-        if prefix is not None and prefix not in self.good_prefixes:
+            self._counted["throttled", "client"].inc()
+            raise self._refusal(
+                client, wait, f"too many failed authentications from this client ({self.per_client} in "
+                f"{self.window_s:g} s, TTS_GATEWAY_AUTH_FAILURES_PER_CLIENT); retry in {wait:.1f} s")
+        if prefix is not None and prefix not in self.good_prefixes:       # never a prefix a tenant uses
             wait = self._blocked(("prefix", prefix), self.per_prefix, now)
             if wait:
-                AUTH_FAILURES.labels("throttled", "prefix").inc()
-                raise ResourceExhausted(
-                    f"too many failed authentications with tokens beginning like this one ({self.per_prefix} in "
-                    f"{self.window_s:g} s, TTS_GATEWAY_AUTH_FAILURES_PER_PREFIX); retry in {wait:.1f} s",
-                    retry_after_s=wait)
+                self._counted["throttled", "prefix"].inc()
+                raise self._refusal(
+                    client, wait, f"too many failed authentications with tokens beginning like this one "
+                    f"({self.per_prefix} in {self.window_s:g} s, TTS_GATEWAY_AUTH_FAILURES_PER_PREFIX); "
+                    f"retry in {wait:.1f} s")
+
+    def _refusal(self, client: str, wait: float, message: str) -> ResourceExhausted:
+        """The refusal, held for ``hold_s`` (≤ ``wait``) while this client has fewer than ``held_per_client`` and
+        everyone fewer than ``held_max`` refusals held: a client calling back to back is slowed to about one call
+        per hold per connection; one that opens many calls at once gets the rest at once."""
+        held = self._held.get(client, 0)
+        if self.hold_s <= 0 or held >= self.held_per_client or self.held >= self.held_max:
+            return ResourceExhausted(message, retry_after_s=wait)
+        self._held[client] = held + 1
+        self.held += 1
+
+        def answered() -> None:
+            self.held -= 1
+            left = self._held.get(client, 1) - 1
+            if left > 0:
+                self._held[client] = left
+            else:
+                self._held.pop(client, None)
+
+        return ResourceExhausted(message, retry_after_s=wait, answer_after_s=min(self.hold_s, wait),
+                                 on_answered=answered)
 
     def _blocked(self, key: tuple[str, str], limit: int, now: float) -> float:
         """Seconds until ``key``'s window ends if it is over ``limit``; 0 if it may try."""
@@ -174,10 +202,10 @@ class AuthThrottle:
         return left if window[1] >= limit else 0.0
 
     def failed(self, client: str, prefix: str | None = None) -> None:
-        AUTH_FAILURES.labels("invalid", "").inc()
+        self._counted["invalid", ""].inc()
         now = self.clock()
         self._count(("client", client), now)
-        if prefix is not None and prefix not in self.good_prefixes:
+        if prefix is not None:
             self._count(("prefix", prefix), now)
 
     def succeeded(self, prefix: str) -> None:

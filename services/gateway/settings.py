@@ -70,6 +70,12 @@ class AuthSettings(BaseSettings):
     auth_prefix_chars: int = 8
     auth_failure_window_s: float = 60.0
     auth_throttle_entries: int = 100_000   # addresses and prefixes tracked at once (oldest windows dropped first)
+    # a throttled refusal is answered after this long (≤ the retry delay), at most auth_throttle_held_per_client calls
+    # of one client and auth_throttle_held in all at once (beyond them: at once): a client that ignores the retry
+    # delay and calls back to back makes ~1 call per hold instead of thousands a second
+    auth_throttle_hold_s: float = 1.0
+    auth_throttle_held_per_client: int = 32
+    auth_throttle_held: int = 1024
     # comma-separated addresses / CIDRs (the web process) whose x-forwarded-for names the client for the throttle
     trusted_proxies: str = ""
 
