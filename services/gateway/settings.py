@@ -63,6 +63,21 @@ class AuthSettings(BaseSettings):
     tokens_file: str = ""                  # a file of "tenant sha256(token)" lines
     tokens: SecretStr = SecretStr("")      # "tenant:sha256hex,tenant2:sha256hex" (a k8s Secret as an env var)
     admin_tenants: str = ""                # comma-separated tenants allowed the admin RPCs (auth off: everyone)
+    # failed authentications (auth.py AuthThrottle): over one of these within the window, a client address (or a
+    # token prefix) is refused with RESOURCE_EXHAUSTED + RetryInfo until its window ends, before its token is checked
+    auth_failures_per_client: int = 20     # per client address (IPv6: per /64); 0 = off
+    auth_failures_per_prefix: int = 100    # per first auth_prefix_chars characters of the token; 0 = off
+    auth_prefix_chars: int = 8
+    auth_failure_window_s: float = 60.0
+    auth_throttle_entries: int = 100_000   # addresses and prefixes tracked at once (oldest windows dropped first)
+    # a throttled refusal is answered after this long (≤ the retry delay), at most auth_throttle_held_per_client calls
+    # of one client and auth_throttle_held in all at once (beyond them: at once): a client that ignores the retry
+    # delay and calls back to back makes ~1 call per hold instead of thousands a second
+    auth_throttle_hold_s: float = 1.0
+    auth_throttle_held_per_client: int = 32
+    auth_throttle_held: int = 1024
+    # comma-separated addresses / CIDRs (the web process) whose x-forwarded-for names the client for the throttle
+    trusted_proxies: str = ""
 
     def admins(self) -> set[str]:
         return {t.strip() for t in self.admin_tenants.split(",") if t.strip()}

@@ -14,8 +14,8 @@ from aiohttp import WSMsgType, web
 from tts_client.aio import TTSError, make_config, to_dict
 
 from .errors import HTTP_STATUS, HTTPError, scrub
-from .inputs import (CLIENT, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of, parse_json,
-                     request_id, verify_token)
+from .inputs import (CLIENT, PREAUTH, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of,
+                     parse_json, request_id, verify_token)
 
 log = logging.getLogger("web")
 WS_SEND_BUFFER = 64 * 1024
@@ -104,7 +104,31 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
     binary frames (read only after the token was checked with the gateway); the server answers ``{"type": "chunk",
     ...}`` + one binary frame of PCM16 LE per audio chunk, then ``{"type": "done", "summary", "result"}`` or
     ``{"type": "error", "status", "code", "message", "field"}``. ``{"type": "stop"}`` (or closing the socket)
-    cancels the synthesis; a reader that takes more than ``ws_send_timeout_s`` for a frame is dropped."""
+    cancels the synthesis; a reader that takes more than ``ws_send_timeout_s`` for a frame is dropped.
+
+    Before its caller is known (no Authorization header on the upgrade) a connection holds a pre-auth slot
+    (``PreauthGate``: a bounded number, per client address too; none free → 429 before the upgrade) until its start
+    message is read and, if big, its token checked; a start message not complete within ``ws_start_timeout_s`` (a
+    frame stalled part-way) drops the connection at once."""
+    slot = None
+    if request.headers.get("Authorization"):
+        await verify_token(request, bearer(request))     # known before the upgrade: 401 here, no pre-auth slot
+    else:
+        slot = request.app[PREAUTH].enter(request.remote or "")
+    try:
+        return await _ws_session(request, slot)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _drop(request: web.Request) -> None:
+    """Close the connection now, without a closing handshake (a client stalled mid-frame would never answer it)."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def _ws_session(request: web.Request, slot) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     max_ref = settings.max_upload_mb * 1024 * 1024
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_json_kb * 1024)
@@ -118,9 +142,11 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
         except OSError:
             pass
     try:
-        msg = await ws.receive(timeout=60)
+        msg = await ws.receive(timeout=settings.ws_start_timeout_s)
     except asyncio.TimeoutError:
-        await ws.close()
+        log.info("websocket start message not complete in time; dropped",
+                 extra={"timeout_s": settings.ws_start_timeout_s})
+        _drop(request)
         return ws
     if msg.type != WSMsgType.TEXT:
         if msg.type == WSMsgType.ERROR or ws.close_code == 1009:
@@ -139,6 +165,8 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
         b64 = get_field(start, "reference_audio_b64", str, "")
         if announced or len(msg.data) > settings.preauth_kb * 1024:
             await verify_token(request, token)          # before reading (or decoding) anything big
+        if slot is not None:
+            slot.release()                              # the start message is in: no longer pre-auth
         ref = await decode_b64(b64, max_ref) if b64 else b""
         if announced:
             parts, got = [], 0
