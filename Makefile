@@ -50,7 +50,7 @@ bench-tn:
 	$(PY) -m bench.bench_tn
 
 # N = 1, 2, 4, 8 LLM-paced streams through a private stack: first audio, stalls, refusals (BENCH_STREAMS, BENCH_PACE_MS)
-.PHONY: bench-stream
+.PHONY: bench-stream bench-bargein
 bench-stream:
 	$(PY) -m bench.bench_stream $(BENCH_ARGS)
 
@@ -58,6 +58,11 @@ bench-stream:
 .PHONY: bench-fairness
 bench-fairness:
 	$(PY) -m bench.bench_fairness $(BENCH_ARGS)
+
+# barge-in: 4 LLM-paced streams, each cut at a random point of its first reply and continued with a second: cancel →
+# Interruption, the second reply's first audio, and fresh streams' first audio with alignment off/on (BENCH_ARGS)
+bench-bargein:
+	flock /tmp/bench.lock $(PY) -m bench.bench_stream --barge-in $(BENCH_ARGS)
 
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline

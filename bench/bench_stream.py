@@ -3,6 +3,7 @@
     make bench-stream                                   # kokoro engine, N = 1, 2, 4, 8
     .venv/bin/python -m bench.bench_stream [--streams 1,2,4,8] [--pace-ms 50] [--chars 1-3] [--decoders 1]
         [--model glmtts --glmtts-path models/glmtts-50m [--glmtts-token-ratio 5-6]]
+    make bench-bargein                                  # --barge-in: 4 streams, each cut and continued
 
 Each stream sends one customer-service reply as a chat model emits it (1-3 characters every 50 ms by default) and
 reads the audio. Client-side playback model: playback starts at the first chunk; a chunk that arrives after the
@@ -14,6 +15,13 @@ does not hold N real-time streams). ``--glmtts-token-ratio LO-HI`` bounds the gl
 token (a random checkpoint never samples its end token, so without it every segment runs to the upper bound, 20x).
 The stack (redis-server + the four services on free loopback ports) is started and stopped by this script.
 Never part of `make test`.
+
+``--barge-in`` (``make bench-bargein``): N (4) LLM-paced streams at once, each interrupted at a random point of its
+first reply's playback (0.3–2.5 s after its first audio; played position from the same playback model) and
+continued with a second reply on the same stream. Prints the time from sending the Cancel to receiving the
+Interruption, the second reply's first audio (from its first text piece), and, in the same run, N fresh streams'
+first audio with alignment off and on (rounds interleaved), p50/p95 each; also any audio of a cut reply that
+arrived after its Interruption (must be 0).
 """
 from __future__ import annotations
 
@@ -78,13 +86,13 @@ class Result:
 
 
 def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, model: str, start: threading.Event,
-               timeout: float, metadata: tuple = ()) -> Result:
+               timeout: float, metadata: tuple = (), alignment: bool = False) -> Result:
     res = Result()
     rng = random.Random(seed)
     sent_first: list[float] = []
 
     def requests():
-        yield tts_pb2.StreamingSynthesizeRequest(config=make_config(model=model))
+        yield tts_pb2.StreamingSynthesizeRequest(config=make_config(model=model, alignment=alignment))
         for piece in llm_pieces(text, rng, lo, hi):
             if not sent_first:
                 sent_first.append(time.perf_counter())
@@ -113,6 +121,143 @@ def one_stream(stub, text: str, seed: int, pace_s: float, lo: int, hi: int, mode
     return res
 
 
+class BargeResult:
+    def __init__(self):
+        self.cancel_to_interruption_s = None
+        self.second_first_audio_s = None
+        self.late_chunks = 0                  # audio of the cut reply after its Interruption (must stay 0)
+        self.heard = self.chars = 0
+        self.error = None
+
+
+def barge_stream(client, first: str, second: str, seed: int, pace_s: float, lo: int, hi: int, model: str,
+                 start: threading.Event, timeout: float) -> BargeResult:
+    """One conversation: reply 1 paced in, cut at a random playback point, reply 2 paced in, end."""
+    from tts_client import Audio, Done, Interrupted
+
+    res = BargeResult()
+    rng = random.Random(seed)
+    cut_after_s = rng.uniform(0.3, 2.5)             # of playback after the first audio
+    stream = client.open_stream(make_config(model=model, alignment=True), timeout=timeout)
+    cancelled = threading.Event()
+    interrupted = threading.Event()
+    t_second: list[float] = []
+
+    def send():
+        for piece in llm_pieces(first, rng, lo, hi):
+            if cancelled.is_set():                  # the caller spoke: the LLM stops too
+                break
+            stream.send_text(piece)
+            time.sleep(pace_s)                      # the chat model's pace (pacing a load generator)
+        else:
+            stream.flush()
+        interrupted.wait(timeout)
+        for piece in llm_pieces(second, rng, lo, hi):
+            if not t_second:
+                t_second.append(time.perf_counter())
+            stream.send_text(piece)
+            time.sleep(pace_s)
+        stream.end()
+
+    clock = PlaybackClock()
+    start.wait()
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    t_cancel = None
+    try:
+        timer = None
+        for ev in stream:
+            now = time.perf_counter()
+            if isinstance(ev, Audio):
+                if ev.reply == 0:
+                    if t_cancel is not None and res.cancel_to_interruption_s is not None:
+                        res.late_chunks += 1
+                        continue
+                    clock.deliver(now, ev.chunk.duration_ms / 1000)
+                    if timer is None:
+                        t_first = now
+
+                        def cut():
+                            nonlocal t_cancel
+                            at = time.perf_counter()
+                            played = (clock.audio_s - max(0.0, clock.play_end - at)) * 1000
+                            cancelled.set()
+                            t_cancel = time.perf_counter()
+                            stream.cancel(max(0.0, played))
+                        timer = threading.Timer(max(0.0, t_first + cut_after_s - time.perf_counter()), cut)
+                        timer.start()
+                elif ev.reply == 1 and res.second_first_audio_s is None and t_second:
+                    res.second_first_audio_s = now - t_second[0]
+            elif isinstance(ev, Interrupted):
+                res.cancel_to_interruption_s = now - t_cancel
+                res.heard, res.chars = len(ev.heard_text), len(ev.heard_text) + len(ev.interruption.unspoken_text)
+                interrupted.set()
+            elif isinstance(ev, Done):
+                break
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        res.error = f"{type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        interrupted.set()
+        if timer is not None:
+            timer.cancel()
+        stream.close()
+    if res.cancel_to_interruption_s is None and res.error is None:
+        res.error = "no Interruption (the reply ended before the cut point)"
+    return res
+
+
+def run_barge_round(target: str, n: int, args, offset: int) -> list[BargeResult]:
+    from tts_client import TTSClient
+
+    start = threading.Event()
+    results: list = [None] * n
+
+    def worker(k):
+        with TTSClient(target) as client:
+            results[k] = barge_stream(client, REPLIES[(offset + k) % len(REPLIES)],
+                                      REPLIES[(offset + k + 5) % len(REPLIES)], offset + k, args.pace_ms / 1000,
+                                      args.lo, args.hi, args.model, start, args.timeout)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)                        # let the channels connect before the common start
+    start.set()
+    for t in threads:
+        t.join()
+    return results
+
+
+def barge_in(target: str, args) -> None:
+    n = int(args.streams.split(",")[0]) if args.streams != "1,2,4,8" else 4
+    rounds = args.rounds or 3
+    cut, fresh_off, fresh_on = [], [], []
+    for r in range(rounds):
+        cut += run_barge_round(target, n, args, offset=r * n)
+        args.alignment = False
+        fresh_off += run_round(target, n, args, offset=r * n + 1)
+        args.alignment = True
+        fresh_on += run_round(target, n, args, offset=r * n + 2)
+    ok = [x for x in cut if x.error is None]
+    to_int = [x.cancel_to_interruption_s * 1000 for x in ok]
+    second = [x.second_first_audio_s * 1000 for x in ok if x.second_first_audio_s is not None]
+    off = [x.first_audio_s * 1000 for x in fresh_off if x.first_audio_s is not None and x.error is None]
+    on = [x.first_audio_s * 1000 for x in fresh_on if x.first_audio_s is not None and x.error is None]
+    print(f"{'what (' + str(n) + ' streams at once, ' + str(rounds) + ' rounds)':<52} {'n':>4} {'p50 ms':>8} "
+          f"{'p95 ms':>8}")
+    for name, vals in (("cancel sent → Interruption received", to_int),
+                       ("second reply, same stream: first audio", second),
+                       ("fresh stream: first audio (alignment off)", off),
+                       ("fresh stream: first audio (alignment on)", on)):
+        print(f"{name:<52} {len(vals):>4} {pct(vals, 50):>8.0f} {pct(vals, 95):>8.0f}")
+    heard = sum(x.heard for x in ok)
+    print(f"cut replies: {len(ok)}; characters heard {heard} of {sum(x.chars for x in ok)} received; audio of a cut "
+          f"reply after its Interruption: {sum(x.late_chunks for x in cut)} chunks; errors: "
+          f"{len(cut) - len(ok) + sum(x.error is not None for x in fresh_off + fresh_on)}")
+    for e in [x.error for x in cut + fresh_off + fresh_on if x.error][:3]:
+        print(f"      error: {e}")
+
+
 def run_round(target: str, n: int, args, offset: int) -> list[Result]:
     start = threading.Event()
     results: list[Result | None] = [None] * n
@@ -121,7 +266,7 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
         with grpc.insecure_channel(target) as ch:
             stub = tts_pb2_grpc.TextToSpeechStub(ch)
             results[k] = one_stream(stub, REPLIES[(offset + k) % len(REPLIES)], offset + k, args.pace_ms / 1000,
-                                    args.lo, args.hi, args.model, start, args.timeout)
+                                    args.lo, args.hi, args.model, start, args.timeout, alignment=args.alignment)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
     for t in threads:
@@ -145,6 +290,10 @@ def private_stack(args, engines: str = ""):
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
+    if args.barge_in:
+        # the cut/continue timings are the point: every stream is admitted (on this box Kokoro's real-time admission
+        # takes one stream at a time; the refusals are bench-stream's subject)
+        glmtts["TTS_DECODER_KOKORO_TARGET_UTILIZATION"] = "0"
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
                       TTS_DECODER_KOKORO_MIN_STREAMS=1,          # admission by measured capacity, as deployed
                       TTS_DECODER_FASTSPEECH2_MIN_STREAMS=1,
@@ -159,6 +308,8 @@ def main() -> int:
     ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")
     ap.add_argument("--decoders", type=int, default=1)
     ap.add_argument("--model", default="fastspeech2", choices=["fastspeech2", "kokoro", "glmtts"])
+    ap.add_argument("--barge-in", action="store_true", help="cut each stream's first reply, go on with a second")
+    ap.add_argument("--alignment", action="store_true", help="ask for alignment on the chunks")
     ap.add_argument("--glmtts-path", default="models/glmtts-50m")
     ap.add_argument("--glmtts-token-ratio", default="", help="glmtts speech tokens per text token, lo-hi")
     ap.add_argument("--rounds", type=int, default=0, help="rounds per N (0: 3 for N=1, 2 for N=2, 1 above)")
@@ -178,6 +329,10 @@ def main() -> int:
         print(f"bench-stream: model {args.model}, {args.decoders} decoder(s), pace {args.chars} chars / "
               f"{args.pace_ms:g} ms, {os.cpu_count()} CPUs, load average {load:.1f} at start", flush=True)
         run_round(target, 1, args, offset=len(REPLIES) - 1)          # warm-up (not counted)
+        if args.barge_in:
+            barge_in(target, args)
+            print(f"({time.perf_counter() - t_start:.0f} s in all; load average {os.getloadavg()[0]:.1f} at the end)")
+            return 0
         header = (f"{'N':>3} {'streams':>7} {'refused':>7} {'refused in ms p50/max':>22} {'first audio p50/p95 ms':>23} "
                   f"{'synth first p50/p95':>20} {'stalls':>6} {'stall s/audio s':>15} {'>50ms stall':>11} {'min margin ms':>13} {'errors':>6} "
                   f"{'audio s/wall s':>14}")

@@ -101,9 +101,22 @@ class AudioEncoder:
 
         self.rate = dst_rate
         self.encoding = encoding
+        self.src_rate = src_rate
         self._resampler = StreamResampler(src_rate, dst_rate)
-        self._codec = ENCODINGS[encoding].make(dst_rate)
+        self._make = ENCODINGS[encoding].make
+        self._container = ENCODINGS[encoding].container
+        self._codec = self._make(dst_rate)
         self.samples_out = 0
+
+    def restart(self) -> None:
+        """Drop what the resampler and the codec hold and have not returned (the rest of audio that will never be
+        sent: a barge-in). Raw encodings go on in the same stream (a WAV header that was not sent yet still comes
+        first); a container encoding (Ogg, MP3, FLAC, ADTS) starts a new file: its next bytes begin with the
+        container's headers, and nothing encoded before comes out after this."""
+        self._resampler = StreamResampler(self.src_rate, self.rate)
+        if self._container:
+            self._codec.discard()
+            self._codec = self._make(self.rate)
 
     def encode(self, chunk: np.ndarray, last: bool = False) -> tuple[bytes, int]:
         """Returns (bytes, number of output samples fed to the encoder)."""

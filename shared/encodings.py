@@ -34,6 +34,9 @@ class Encoder:
     def finish(self) -> bytes:
         return b""
 
+    def discard(self) -> None:
+        """Give up the stream: free the encoder; nothing more comes out of it."""
+
 
 class _Pcm16(Encoder):
     def __init__(self, rate: int, header: bool = False):
@@ -110,6 +113,13 @@ class _AVEncoder(Encoder):
         self._mux([None])                            # drain the encoder
         self._out.close()                            # trailer (last Ogg page with end-of-stream, ...)
         return self._sink.take()
+
+    def discard(self):
+        try:
+            self._out.close()                        # what it still held is written to the sink and dropped
+        except Exception:  # noqa: BLE001 - a half-fed muxer may complain on close; it is thrown away either way
+            pass
+        self._sink.take()
 
 
 @dataclass(frozen=True)

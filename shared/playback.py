@@ -26,6 +26,10 @@ class PlaybackClock:
         """Seconds of audio still queued to play at ``now`` (None before the first chunk)."""
         return None if self.play_end is None else self.play_end - now
 
+    def stop(self) -> None:
+        """The listener stopped playing (barge-in): the next chunk starts playback anew (the wait is no stall)."""
+        self.play_end = None
+
     def deliver(self, now: float, seconds: float) -> float:
         """A chunk of ``seconds`` of audio arrives at ``now``; returns the stall it ended (0 if none)."""
         stall = 0.0

@@ -16,6 +16,7 @@ from shared.limits import client_channel_options
 from .client import batch_line_record, make_config  # noqa: F401  (re-exported: built the same way)
 from .client import tts_pb2, tts_pb2_grpc
 from .errors import TTSError, from_rpc_error
+from .speech import AsyncSpeechStream
 
 
 
@@ -79,6 +80,12 @@ class AsyncTTSClient:
             raise from_rpc_error(err) from None
         finally:
             call.cancel()
+
+    def open_stream(self, config, token: str | None = None, request_id: str = "",
+                    timeout: float | None = None) -> AsyncSpeechStream:
+        """A stream held open across replies, with barge-in (``tts_client.speech``): ``await send_text``/``flush``/
+        ``cancel(played_ms)``/``end``, ``async for`` its events (Audio, Interrupted, Rejected, Done)."""
+        return AsyncSpeechStream(self.stub, config, self._metadata(token, request_id), timeout or self.timeout)
 
     # ---- voices / frontend / admin ----
     async def list_voices(self, token: str | None = None) -> tts_pb2.ListVoicesResponse:

@@ -43,8 +43,11 @@ def cmd_synth(client: TTSClient, a) -> int:
     cfg = make_config(voice=a.voice or "", reference_audio=ref, prompt_text=a.prompt_text or "",
                       language=a.language, sample_rate=a.sample_rate, encoding=a.encoding,
                       chunk_size=a.chunk_size, seed=a.seed, speed=a.speed, phoneme_mode=a.phoneme,
-                      model=a.model, use_cache=None if a.use_cache is None else a.use_cache == "on")
+                      model=a.model, use_cache=None if a.use_cache is None else a.use_cache == "on",
+                      alignment=a.timestamps)
     res = client.stream(_pieces(a.text, a.stream), cfg)
+    if a.timestamps:
+        print_timestamps(a.text, res.chunks)
     _write(a.out, res.audio, res.sample_rate or a.sample_rate or 24000, a.encoding)
     s = res.summary
     print(json.dumps({
@@ -54,6 +57,16 @@ def cmd_synth(client: TTSClient, a) -> int:
         "rtf": round(s.real_time_factor, 3), "tokens": s.tokens, "engine": s.engine,
         "request_id": s.request_id}, ensure_ascii=False), file=sys.stderr)
     return 0
+
+
+def print_timestamps(text: str, chunks) -> None:
+    """One line per alignment entry: the characters as sent, start–end ms in the stream's audio ("silent" for a
+    mark or space with no voice of its own; "estimated" when the engine only estimates)."""
+    for c in chunks:
+        for e in c.alignment:
+            flags = " ".join(f for f, on in (("silent", e.silent), ("estimated", c.alignment_estimated)) if on)
+            print(f"{text[e.span.start:e.span.end]!s}\t{e.start_ms:.1f}–{e.end_ms:.1f} ms" + (f"\t{flags}" if flags
+                                                                                            else ""))
 
 
 def cmd_voices(client: TTSClient, a) -> int:
@@ -184,6 +197,8 @@ def main(argv=None) -> int:
     s.add_argument("--use-cache", choices=["on", "off"], default=None)
     s.add_argument("--phoneme", action="store_true", help="phoneme mode: 我要[xie3]个字, {血|xie3}")
     s.add_argument("--stream", action="store_true", help="send the text in small pieces, as an LLM would")
+    s.add_argument("--timestamps", action="store_true",
+                   help="print when each character sounds (char, start–end ms), from the chunks' alignment")
     s.set_defaults(fn=cmd_synth)
 
     v = sub.add_parser("voices", help="list voices")

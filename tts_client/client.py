@@ -11,6 +11,8 @@ import grpc
 from shared.limits import client_channel_options
 from tts.v1 import tts_pb2, tts_pb2_grpc
 
+from .speech import SpeechStream
+
 # every tts.v1 AudioEncoding by its lower-case name: linear16, wav, mulaw, ogg_opus, mp3, flac, aac
 ENCODINGS = {name.lower(): value for name, value in tts_pb2.AudioEncoding.items() if value}
 
@@ -33,10 +35,10 @@ class StreamResult:
 def make_config(voice: str = "", reference_audio: bytes = b"", prompt_text: str = "", language: str = "",
                 sample_rate: int = 0, encoding: str = "linear16", chunk_size: int = 0, seed: int | None = None,
                 speed: float = 0.0, use_cache: bool | None = None, phoneme_mode: bool = False,
-                model: str = "") -> tts_pb2.SynthesisConfig:
+                model: str = "", alignment: bool = False) -> tts_pb2.SynthesisConfig:
     cfg = tts_pb2.SynthesisConfig(prompt_text=prompt_text, language=language, sample_rate=sample_rate,
                                   encoding=ENCODINGS[encoding.lower()], chunk_size=chunk_size, speed=speed,
-                                  phoneme_mode=phoneme_mode, model=model)
+                                  phoneme_mode=phoneme_mode, model=model, alignment=alignment)
     if reference_audio:
         cfg.reference_audio = reference_audio
     elif voice:
@@ -93,6 +95,11 @@ class TTSClient:
             else:
                 result.summary = resp.summary
         return result
+
+    def open_stream(self, config: tts_pb2.SynthesisConfig, timeout: float | None = None) -> SpeechStream:
+        """A stream held open across replies, with barge-in (``tts_client.speech``): ``send_text``/``flush``/
+        ``cancel(played_ms)``/``end`` from any thread, iterate it for events (Audio, Interrupted, Rejected, Done)."""
+        return SpeechStream(self.stub, config, self.metadata, timeout or self.timeout)
 
     def synthesize(self, text: str, config: tts_pb2.SynthesisConfig) -> tts_pb2.SynthesizeResponse:
         return self.stub.Synthesize(tts_pb2.SynthesizeRequest(config=config, text=text),

@@ -12,6 +12,7 @@ from shared.audio import float32_bytes
 from shared.errors import InvalidArgument
 from shared.limits import CHUNK_SIZE_MAX, SPEED_MAX, SPEED_MIN, STREAM_IDLE_TIMEOUT_S, chunk_size_ok, speed_ok
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
+from tts.frontend.v1 import frontend_pb2
 
 from .engine.base import Engine, Pronunciation, SegmentInput, StreamOptions, Voice, WordInput, warn_once
 from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, THROUGHPUT, TOKENS_PER_SECOND
@@ -26,6 +27,13 @@ def segment_from_proto(seg) -> SegmentInput:
                          citation=list(w.citation_pinyin),
                          english=[Pronunciation(p.text, p.arpabet, p.spelled) for p in w.english])
                for w in seg.words])
+
+
+def timings_to_proto(timings, offset: int) -> list:
+    """An engine chunk's ``Timing``s (samples from the chunk's first sample) → ``decoder.v1.Timing``s in the Decode
+    stream's timeline (``offset``: the stream's samples before this chunk)."""
+    return [decoder_pb2.Timing(span=frontend_pb2.Span(start=t.start, end=t.end), start_sample=offset + t.start_sample,
+                               end_sample=offset + t.end_sample, silent=t.silent) for t in timings]
 
 
 def voice_from_config(cfg) -> Voice:
@@ -119,7 +127,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 n = len(chunk.audio)
                 yield decoder_pb2.DecodeResponse(chunk=decoder_pb2.AudioChunk(
                     pcm=float32_bytes(chunk.audio), sample_rate=chunk.sample_rate, segment_index=chunk.segment_index,
-                    offset_samples=samples, num_samples=n, tokens=chunk.tokens, segment_end=chunk.segment_end))
+                    offset_samples=samples, num_samples=n, tokens=chunk.tokens, segment_end=chunk.segment_end,
+                    alignment=timings_to_proto(chunk.alignment, samples),    # engines time only when asked
+                    alignment_estimated=chunk.alignment_estimated))
                 CHUNK_SECONDS.labels(engine.name).inc(n / chunk.sample_rate)
                 samples += n
                 tokens += chunk.tokens

@@ -82,13 +82,14 @@ class DecoderCall:
     ``timeout()`` the seconds a call opened now may take; ``limit`` how far the feed may run ahead of the decoder.
     Use ``put``/``end`` from the frontend's side, iterate ``responses()`` once, and ``close()`` at the end."""
 
-    def __init__(self, stages, plan, timeout: Callable[[], float], limit: int):
+    def __init__(self, stages, plan, timeout: Callable[[], float], limit: int, stub=None):
         self.stages = stages
         self.plan = plan
         self.timeout = timeout
         self.feed = DecoderFeed(decoder_pb2.DecodeRequest(config=plan.decode_config), limit)
-        # the decoder is chosen now, so the frontend sizes segments by its measured rate (the call opens later)
-        self.stub = stages.decoder()
+        # the decoder is chosen now, so the frontend sizes segments by its measured rate (the call opens later);
+        # ``stub``: the one to try first (a stream's next reply goes where its voice's prompt is held)
+        self.stub = stub if stub is not None and stub in stages.decoders else stages.decoder()
         self.rtf = stages.decoder_rtf(self.stub)      # before this stream counts as open on it
         self.tried = [self.stub]
         self.full_speaker = plan.full_speaker

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from shared.aio import abandon, drain, race
+from shared.aio import abandon
 from shared.encodings import ENCODINGS as FILE_ENCODINGS
 from shared.errors import InvalidArgument, TTSError
 from shared.speaker_encoders import encoder_id
@@ -27,22 +27,20 @@ from tts.frontend.v1 import frontend_pb2
 from tts.speaker.v1 import speaker_pb2
 from tts.v1 import tts_pb2
 
-from .decoder_call import DecoderCall
-from .pumps import FLUSH, AudioOut, segments_to_decoder, text_to_frontend
+from .pumps import FLUSH, AudioOut
+from .replies import NOTHING_SPEAKABLE, BargeIn, CancelRequest, Reply
 from .settings import GatewaySettings
 from .stages import Stages, call_stage
 from .summary import SummaryBuilder
 from .validate import ENCODINGS, check_model
 from .voices import VoiceRegistry, is_registered
 
-__all__ = ["FLUSH", "Plan", "Pipeline", "Stages", "Whole", "call_stage"]
+__all__ = ["FLUSH", "CancelRequest", "Plan", "Pipeline", "Stages", "Whole", "call_stage"]
 
 log = logging.getLogger("gateway")
 _warned_aliases: set[str] = set()          # earlier model names already warned about (once per process)
 
 KNOWN_VOICES_SHOWN = 20        # registered voices an unknown-voice answer names (a tenant may have 50)
-NOTHING_SPEAKABLE = ("nothing in it can be spoken: the voices read Chinese and English; other scripts, emoji and "
-                     "symbols are skipped")
 
 
 @dataclass
@@ -58,6 +56,7 @@ class Plan:
     sample_rate: int
     encoding: str
     metadata: tuple = field(default_factory=tuple)
+    alignment: bool = False                         # the caller wants per-character alignment on its chunks
     # a registered voice goes to the decoder by reference id only; if that decoder does not hold its prompt
     # (NOT_FOUND), this gives the full conditioning (embedding + prompt audio) to resend with
     full_speaker: Callable[[], Awaitable[decoder_pb2.SpeakerConditioning]] | None = None
@@ -70,6 +69,8 @@ class Whole:
     audio: bytes                                    # a complete file in the plan's encoding
     summary: tts_pb2.SynthesisSummary | None
     segments: list                                  # the frontend's segments, in order
+    alignment: list = field(default_factory=list)   # tts.v1 CharAlignment (with plan.alignment)
+    alignment_estimated: bool = False
 
 
 class Pipeline:
@@ -216,8 +217,10 @@ class Pipeline:
         metadata = (*[(k, v) for k, v in metadata if k not in ("x-request-id", "x-tenant")],
                     ("x-request-id", request_id), ("x-tenant", tenant))
         timeout = max(deadline - time.time(), 0.001) if deadline else 30.0
+        # a live stream always asks the decoder for alignment: a Cancel's answer (what the caller heard) needs it
         dcfg = decoder_pb2.DecodeConfig(chunk_size=cfg.chunk_size, speed=cfg.speed, request_id=request_id,
-                                        offline=offline, tenant=tenant, alignment=cfg.alignment,
+                                        offline=offline, tenant=tenant,
+                                        alignment=(cfg.alignment and not batch) or not offline,
                                         priority=decoder_pb2.BATCH if batch else decoder_pb2.LIVE)
         if cfg.HasField("seed"):
             dcfg.seed = cfg.seed
@@ -276,63 +279,54 @@ class Pipeline:
                                                           request_id=request_id, merge_min_units=merge_min,
                                                           merge_max_units=merge_max, whole_text=offline),
             sample_rate=cfg.sample_rate or self.settings.default_sample_rate,
-            encoding=ENCODINGS[cfg.encoding], metadata=metadata)
+            encoding=ENCODINGS[cfg.encoding], metadata=metadata, alignment=cfg.alignment and not batch)
 
     # ---- running -----------------------------------------------------------------------------------------------
-    async def run(self, plan: Plan, pieces, deadline: float | None, on_segment=None):
-        """``pieces``: async iterator of str (text) or FLUSH. Yields tts.v1 StreamingSynthesizeResponse.
-        ``on_segment(segment)``, if given, sees each frontend segment (normalized text, phonemes) as it arrives."""
-        summary = SummaryBuilder(plan, time.perf_counter())
-
+    def _timeout(self, deadline: float | None):
         def timeout() -> float:
             return max(deadline - time.time(), 0.001) if deadline else self.settings.max_stream_seconds
+        return timeout
 
-        decoder = DecoderCall(self.stages, plan, timeout, self.settings.stage_queue)
-        segments: dict[int, frontend_pb2.Segment] = {}
-        helpers: list[asyncio.Task] = []
-        fe_call = None
+    async def run(self, plan: Plan, pieces, deadline: float | None, on_segment=None):
+        """One utterance, never cancelled (unary, batch lines). ``pieces``: async iterator of str (text) or FLUSH.
+        Yields tts.v1 StreamingSynthesizeResponse. ``on_segment(segment)``, if given, sees each frontend segment
+        (normalized text, words) as it arrives."""
+        summary = SummaryBuilder(plan, time.perf_counter())
+        reply = Reply(self.stages, plan, self.settings, self._timeout(deadline), summary, on_segment=on_segment)
+        feeder = None
         try:
-            await decoder.admit()        # a caller no decoder would admit now is refused at once, not at its 1st cut
-            fe_q: asyncio.Queue = asyncio.Queue(maxsize=self.settings.stage_queue)
-            normalize_config = frontend_pb2.NormalizeConfig()
-            normalize_config.CopyFrom(plan.normalize_config)
-            normalize_config.decoder_rtf = decoder.rtf
-            await fe_q.put(frontend_pb2.NormalizeRequest(config=normalize_config))
-            fe_call = self.stages.frontend.Normalize(drain(fe_q), metadata=plan.metadata, timeout=timeout())
-            # the Decode call (which takes a decoder slot) opens only once a segment is ready: a stream whose client
-            # is still typing, or never sends a complete sentence, holds no decoder capacity
-            ready = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            helpers += [loop.create_task(text_to_frontend(pieces, fe_q, summary)),
-                        loop.create_task(segments_to_decoder(fe_call, decoder, segments, on_segment, ready, summary))]
-            async for _ in race(_when(ready), *helpers):     # a failing helper (frontend, bad text) ends it here
-                pass
-            if not segments:
-                for task in helpers:
-                    await task
-                raise InvalidArgument("text", NOTHING_SPEAKABLE)
-            out = AudioOut(plan, segments)
-            async for resp in race(decoder.responses(), *helpers):
+            await reply.decoder.admit()  # a caller no decoder would admit now is refused at once, not at its 1st cut
+            reply.start()
+            feeder = asyncio.get_running_loop().create_task(_feed(pieces, reply))
+            out = AudioOut(plan)
+            async for resp in reply.responses(feeder):
                 if resp.WhichOneof("response") == "summary":
                     summary.decoder = resp.summary
                     continue
-                sent, n = out.chunk(resp.chunk)
+                sent, n = out.chunk(resp.chunk, reply)
                 if sent is not None:
                     summary.audio_sent(n)
                     yield sent
-            for task in helpers:
-                await task
+            await feeder
+            if not reply.segments:
+                raise InvalidArgument("text", NOTHING_SPEAKABLE)
             tail = out.tail()
             if tail is not None:
                 yield tail
             if out.samples == 0:
                 raise InvalidArgument("text", NOTHING_SPEAKABLE)
-            yield tts_pb2.StreamingSynthesizeResponse(summary=summary.build(out.samples, len(segments)))
+            yield tts_pb2.StreamingSynthesizeResponse(summary=summary.build(out.samples, len(reply.segments)))
         finally:
-            decoder.close()
-            abandon(*helpers)       # their errors, if any, were raised above already (or the call was cancelled)
-            if fe_call is not None:
-                fe_call.cancel()
+            reply.close()
+            abandon(feeder)     # its error, if any, was raised above already (or the call was cancelled)
+
+    async def stream(self, plan: Plan, messages, deadline: float | None):
+        """A StreamingSynthesize stream: ``messages`` (str, FLUSH, ``CancelRequest``) → responses; a Cancel cuts the
+        current reply and the stream goes on (``replies.BargeIn``)."""
+        summary = SummaryBuilder(plan, time.perf_counter())
+        async for resp in BargeIn(self.stages, plan, self.settings, self._timeout(deadline), summary,
+                                  messages).run():
+            yield resp
 
     async def synthesize_whole(self, plan: Plan, text: str, deadline: float | None, *, max_bytes: int = 0,
                                too_long: str = "") -> Whole:
@@ -342,11 +336,13 @@ class Pipeline:
             yield text
 
         segments: dict[int, frontend_pb2.Segment] = {}
-        parts, summary, size = [], None, 0
+        parts, summary, size, alignment, estimated = [], None, 0, [], False
         async for resp in self.run(plan, whole(), deadline,
                                    on_segment=lambda seg: segments.__setitem__(seg.index, seg)):
             if resp.WhichOneof("response") == "audio":
                 parts.append(resp.audio.audio)
+                alignment += resp.audio.alignment
+                estimated |= resp.audio.alignment_estimated
                 size += len(resp.audio.audio)
                 if max_bytes and size > max_bytes:          # stop now, not after synthesizing all of it
                     raise InvalidArgument("text", too_long)
@@ -354,9 +350,10 @@ class Pipeline:
                 summary = resp.summary
         # the streamed WAV header has unknown length: a complete file (other encodings already are one)
         audio = FILE_ENCODINGS[plan.encoding].complete_file(b"".join(parts), plan.sample_rate)
-        return Whole(audio, summary, [segments[i] for i in sorted(segments)])
+        return Whole(audio, summary, [segments[i] for i in sorted(segments)], alignment, estimated)
 
 
-async def _when(event: asyncio.Event):
-    await event.wait()
-    yield None
+async def _feed(pieces, reply: Reply) -> None:
+    async for piece in pieces:
+        await reply.put(piece)
+    await reply.end_text()

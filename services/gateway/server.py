@@ -17,7 +17,7 @@ from tts.v1 import tts_pb2, tts_pb2_grpc
 from .auth import Authenticator
 from .limits import TenantLimits
 from .metrics import SYNTHESES
-from .pipeline import FLUSH, Pipeline, call_stage
+from .pipeline import FLUSH, CancelRequest, Pipeline, call_stage
 from .quotas import StoreUnavailable
 from .readings import segment_reading, word_reading
 from .settings import GatewaySettings
@@ -88,6 +88,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 raise InvalidArgument("config", "config may only be sent once, as the first message")
             if kind == "flush":
                 yield FLUSH
+            elif kind == "cancel":
+                yield CancelRequest(req.cancel.played_ms)     # checked against the stream's state when applied
             elif kind == "text":
                 total += len(req.text)
                 check_text(req.text, total, self.settings.max_text_chars)
@@ -97,7 +99,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 if req.text:
                     yield req.text
             else:
-                raise InvalidArgument("request", "empty message: set config, text or flush")
+                raise InvalidArgument("request", "empty message: set config, text, flush or cancel")
 
     async def StreamingSynthesize(self, request_iterator, context):
         tenant, metadata = self._tenant(context)
@@ -109,6 +111,9 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 raise InvalidArgument("config", "the stream ended before a config was sent") from None
             except asyncio.TimeoutError:
                 raise InvalidArgument("config", "no config received") from None
+            if first.WhichOneof("request") == "cancel":
+                raise InvalidArgument("cancel", "sent before the config: nothing is being spoken yet (the first "
+                                      "message must be config)")
             if first.WhichOneof("request") != "config":
                 raise InvalidArgument("config", "the first message must be config (then text pieces and flushes)")
             validate_config(first.config, self.settings.default_sample_rate, self.settings.max_reference_bytes)
@@ -116,7 +121,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             plan = await self.pipeline.plan(tenant, first.config, metadata, deadline)
             outcome = "error"
             try:
-                async for resp in self.pipeline.run(plan, self._pieces(requests), deadline):
+                async for resp in self.pipeline.stream(plan, self._pieces(requests), deadline):
                     yield resp
                 outcome = "ok"
             except asyncio.CancelledError:
@@ -152,7 +157,8 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             SYNTHESES.labels("Synthesize", "ok").inc()
             return tts_pb2.SynthesizeResponse(audio=whole.audio, sample_rate=plan.sample_rate,
                                               encoding=tts_pb2.AudioEncoding.Value(plan.encoding),
-                                              summary=whole.summary)
+                                              summary=whole.summary, alignment=whole.alignment,
+                                              alignment_estimated=whole.alignment_estimated)
 
     async def ListVoices(self, request, context):
         tenant, _ = self._tenant(context)

@@ -12,6 +12,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from tts_client.aio import TTSError, make_config, to_dict
+from tts_client.speech import Audio, Interrupted, Rejected
 
 from .errors import HTTP_STATUS, HTTPError, scrub
 from .inputs import (CLIENT, PREAUTH, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of,
@@ -95,7 +96,7 @@ def config_from(start: dict, ref: bytes = b""):
         sample_rate=get_field(start, "sample_rate", int, 0), encoding="linear16",
         chunk_size=get_field(start, "chunk_size", int, 0), seed=seed, speed=get_field(start, "speed", float, 0.0),
         use_cache=get_field(start, "use_cache", bool), phoneme_mode=get_field(start, "phoneme_mode", bool, False),
-        model=get_field(start, "model", str, ""))
+        model=get_field(start, "model", str, ""), alignment=get_field(start, "alignment", bool, False))
 
 
 async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
@@ -105,6 +106,15 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
     ...}`` + one binary frame of PCM16 LE per audio chunk, then ``{"type": "done", "summary", "result"}`` or
     ``{"type": "error", "status", "code", "message", "field"}``. ``{"type": "stop"}`` (or closing the socket)
     cancels the synthesis; a reader that takes more than ``ws_send_timeout_s`` for a frame is dropped.
+
+    Barge-in: with ``"barge_in": true`` in the start message the stream stays open after its text: the page sends
+    ``{"type": "cancel", "played_ms": N}`` (ms of the stream's audio it played) to cut the reply — answered by
+    ``{"type": "interrupted", "heard_text", "unspoken_text", "played_ms", "sent_ms", "reply", ...}`` (or
+    ``{"type": "rejected", "field", "message"}`` for a bad one: nothing changed) —, ``{"type": "text", "text"}``
+    for more text (after a cancel: the next reply), ``{"type": "flush"}``, and ``{"type": "end"}`` when it has no
+    more text (then ``done``). With ``"alignment": true`` each chunk message carries ``alignment``: the characters
+    starting in it (``text``, ``start``/``end`` in the stream's text, ``start_ms``/``end_ms`` in its audio,
+    ``silent``).
 
     Before its caller is known (no Authorization header on the upgrade) a connection holds a pre-auth slot
     (``PreauthGate``: a bounded number, per client address too; none free → 429 before the upgrade) until its start
@@ -158,6 +168,7 @@ async def _ws_session(request: web.Request, slot) -> web.WebSocketResponse:
         if not isinstance(start, dict) or start.get("type") != "start":
             raise HTTPError(400, "the first message must be {\"type\": \"start\", ...}")
         text = get_field(start, "text", str, required=True)
+        barge_in = get_field(start, "barge_in", bool, False)
         token = bearer(request, get_field(start, "token", str, ""))
         announced = get_field(start, "reference_audio_bytes", int, 0)
         if not 0 <= announced <= max_ref:
@@ -212,32 +223,77 @@ async def _ws_session(request: web.Request, slot) -> web.WebSocketResponse:
         else:
             await asyncio.wait_for(ws.send_json(data), send_timeout)
 
+    # the request id (the handshake's X-Request-Id) goes to the gateway: the summary the page gets carries it
+    pair = asyncio.Lock()
+    stream = request.app[CLIENT].open_stream(cfg, token=token, request_id=request_id(request, strict=False))
+
     async def pump():
         first = None
-        # the request id (the handshake's X-Request-Id) goes to the gateway: the summary the page gets carries it
-        events = request.app[CLIENT].stream([text], cfg, token=token, request_id=request_id(request, strict=False))
+        await stream.send_text(text)
+        await stream.flush()
+        if not barge_in:
+            await stream.end()
         try:
-            async for kind, item in events:
-                if kind == "audio":
+            async for ev in stream:
+                if isinstance(ev, Audio):
+                    item = ev.chunk
                     if first is None:
                         first = (time.perf_counter() - t0) * 1000
                     await asyncio.to_thread(writer.write, item.audio, item.sample_rate)
-                    await send({"type": "chunk", "sample_rate": item.sample_rate, "bytes": len(item.audio),
-                                "offset_ms": item.offset_ms, "duration_ms": item.duration_ms,
-                                "segment_index": item.segment_index, "segment_text": item.segment_text,
-                                "segment_end": item.segment_end, "first_chunk_ms": first})
-                    await send(item.audio)
+                    async with pair:          # a chunk's JSON and its PCM frame go out together
+                        await send({"type": "chunk", "sample_rate": item.sample_rate, "bytes": len(item.audio),
+                                    "offset_ms": item.offset_ms, "duration_ms": item.duration_ms,
+                                    "segment_index": item.segment_index, "segment_text": item.segment_text,
+                                    "segment_end": item.segment_end, "first_chunk_ms": first, "reply": ev.reply,
+                                    "span": [item.span.start, item.span.end],
+                                    "alignment": [{"text": t.text, "start": t.start, "end": t.end,
+                                                   "start_ms": t.start_ms, "end_ms": t.end_ms, "silent": t.silent}
+                                                  for t in ev.timings],
+                                    "alignment_estimated": ev.estimated})
+                        await send(item.audio)
+                elif isinstance(ev, Interrupted):
+                    async with pair:
+                        await send({"type": "interrupted", **to_dict(ev.interruption)})
+                elif isinstance(ev, Rejected):
+                    async with pair:
+                        await send({"type": "rejected", "field": ev.field, "message": scrub(ev.message)})
                 else:
                     rid = await asyncio.to_thread(writer.finish)
-                    await send({"type": "done", "summary": to_dict(item), "first_chunk_ms": first,
-                                "result": {"id": rid, "url": f"/api/results/{rid}.wav", "bytes": writer.size}})
+                    async with pair:
+                        await send({"type": "done", "summary": to_dict(ev.summary), "first_chunk_ms": first,
+                                    "result": {"id": rid, "url": f"/api/results/{rid}.wav", "bytes": writer.size}})
         finally:
-            await events.aclose()      # a send that timed out leaves the stream suspended: end the call now
+            await stream.aclose()      # a send that timed out leaves the stream suspended: end the call now
 
     async def listen():
         async for m in ws:            # "stop", or the socket closing, ends the synthesis
-            if m.type == WSMsgType.TEXT and '"stop"' in m.data:
-                return
+            if m.type != WSMsgType.TEXT:
+                continue
+            try:
+                msg = await parse_json(m.data, "the message")
+                kind = msg.get("type") if isinstance(msg, dict) else None
+                if kind == "stop":
+                    return
+                if not barge_in and kind in ("cancel", "text", "flush", "end"):
+                    raise HTTPError(400, "start the stream with \"barge_in\": true to send more after it", "type")
+                if kind == "cancel":
+                    played = get_field(msg, "played_ms", float, required=True)
+                    await stream.cancel(played)
+                elif kind == "text":
+                    await stream.send_text(get_field(msg, "text", str, required=True))
+                elif kind == "flush":
+                    await stream.flush()
+                elif kind == "end":
+                    await stream.end()
+                else:
+                    raise HTTPError(400, "unknown message: use cancel, text, flush, end or stop", "type")
+            except (HTTPError, ValueError) as exc:     # a bad message is answered; the stream goes on
+                field = "cancel.played_ms" if isinstance(exc, ValueError) else exc.param
+                if field == "played_ms":
+                    field = "cancel.played_ms"
+                message = str(exc)[:200] if isinstance(exc, ValueError) else exc.message
+                async with pair:
+                    await send({"type": "rejected", "field": field, "message": f"{field}: {message}"})
 
     pumping, listening = asyncio.create_task(pump()), asyncio.create_task(listen())
     try:

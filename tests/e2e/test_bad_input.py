@@ -291,7 +291,7 @@ CASES = [
     Case("config_sent_again_after_text", raw("StreamingSynthesize", CONFIG, ser(text="你好"), CONFIG), INVALID,
          "config: config may only be sent once"),
     Case("message_with_nothing_set", raw("StreamingSynthesize", CONFIG, b""), INVALID,
-         "request: empty message: set config, text or flush"),
+         "request: empty message: set config, text, flush or cancel"),
     Case("message_that_is_not_protobuf", raw("StreamingSynthesize", CONFIG, b"\xff\xff\xff\xff"), INVALID,
          "request: cannot be parsed as a protobuf message"),
     # too big is a bad request, not a capacity limit (RESOURCE_EXHAUSTED would make clients retry it)

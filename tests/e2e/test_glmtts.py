@@ -115,3 +115,14 @@ def test_a_registered_voice_goes_by_id_and_its_audio_travels_once(stack, client)
         assert direct.audio == first.audio and direct.summary.voice == first.summary.voice
     finally:
         client.delete_voice(vid)
+
+
+def test_glmtts_alignment_is_estimated_and_covers_every_character(client):
+    """glmtts cannot know which text token a speech token voices: its character times are an estimate, flagged."""
+    text = "您好，我是客服小安。"
+    res = client.stream([text], make_config(model="glmtts", seed=4, alignment=True))
+    entries = [e for c in res.chunks for e in c.alignment]
+    assert [(e.span.start, e.span.end) for e in entries] == [(i, i + 1) for i in range(len(text))]
+    assert all(c.alignment_estimated for c in res.chunks if c.alignment)
+    starts = [e.start_ms for e in entries]
+    assert starts == sorted(starts) and entries[-1].end_ms <= res.summary.audio_ms + 1e-6

@@ -237,6 +237,39 @@ async def test_websocket_synthesis_streams_and_saves_result(webstack):
     assert wav[44:] == b"".join(chunks)
 
 
+async def test_websocket_barge_in_cancel_answer_and_next_reply(webstack):
+    """With barge_in the socket stays open after its text: a cancel with the played position is answered with what
+    was heard, a bad one is rejected in-band (the stream goes on), text after it is the next reply, end → done."""
+    got: list = []
+
+    async def until(ws, kind):
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                got.append(json.loads(msg.data))
+                if got[-1]["type"] == kind:
+                    return got[-1]
+        pytest.fail(f"the socket closed before a {kind!r} message: {got[-3:]}")
+
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(webstack.url + "/api/synthesize") as ws:
+            await ws.send_json({"type": "start", "text": LONG, "barge_in": True, "alignment": True})
+            first = await until(ws, "chunk")
+            assert first["reply"] == 0 and first["span"][0] == 0
+            await ws.send_json({"type": "cancel", "played_ms": "soon"})
+            rejected = await until(ws, "rejected")
+            assert rejected["field"] == "cancel.played_ms" and rejected["message"].startswith("cancel.played_ms:")
+            played = first["duration_ms"] / 2
+            await ws.send_json({"type": "cancel", "played_ms": played})
+            cut = await until(ws, "interrupted")
+            assert cut["played_ms"] == pytest.approx(played) and cut["heard_text"] + cut["unspoken_text"] == LONG
+            await ws.send_json({"type": "text", "text": "好的，再见。"})
+            await ws.send_json({"type": "end"})
+            done = await until(ws, "done")
+    after = got[got.index(cut) + 1:]
+    assert {m["reply"] for m in after if m["type"] == "chunk"} == {1}
+    assert done["summary"]["interruptions"] == 1 and done["summary"]["replies"] == 2
+
+
 async def test_websocket_error_message(webstack):
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(webstack.url + "/api/synthesize") as ws:

@@ -47,10 +47,18 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
             # chunks arrive and WebAudio's clock passes the first chunk's start: playback has begun
             await page.wait_for_function("window.ttsState.chunks > 0 && window.ttsState.playbackStarted",
                                          timeout=120_000)
+            # the character sounding now is highlighted as the audio plays (alignment on WebAudio's clock)
+            await page.wait_for_function("window.ttsState.highlighted.length >= 3", timeout=120_000)
             await page.wait_for_function("window.ttsState.state === 'done'", timeout=120_000)
             await page.wait_for_selector("#segments .segment ruby rt")
             state = await page.evaluate("window.ttsState")
             assert state["chunks"] >= 2 and state["bytes"] > 16000 and state["firstChunkMs"] > 0
+            spoken = await page.inner_text("#spoken")
+            assert spoken == "您好，请问有什么可以帮您？我在银行工作。"
+            # highlighted in the order they are spoken, Chinese characters only (marks are silent)
+            lit = [spoken[i] for i in state["highlighted"]]
+            assert state["highlighted"] == sorted(state["highlighted"]) and "，" not in lit, lit
+            assert state["alignments"] == len(spoken)
             assert state["audioContextState"] == "running"
             summary = state["summary"]
             assert summary["segments"] >= 2
@@ -104,6 +112,37 @@ async def test_batch_page_submits_and_follows(webstack, chromium, tmp_path):
             await page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
             if os.environ.get("TTS_WEBUI_SCREENSHOT"):
                 shutil.copy(tmp_path / "batch.png", ROOT / "docs" / "webui-batch.png")
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def test_webui_interrupt_stops_and_shows_what_was_heard(webstack, chromium):
+    from playwright.async_api import async_playwright
+
+    text = "".join(f"这是第{i}句话，我们正在测试语音合成服务。" for i in range(1, 6))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        try:
+            page = await browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(webstack.url + "/")
+            await page.wait_for_function("document.querySelectorAll('#voice option').length > 1", timeout=30_000)
+            await page.fill("#text", text)
+            await page.click("#start")
+            await page.wait_for_function("window.ttsState.highlighted.length >= 12", timeout=120_000)
+            await page.click("#interrupt")
+            await page.wait_for_function("window.ttsState.interrupted !== null", timeout=60_000)
+            await page.wait_for_function("window.ttsState.state === 'done'", timeout=60_000)
+            state = await page.evaluate("window.ttsState")
+            cut = state["interrupted"]
+            heard = cut["heard_text"]
+            assert heard and text.startswith(heard) and len(heard) < len(text) / 2
+            # what the page lit up is what the server says was heard (give or take the character sounding then)
+            assert abs(max(state["highlighted"]) + 1 - len(heard)) <= 3, (state["highlighted"], heard)
+            assert heard in await page.inner_text("#heard")
+            assert state["summary"]["interruptions"] == 1
             assert not errors, errors
         finally:
             await browser.close()

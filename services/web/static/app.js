@@ -5,6 +5,8 @@
 window.ttsState = {
   state: "idle", chunks: 0, bytes: 0, audioMs: 0, firstChunkMs: null, scheduled: 0, playedChunks: 0,
   playbackStarted: false, audioContextState: null, segments: 0, resultUrl: null, error: null, summary: null,
+  // alignment: entries received, the character highlighted now (-1: none), every character highlighted so far
+  alignments: 0, speaking: -1, highlighted: [], interrupted: null, rejected: null,
 };
 const S = window.ttsState;
 
@@ -15,6 +17,51 @@ let firstStartAt = null;
 let ws = null;
 let t0 = 0;
 let totalSegments = 0;
+let sources = [];          // scheduled chunks: {src, at, offsetMs, durationMs} (to map the clock to the stream's ms)
+let timeline = [];         // alignment on ctx's clock: {start, end, t0, t1, silent}
+let lastMeta = null;
+let ended = false;         // "end" sent: no more text (the server then finishes with "done")
+
+// ---- the spoken text, highlighted as it plays ---------------------------------------------------------------------
+function renderSpoken(text) {
+  const box = $("spoken");
+  box.innerHTML = "";
+  for (const ch of Array.from(text)) {      // code points, as the server's spans count them
+    const span = document.createElement("span");
+    span.textContent = ch;
+    box.appendChild(span);
+  }
+}
+
+// the stream's ms (offset_ms timeline) now playing: from the chunk whose time on ctx's clock holds now
+function playedMs() {
+  if (!ctx || !sources.length) return 0;
+  const now = ctx.currentTime;
+  let played = 0;
+  for (const s of sources) {
+    if (now >= s.at) played = Math.min(s.offsetMs + (now - s.at) * 1000, s.offsetMs + s.durationMs);
+  }
+  return played;
+}
+
+function highlight() {
+  if (!ctx || !timeline.length) return;
+  const now = ctx.currentTime;
+  const chars = $("spoken").children;
+  let speaking = -1;
+  for (const e of timeline) {
+    for (let i = e.start; i < e.end && i < chars.length; i++) {
+      const on = !e.silent && now >= e.t0 && now < e.t1;
+      chars[i].classList.toggle("now", on);
+      if (now >= e.t0) chars[i].classList.add("said");
+      if (on) {
+        speaking = i;
+        if (!S.highlighted.includes(i)) S.highlighted.push(i);
+      }
+    }
+  }
+  S.speaking = speaking;
+}
 
 function setState(state, message) {
   S.state = state;
@@ -217,6 +264,14 @@ function playChunk(buf, rate) {
   const at = Math.max(nextTime, ctx.currentTime + 0.05);
   src.onended = () => { S.playedChunks++; };
   src.start(at);
+  if (lastMeta) {
+    sources.push({ src, at, offsetMs: lastMeta.offset_ms, durationMs: lastMeta.duration_ms });
+    for (const a of lastMeta.alignment || []) {   // ms of the stream → ctx's clock, through this chunk's start
+      timeline.push({ start: a.start, end: a.end, silent: a.silent,
+                      t0: at + (a.start_ms - lastMeta.offset_ms) / 1000, t1: at + (a.end_ms - lastMeta.offset_ms) / 1000 });
+      S.alignments++;
+    }
+  }
   if (firstStartAt === null) firstStartAt = at;
   nextTime = at + audio.duration;
   S.scheduled++;
@@ -226,8 +281,30 @@ function watchPlayback() {         // playback has started once ctx's clock pass
   if (!ctx) return;
   S.audioContextState = ctx.state;
   if (firstStartAt !== null && ctx.state === "running" && ctx.currentTime >= firstStartAt) S.playbackStarted = true;
+  highlight();
+  // all the audio received has played and the last chunk ended a segment: nothing more to interrupt, end the stream
+  // (if more audio was still coming, it still comes: "end" only says no more text will be sent)
+  if (ws && !ended && lastMeta && lastMeta.segment_end && ctx.currentTime >= nextTime) endStream();
 }
-setInterval(watchPlayback, 50);
+setInterval(watchPlayback, 30);
+
+function endStream() {
+  if (ws && ws.readyState === WebSocket.OPEN && !ended) {
+    ended = true;
+    ws.send(JSON.stringify({ type: "end" }));
+  }
+  $("interrupt").disabled = true;
+}
+
+function interrupt() {             // barge-in: stop the audio now, tell the server how much was played
+  if (!ws || ended || !ctx) return;
+  const played = playedMs();
+  for (const s of sources) { try { s.src.stop(); } catch (e) { /* not started yet */ } }
+  nextTime = ctx.currentTime;
+  timeline = timeline.filter((e) => e.t1 <= ctx.currentTime);
+  ws.send(JSON.stringify({ type: "cancel", played_ms: played }));
+  $("interrupt").disabled = true;
+}
 
 function collectConfig() {
   const seed = $("seed").value.trim();
@@ -236,6 +313,7 @@ function collectConfig() {
     language: $("language").value, sample_rate: parseInt($("sample-rate").value, 10),
     chunk_size: parseInt($("chunk-size").value || "0", 10), speed: parseFloat($("speed").value || "1"),
     use_cache: $("use-cache").checked, phoneme_mode: $("phoneme-mode").checked, model: $("model").value,
+    alignment: true, barge_in: true,       // per-character timing (highlighting); the stream stays open for Interrupt
   };
   if (seed !== "") cfg.seed = parseInt(seed, 10);
   // the audio itself follows the start message in binary frames (read by the server once the token is checked)
@@ -247,8 +325,15 @@ function collectConfig() {
 async function start() {
   if (ws) return;
   Object.assign(S, { chunks: 0, bytes: 0, audioMs: 0, firstChunkMs: null, scheduled: 0, playedChunks: 0,
-                     playbackStarted: false, segments: 0, resultUrl: null, error: null, summary: null });
+                     playbackStarted: false, segments: 0, resultUrl: null, error: null, summary: null,
+                     alignments: 0, speaking: -1, highlighted: [], interrupted: null, rejected: null });
   totalSegments = 0;
+  sources = [];
+  timeline = [];
+  lastMeta = null;
+  ended = false;
+  renderSpoken($("text").value);
+  $("heard").hidden = true;
   $("result").hidden = true;
   $("st-rtf").textContent = "–";
   renderSummary(null);
@@ -269,6 +354,7 @@ async function start() {
   t0 = performance.now();
   $("start").disabled = true;
   $("stop").disabled = false;
+  $("interrupt").disabled = false;
   ws.onopen = () => {
     ws.send(JSON.stringify(cfg));
     if (refAudio) {
@@ -289,7 +375,18 @@ async function start() {
     }
     const msg = JSON.parse(ev.data);
     if (msg.type === "chunk") {
-      meta = msg;
+      meta = lastMeta = msg;
+    } else if (msg.type === "interrupted") {
+      S.interrupted = msg;
+      const chars = $("spoken").children;
+      const heardEnd = msg.heard_span ? msg.heard_span.end : 0;
+      for (let i = heardEnd; i < chars.length; i++) { chars[i].classList.remove("now", "said"); chars[i].classList.add("unheard"); }
+      $("heard").textContent = `interrupted at ${Math.round(msg.played_ms)} ms — heard: “${msg.heard_text}”`;
+      $("heard").hidden = false;
+      endStream();                  // nothing more to say on this stream: the server finishes with "done"
+    } else if (msg.type === "rejected") {
+      S.rejected = msg;
+      $("message").textContent = msg.message;
     } else if (msg.type === "done") {
       S.summary = msg.summary;
       S.resultUrl = msg.result.url;
@@ -319,10 +416,12 @@ async function start() {
     ws = null;
     $("start").disabled = false;
     $("stop").disabled = true;
+    $("interrupt").disabled = true;
   };
 }
 
 $("start").addEventListener("click", () => start().catch((e) => setState("error", e.message)));
+$("interrupt").addEventListener("click", interrupt);
 $("stop").addEventListener("click", () => {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
   if (ctx) { ctx.close(); ctx = null; }

@@ -265,7 +265,7 @@ class GLMTTSEngine(Engine):
         state = StreamState(sid, schedule, self.sampling, seed % (1 << 63), options.use_cache, self,
                             self.settings.max_ahead, prompt=prompt)
         stream = GLMTTSStream(self, state, voice, asyncio.get_running_loop())
-        stream.blocks, stream.offline = blocks, options.offline
+        stream.blocks, stream.offline, stream.alignment = blocks, options.offline, options.alignment
         state.stream = stream
         self._streams[sid] = stream
         self.scheduler.add(state)
@@ -374,8 +374,13 @@ class GLMTTSEngine(Engine):
                     audio = r.push(tokens, final)
                     if final:
                         del stream.renderers[seg_index]
+                    timer = stream.timers.get(seg_index)
+                    timings = timer.chunk(len(audio), final) if timer is not None else []
+                    if final:
+                        stream.timers.pop(seg_index, None)
                     stream.deliver(Chunk(audio=audio.astype(np.float32, copy=False), sample_rate=SAMPLE_RATE,
-                                         segment_index=seg_index, tokens=len(tokens) - r.counted, segment_end=final))
+                                         segment_index=seg_index, tokens=len(tokens) - r.counted, segment_end=final,
+                                         alignment=timings, alignment_estimated=timer is not None))
                     self._jobs.delivered(st, len(audio) / SAMPLE_RATE)
                     r.counted = len(tokens)
             except Exception as exc:  # never let one stream's failure stop the worker

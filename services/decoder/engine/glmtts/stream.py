@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from ..base import ChunkQueue, SegmentInput, Stream, Voice
 from .lm_text import lm_text, official_form
 from .scheduler import Segment, StreamState
+from .acoustic import SAMPLE_RATE
+from .timing import SegmentTimer
 
 if TYPE_CHECKING:
     from .engine import GLMTTSEngine
@@ -29,6 +31,8 @@ class GLMTTSStream(Stream):
         self.renderers: dict[int, object] = {}         # segment index → SegmentRenderer (acoustic thread only)
         self.blocks: list[int] = []                      # flow block sizes (tokens) of streamed segments
         self.offline = False                             # segments rendered whole (full attention)
+        self.alignment = False                           # estimate character times (StreamOptions.alignment)
+        self.timers: dict[int, SegmentTimer] = {}        # segment index → its estimate (acoustic thread reads it)
         self._closed = False
         self._error: BaseException | None = None
 
@@ -39,6 +43,8 @@ class GLMTTSStream(Stream):
         text = lm_text(segment.normalized, segment.words, phonemes=self.engine.phoneme_tokens) \
             if segment.normalized.strip() else official_form(segment.text)
         ids = self.engine.lm.encode_text(text)
+        if self.alignment:
+            self.timers[segment.index] = SegmentTimer(segment, SAMPLE_RATE)
         self.engine.scheduler.feed(self.state, Segment(index=segment.index, text_ids=ids))
 
     def end(self) -> None:

@@ -17,11 +17,11 @@ import numpy as np
 
 from shared.errors import InvalidArgument
 
-from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Voice
+from ..base import Chunk, ChunkQueue, Engine, EngineStats, SegmentInput, Stream, StreamOptions, Timing, Voice
 from ..capacity import Decision
 from ..realtime import RealtimeScheduler, Work
 from .model import _MAX_TOKENS, SAMPLE_RATE, KokoroModel, _pause_after
-from .phonemes import segment_phonemes
+from .phonemes import segment_phonemes_owned
 from .settings import KokoroSettings
 
 log = logging.getLogger("decoder.kokoro")
@@ -37,6 +37,21 @@ class Job:
     index: int                   # the segment's
     text: str                    # the segment's original text (its final mark sets the pause after it)
     phonemes: str
+    owners: list | None = None   # per symbol of ``phonemes``: the normalized-text stretch it says (phonemes.py)
+
+
+def _stretches(owners: list, times: np.ndarray) -> list[tuple]:
+    """Symbols → (start, end, first sample, end sample, silent) per stretch of text: consecutive symbols of one
+    stretch merge; spaces and symbols the model did not read are left out."""
+    out: list[list] = []
+    for owner, (a, b) in zip(owners, times):
+        if owner is None or a < 0:
+            continue
+        if out and (out[-1][0], out[-1][1]) == owner[:2]:
+            out[-1][3] = max(out[-1][3], int(b))
+        else:
+            out.append([owner[0], owner[1], int(a), int(b), owner[2]])
+    return [tuple(x) for x in out]
 
 
 def split_at_pauses(audio: np.ndarray, weights: list[int], sr: int = SAMPLE_RATE) -> list[int]:
@@ -79,12 +94,12 @@ class KokoroStream(Stream):
     def feed(self, segment: SegmentInput) -> None:
         if self._closed:
             raise RuntimeError("stream is closed")
-        phonemes = segment_phonemes(segment).strip()
+        phonemes, owners = segment_phonemes_owned(segment)
         if not phonemes:
             return
         ntok = len(self.engine.model.tokens(phonemes))
         est = ntok * AUDIO_S_PER_TOKEN / self.options.speed + _pause_after(segment.text)
-        self.engine.sched.add(self, Work(Job(segment.index, segment.text, phonemes), est, weight=ntok))
+        self.engine.sched.add(self, Work(Job(segment.index, segment.text, phonemes, owners), est, weight=ntok))
         self.engine._wake()
 
     def end(self) -> None:
@@ -117,11 +132,28 @@ class KokoroStream(Stream):
             elif item is _END or isinstance(item, Exception):
                 return
 
-    def _deliver(self, works: list[Work], audio: np.ndarray, ntok: int) -> None:
-        """One job's audio: split between its segments (at the pauses), then into chunks."""
+    def _deliver(self, works: list[Work], audio: np.ndarray, ntok: int, times: np.ndarray | None = None) -> None:
+        """One job's audio: split between its segments (at the pauses: exactly between their symbols when the model
+        gives durations), then into chunks; with ``StreamOptions.alignment`` each chunk carries the timings of the
+        stretches of text that start in it (``times``: each symbol of the job's phonemes, ``_run``)."""
         chunk_len = int(self.engine.settings.chunk_ms / 1000 * SAMPLE_RATE)
         weights = [w.weight for w in works]
-        bounds = [0, *split_at_pauses(audio, weights), len(audio)]
+        timed = times is not None and self.options.alignment
+        stretches: list[list] = [[] for _ in works]
+        if timed:
+            pos = 0
+            for k, work in enumerate(works):              # the job's phonemes: each work's, joined by a space
+                n = len(work.item.phonemes.strip())
+                if work.item.owners is not None and len(work.item.owners) == n:
+                    stretches[k] = _stretches(work.item.owners, times[pos:pos + n])
+                pos += n + 1
+        if timed and self.engine.model.timed and all(stretches):
+            # exact: cut in the middle of the gap between one segment's last sound and the next one's first
+            bounds = [0, *[(stretches[k - 1][-1][3] + stretches[k][0][2]) // 2 for k in range(1, len(works))],
+                      len(audio)]
+            bounds = [min(max(b, bounds[i - 1] if i else 0), len(audio)) for i, b in enumerate(bounds)]
+        else:
+            bounds = [0, *split_at_pauses(audio, weights), len(audio)]
         items = []
         for k, work in enumerate(works):
             segment = work.item
@@ -131,8 +163,13 @@ class KokoroStream(Stream):
                 starts.pop()                      # fold a short tail into the previous chunk
             for i, start in enumerate(starts):
                 end = starts[i + 1] if i + 1 < len(starts) else len(part)
+                last = i == len(starts) - 1
+                timings = [Timing(a, b, max(s0 - bounds[k], 0) - start, max(s1 - bounds[k], 0) - start, silent)
+                           for a, b, s0, s1, silent in stretches[k]
+                           if (i == 0 or s0 - bounds[k] >= start) and (last or s0 - bounds[k] < end)]
                 items.append(Chunk(part[start:end], SAMPLE_RATE, segment.index, tokens=weights[k] if i == 0 else 0,
-                                   segment_end=work.final and i == len(starts) - 1))
+                                   segment_end=work.final and last, alignment=timings,
+                                   alignment_estimated=timed and not self.engine.model.timed))
         self.tokens += ntok
         self._push(items)
         self._maybe_finish()
@@ -216,8 +253,15 @@ class KokoroEngine(Engine):
         if not nh or not nt:
             return None
         per_tok = work.audio_s / max(nh + nt, 1)
-        return [Work(dataclasses.replace(work.item, phonemes=head), nh * per_tok, weight=nh, final=False),
-                Work(dataclasses.replace(work.item, phonemes=tail), nt * per_tok, weight=nt, final=work.final)]
+        owners = work.item.owners
+        if owners is None or work.item.phonemes[:len(head)] != head or len(owners) != len(work.item.phonemes):
+            head_owners = tail_owners = None
+        else:
+            head_owners, tail_owners = owners[:len(head)], owners[len(head) + 1:]
+        return [Work(dataclasses.replace(work.item, phonemes=head, owners=head_owners), nh * per_tok, weight=nh,
+                     final=False),
+                Work(dataclasses.replace(work.item, phonemes=tail, owners=tail_owners), nt * per_tok, weight=nt,
+                     final=work.final)]
 
     # ---- the scheduler loop --------------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -233,8 +277,8 @@ class KokoroEngine(Engine):
 
     def _synthesize(self, phonemes: str, voice: str, speed: float, pause_s: float):
         t0 = time.perf_counter()
-        audio, ntok = self.model.synthesize_segment(phonemes, voice, speed, pause_s)
-        return audio, ntok, time.perf_counter() - t0
+        audio, ntok, times = self.model.synthesize_timed(phonemes, voice, speed, pause_s)
+        return audio, ntok, times, time.perf_counter() - t0
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -249,7 +293,7 @@ class KokoroEngine(Engine):
             try:
                 phonemes = " ".join(s.phonemes.strip() for s in segments)
                 pause = _pause_after(segments[-1].text) if works[-1].final else 0.0
-                audio, ntok, compute = await loop.run_in_executor(
+                audio, ntok, times, compute = await loop.run_in_executor(
                     self._pool, self._synthesize, phonemes, stream.voice, stream.options.speed, pause)
             except Exception as exc:  # surfaced to that stream's reader
                 log.exception("kokoro synthesis failed")
@@ -264,7 +308,7 @@ class KokoroEngine(Engine):
                                         "compute_s": round(compute, 3), "audio_s": round(len(audio) / SAMPLE_RATE, 2),
                                         "t": round(time.monotonic(), 3)})
             if not stream._closed and stream in self._streams:
-                stream._deliver(works, audio, ntok)
+                stream._deliver(works, audio, ntok, times)
 
     # ---- streams -------------------------------------------------------------------------------------------------
     def open_stream(self, voice: Voice, options: StreamOptions) -> KokoroStream:

@@ -205,3 +205,74 @@ def segment_phonemes(segment: SegmentInput) -> str:
             pinyin[k - 1].append(ERHUA)
             pinyin[k] = pinyin[k][1:]
     return join([(w.lang, word(w, p)) for w, p in zip(segment.words, pinyin)])
+
+
+# -- which character each symbol says (alignment) --------------------------------------------------------------------
+Owner = tuple  # (start, end, silent): the stretch of the segment's normalized text a symbol says
+
+
+def _owned_word(w: WordInput, pinyin: list[str], positions: list[int]) -> list[tuple[str, Owner | None]]:
+    """``word(w, pinyin)`` symbol by symbol, each with the normalized-text stretch it says: a Chinese syllable its
+    character (an erhua ɻ the 儿 it comes from), an English word the whole word, a mark the mark (silent)."""
+    span = w.span or (0, len(w.text))
+    if w.lang == "zh":
+        if len(positions) != len(pinyin):                 # readings not one per character: the whole word
+            positions = [None] * len(pinyin)
+        out: list = []
+        syllables: list[list] = []                        # [syllable, erhua, own position, 儿 position]
+        for s, at in zip(pinyin, positions):
+            if s == ERHUA:
+                if syllables:
+                    syllables[-1][1], syllables[-1][3] = True, at
+                continue
+            syllables.append([s, False, at, None])
+        for s, erhua, at, er_at in syllables:
+            try:
+                text = syllable(s, erhua)
+            except ValueError:
+                continue
+            own = (at, at + 1, False) if at is not None else (span[0], span[1], False)
+            er = (er_at, er_at + 1, False) if er_at is not None else own
+            out += [(c, er if erhua and k == len(text) - 1 and c == "ɻ" else own) for k, c in enumerate(text)]
+        return [(c, o) for c, o in out if c in KOKORO_VOCAB]
+    if w.lang == "en":
+        return [(c, (span[0], span[1], False)) for c in only_vocab(english(w.english))]
+    if w.lang == "punct":
+        return [(c, (span[0], span[1], True)) for c in only_vocab(PUNCT_MAP.get(w.text, ""))]
+    return []
+
+
+def segment_phonemes_owned(segment: SegmentInput) -> tuple[str, list[Owner | None]]:
+    """``segment_phonemes(segment)`` and, for each of its symbols, the stretch of the normalized text it says (None:
+    a space between words). The same string, built the same way (a test checks they agree)."""
+    pinyin = [list(w.pinyin) for w in segment.words]
+    positions = [[(w.span or (0, 0))[0] + i for i in range(len(w.pinyin))] for w in segment.words]
+    for k, w in enumerate(segment.words):
+        if k and w.lang == "zh" and pinyin[k][:1] == [ERHUA] and segment.words[k - 1].lang == "zh" and pinyin[k - 1]:
+            pinyin[k - 1].append(ERHUA)
+            positions[k - 1].append(positions[k][0])
+            pinyin[k], positions[k] = pinyin[k][1:], positions[k][1:]
+    out: list[tuple[str, Owner | None]] = []
+    for w, p, pos in zip(segment.words, pinyin, positions):
+        ps = _owned_word(w, p, pos)
+        if not ps:
+            continue
+        text = "".join(c for c, _ in ps)
+        if w.lang == "punct":
+            if text in "“(":
+                if out and out[-1][0] != " ":
+                    out.append((" ", None))
+                out += ps
+            else:
+                while out and out[-1][0] == " ":
+                    out.pop()
+                out += ps + [(" ", None)]
+        else:
+            if out and out[-1][0] not in (" ", "“", "("):
+                out.append((" ", None))
+            out += ps
+    while out and out[0][0].isspace():
+        out.pop(0)
+    while out and out[-1][0].isspace():
+        out.pop()
+    return "".join(c for c, _ in out), [o for _, o in out]
