@@ -217,6 +217,7 @@ class FastSpeech2Engine(Engine):
         self._tasks: list[asyncio.Task] = []
         self._wake_event: asyncio.Event | None = None
         self._symbol_to_id: dict[str, int] = {}
+        self.model_seconds = {"acoustic": 0.0, "vocoder": 0.0}    # compute so far by stage (the profile's)
 
     def voices(self) -> list[str]:
         return [VOICE]
@@ -305,6 +306,7 @@ class FastSpeech2Engine(Engine):
         out, compute = result
         seg = step.segment
         hop = self.model.hop
+        self.model_seconds["acoustic" if step.kind == "acoustic" else "vocoder"] += compute
         if step.kind == "acoustic":
             mel, durations = out
             seg.mel, seg.frames = mel, len(mel)
@@ -374,7 +376,8 @@ class FastSpeech2Engine(Engine):
         return EngineStats(active_streams=len(streams), buffered_bytes=sum(s._out.buffered_bytes for s in streams),
                            stalled_streams=sum(s._out.full() for s in streams), throughput=cap.throughput,
                            compute_per_audio_s=cap.cost,
-                           headroom_streams=cap.headroom() if self.settings.target_utilization else 0.0)
+                           headroom_streams=cap.headroom() if self.settings.target_utilization else 0.0,
+                           model_seconds=dict(self.model_seconds))
 
     async def close(self) -> None:
         for stream in list(self._streams):
