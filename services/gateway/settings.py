@@ -4,7 +4,7 @@ Every field is read from its env var as before (the sections keep the flat names
 is ``settings.batch.concurrency``, ``TTS_GATEWAY_RATE_PER_TENANT`` is ``settings.limits.rate_per_tenant``); the whole
 object is logged once at start, secrets masked.
 """
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import limits
@@ -90,6 +90,13 @@ class GatewaySettings(ServiceSettings):
     frontend_addr: str = "127.0.0.1:50052"
     speaker_addr: str = "127.0.0.1:50053"
     decoder_addrs: str = "127.0.0.1:50054"       # comma-separated; requests are spread round-robin
+
+    @field_validator("decoder_addrs")
+    @classmethod
+    def _some_decoder(cls, value: str) -> str:
+        if not any(a.strip() for a in value.split(",")):
+            raise ValueError("TTS_GATEWAY_DECODER_ADDRS is empty: give at least one decoder address (host:port)")
+        return value
     # the durable store (voices, batch jobs, quota counters): a noeviction Redis, never the embedding cache's
     redis_url: str = "redis://127.0.0.1:6380/0"
     redis_timeout_ms: int = 200
