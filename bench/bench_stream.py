@@ -278,6 +278,54 @@ def run_round(target: str, n: int, args, offset: int) -> list[Result]:
     return results
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def model_seconds(port: int) -> dict[str, float]:
+    """The decoder's model compute so far by stage (``tts_decoder_model_seconds``)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {s.labels["stage"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "tts_decoder_model_seconds"}
+
+
+class Profile:
+    """Where the wall time of a round goes: CPU seconds of each process of the stack (and of this client), and the
+    decoder's model time by stage, between ``start()`` and ``stop()``."""
+
+    def __init__(self, stack, metrics_port: int):
+        self.procs = {"frontend": stack.frontend, "gateway": stack.gateway, "speaker": stack.speaker,
+                      "redis": stack.redis, **{f"decoder{k or ''}": d for k, d in enumerate(stack.decoders)}}
+        self.pids = {n: p.proc.pid for n, p in self.procs.items() if p is not None and p.proc is not None}
+        self.pids["bench client"] = os.getpid()
+        self.port = metrics_port
+
+    def _snap(self):
+        return {n: cpu_seconds(pid) for n, pid in self.pids.items()}, model_seconds(self.port), time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = self._snap()
+
+    def report(self, audio_s: float) -> str:
+        cpu1, model1, t1 = self._snap()
+        cpu0, model0, t0 = self.t0
+        wall = t1 - t0
+        cpu = {n: cpu1[n] - cpu0[n] for n in cpu1}
+        model = {k: model1.get(k, 0.0) - model0.get(k, 0.0) for k in model1}
+        parts = [f"{n} {c:.2f}" for n, c in sorted(cpu.items(), key=lambda x: -x[1])]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in model.items())
+        return (f"      profile: {wall:.1f} s wall on {os.cpu_count()} cores ({2 * wall:.1f} core-s), {audio_s:.1f} s "
+                f"of audio; CPU s by process: {', '.join(parts)} (total {sum(cpu.values()):.2f}); decoder model "
+                f"s: {stages}")
+
+
 def private_stack(args, engines: str = ""):
     """The whole system on free loopback ports (tests/procs.py ``make_stack``), logs in a temp folder; ``engines``:
     TTS_DECODER_ENGINES ("" = the default, or fastspeech2,kokoro,glmtts with ``--model glmtts``)."""
@@ -294,6 +342,8 @@ def private_stack(args, engines: str = ""):
         # the cut/continue timings are the point: every stream is admitted (on this box Kokoro's real-time admission
         # takes one stream at a time; the refusals are bench-stream's subject)
         glmtts["TTS_DECODER_KOKORO_TARGET_UTILIZATION"] = "0"
+    if getattr(args, "metrics_port", 0):
+        glmtts["TTS_DECODER_METRICS_PORT"] = args.metrics_port
     return make_stack(Path(tempfile.mkdtemp(prefix="tts-bench-stream-")), decoders=args.decoders, timeout=300,
                       TTS_DECODER_KOKORO_MIN_STREAMS=1,          # admission by measured capacity, as deployed
                       TTS_DECODER_FASTSPEECH2_MIN_STREAMS=1,
@@ -315,6 +365,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=0, help="rounds per N (0: 3 for N=1, 2 for N=2, 1 above)")
     ap.add_argument("--timeout", type=float, default=120.0, help="per stream")
     ap.add_argument("--target", default="", help="an existing gateway instead of a private stack")
+    ap.add_argument("--profile", action="store_true",
+                    help="per N: CPU seconds of each process of the private stack and the decoder's model time")
     args = ap.parse_args()
     args.lo, args.hi = (int(x) for x in args.chars.split("-"))
     ns = [int(x) for x in args.streams.split(",") if x.strip()]
@@ -322,7 +374,12 @@ def main() -> int:
     lock = open(LOCK, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)         # no other benchmark on the cores meanwhile
     t_start = time.perf_counter()
+    if args.profile:
+        from tests.procs import free_port
+
+        args.metrics_port = free_port()
     stack = None if args.target else private_stack(args)
+    profile = Profile(stack, args.metrics_port) if args.profile and stack else None
     target = args.target or stack.gateway.addr
     try:
         load = os.getloadavg()[0]
@@ -342,6 +399,8 @@ def main() -> int:
             rounds = args.rounds or (3 if n == 1 else 2 if n == 2 else 1)
             results = []
             wall = 0.0
+            if profile:
+                profile.start()
             for r in range(rounds):
                 t_round = time.perf_counter()
                 results += run_round(target, n, args, offset=r * n)
@@ -365,6 +424,8 @@ def main() -> int:
                    f"{(audio_s / wall if wall else 0):>14.2f}")
             print(row, flush=True)
             rows.append(row)
+            if profile:
+                print(profile.report(audio_s), flush=True)
             for e in errors[:3]:
                 print(f"      error: {e}")
         print(f"({time.perf_counter() - t_start:.0f} s in all; load average {os.getloadavg()[0]:.1f} at the end)")

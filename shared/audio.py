@@ -128,18 +128,53 @@ class AudioEncoder:
         return data, len(out)
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode WAV (any PCM/float width), FLAC, OGG/Vorbis/Opus or MP3 bytes → (float32 [frames, channels], rate).
+class AudioLimitError(ValueError):
+    """The audio decodes to more than a limit allows (decoding stopped there); the text names the limit."""
 
-    Raises ValueError with a human-readable reason when the data cannot be decoded.
+
+DECODE_BLOCK_BYTES = 1024 * 1024       # one block of decoded samples, every channel (what decoding holds at a time)
+
+
+def decode_audio(data: bytes, max_seconds: float | None = None,
+                 max_decoded_bytes: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode WAV (any PCM/float width, ADPCM, GSM), FLAC, OGG/Vorbis/Opus, MP3 (what libsndfile opens) → (mono
+    float32, rate), the channels averaged.
+
+    Decoded in blocks of ``DECODE_BLOCK_BYTES``, each downmixed before the next is read, and stopped as soon as more
+    than ``max_seconds`` of audio or ``max_decoded_bytes`` of float32 samples (every channel counted) came out: a
+    compressed file of a few hundred KB can hold an hour of audio (gigabytes decoded), and nothing beyond the limits
+    is ever held. Raises ``AudioLimitError`` naming the limit, or ValueError with a readable reason when the data
+    cannot be decoded.
     """
     import soundfile as sf
 
     if not data:
         raise ValueError("audio is empty")
     try:
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, channels = int(f.samplerate), int(f.channels)
+            if rate <= 0 or channels <= 0:
+                raise ValueError(f"cannot decode audio (sample rate {rate}, {channels} channels)")
+            block = max(256, DECODE_BLOCK_BYTES // (4 * channels))
+            max_frames = None if max_seconds is None else int(max_seconds * rate)
+            parts, frames, decoded = [], 0, 0
+            while True:
+                chunk = f.read(block, dtype="float32", always_2d=True)
+                if not len(chunk):
+                    break
+                frames += len(chunk)
+                decoded += chunk.nbytes
+                if max_frames is not None and frames > max_frames:
+                    raise AudioLimitError(f"is longer than {max_seconds:g} s (the limit for the whole file, "
+                                          "silence included; decoding stopped there)")
+                if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+                    raise AudioLimitError(f"decodes to more than {max_decoded_bytes} bytes of samples (the limit; "
+                                          f"{channels} channels at {rate} Hz, decoding stopped there)")
+                # row by row, as a mean over the whole array: the same samples, so the same content hash
+                parts.append(chunk[:, 0].copy() if channels == 1 else chunk.mean(axis=1).astype(np.float32))
+    except ValueError:
+        raise
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
         reason = re.sub(r"^Error opening <[^>]*>:\s*", "", str(exc).strip()) or type(exc).__name__
         raise ValueError(f"cannot decode audio ({reason})") from None
-    return audio, int(rate)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), rate

@@ -54,13 +54,18 @@ class PermissionDenied(TTSError):
 
 
 class ResourceExhausted(TTSError):
-    """Over a limit; the client should retry after ``retry_after_s``."""
+    """Over a limit; the client should retry after ``retry_after_s``. ``answer_after_s``: the refusal is sent only
+    after this long (a rate limit that slows a client ignoring its retry delay; the thrower bounds how many calls it
+    holds and is told through ``on_answered`` when one is let go)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, retry_after_s: float = 1.0):
+    def __init__(self, message: str, retry_after_s: float = 1.0, answer_after_s: float = 0.0,
+                 on_answered=None):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.answer_after_s = answer_after_s
+        self.on_answered = on_answered
 
 
 class Unavailable(TTSError):

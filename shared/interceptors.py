@@ -24,10 +24,28 @@ log = logging.getLogger("shared.rpc")
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+# A status travels in HTTP/2 trailers, and a receiver refuses trailers over its metadata limit (8 KiB by default)
+# with RESOURCE_EXHAUSTED "received metadata size exceeds ...": an error message that echoed a long input came back as
+# a capacity error (retried by clients) instead of itself. Every message and field description is cut to this many
+# UTF-8 bytes (grpc-message percent-encodes non-ASCII: ≤ 3 × this; the details repeat message and description,
+# base64: ≤ 2.7 × this), so the trailers of any status stay well under 8 KiB.
+MAX_STATUS_MESSAGE_BYTES = 512
+
+
+def cap_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), marked with "…" when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    cut = data[:limit - len("… (cut)".encode())].decode("utf-8", "ignore")
+    return cut + "… (cut)"
+
+
 def status_trailers(exc: TTSError) -> tuple:
     """RESOURCE_EXHAUSTED: a google.rpc.RetryInfo (and a plain retry-after-ms); INVALID_ARGUMENT naming a field:
-    a google.rpc.BadRequest field violation. Both in grpc-status-details-bin, the message as in the status."""
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    a google.rpc.BadRequest field violation. Both in grpc-status-details-bin, the message as in the status (both
+    capped: ``MAX_STATUS_MESSAGE_BYTES``)."""
+    status = status_pb2.Status(code=exc.code.value[0], message=cap_message(exc.message))
     if isinstance(exc, ResourceExhausted):
         seconds = max(exc.retry_after_s, 0.0)
         status.details.add().Pack(error_details_pb2.RetryInfo(
@@ -36,20 +54,41 @@ def status_trailers(exc: TTSError) -> tuple:
                 ("retry-after-ms", str(int(seconds * 1000))))
     if isinstance(exc, InvalidArgument) and exc.field:
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)]))
+            error_details_pb2.BadRequest.FieldViolation(field=cap_message(exc.field, 128),
+                                                        description=cap_message(exc.description))]))
         return (("grpc-status-details-bin", status.SerializeToString()),)
     return ()
 
 
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of a mapped error and of the errors it was raised from (logged already, if at all).
+
+    ``context.abort`` raises AbortError with this error as its context, and grpc keeps that in a reference cycle with
+    its own frames; through the tracebacks the cycle held every frame of the failed call — the request, the reference
+    audio, decoded blocks — until Python's cyclic GC ran (the speaker's RSS crept ~30 MB per refused 3 MB upload)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service: str, method: str):
     if isinstance(exc, TTSError):
-        code, message, trailers = exc.code, exc.message, status_trailers(exc)
+        code, message, trailers = exc.code, cap_message(exc.message), status_trailers(exc)
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
             log.warning("rpc failed", extra={"method": method, "code": code.name, "error": message})
     else:
         code, message, trailers = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})", ()
         log.error("unhandled exception", exc_info=exc, extra={"method": method})
     RPC_ERRORS.labels(service, method, code.name).inc()
+    _forget_frames(exc)
+    if isinstance(exc, ResourceExhausted) and exc.answer_after_s > 0:
+        try:
+            await asyncio.sleep(exc.answer_after_s)      # a held refusal (bounded by whoever raised it)
+        finally:
+            if exc.on_answered is not None:
+                exc.on_answered()
     await context.abort(code, message, trailing_metadata=trailers)
 
 
@@ -109,7 +148,7 @@ class BadRequest:
         self.error = error
 
 
-def checked_deserializer(deserializer, max_bytes: int = 0):
+def checked_deserializer(deserializer, max_bytes: int = 0, setting: str = "max_message_mb"):
     if deserializer is None:
         return None
     message_cls = getattr(deserializer, "__self__", None)
@@ -118,7 +157,7 @@ def checked_deserializer(deserializer, max_bytes: int = 0):
         if max_bytes and len(data) > max_bytes:
             # too big is a bad request (never RESOURCE_EXHAUSTED, which clients retry), refused before parsing
             return BadRequest(InvalidArgument("request", f"the message is {len(data)} bytes; the limit is "
-                                                         f"{max_bytes} (max_message_mb)"))
+                                                         f"{max_bytes} ({setting})"))
         try:
             return deserializer(data)
         except Exception:  # noqa: BLE001 - DecodeError and friends
@@ -175,9 +214,10 @@ async def _drain(requests, timeout: float, quiet_s: float = EARLY_ERROR_QUIET_S)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str, max_message_bytes: int = 0):
+    def __init__(self, service: str, max_message_bytes: int = 0, max_message_setting: str = "max_message_mb"):
         self.service = service
         self.max_message_bytes = max_message_bytes
+        self.max_message_setting = max_message_setting
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -212,13 +252,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status code
+                    request = None                  # not held by the frame grpc keeps with the AbortError
                     await _abort(context, exc, service, short)
                 finally:
                     leave(t0)
 
             factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
             return factory(unary_response, request_deserializer=checked_deserializer(handler.request_deserializer,
-                                                                      self.max_message_bytes),
+                                                                      self.max_message_bytes,
+                                                                      self.max_message_setting),
                            response_serializer=handler.response_serializer)
 
         inner = handler.unary_stream or handler.stream_stream
@@ -236,11 +278,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - mapped to a status code
                 if handler.stream_stream and not answered:
                     await _drain(raw, EARLY_ERROR_DRAIN_S)
+                raw = request = None                # not held by the frame grpc keeps with the AbortError
                 await _abort(context, exc, service, short)
             finally:
                 leave(t0)
 
         factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         return factory(stream_response, request_deserializer=checked_deserializer(handler.request_deserializer,
-                                                                      self.max_message_bytes),
+                                                                      self.max_message_bytes,
+                                                                      self.max_message_setting),
                        response_serializer=handler.response_serializer)

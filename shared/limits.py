@@ -19,6 +19,10 @@ CHUNK_SIZE_MAX = 1000                    # SynthesisConfig.chunk_size (0 = the e
 MAX_REFERENCE_BYTES = 10 * MIB           # the encoded file, as sent to the gateway and on to the speaker
 MIN_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S = 1.0, 30.0   # speech in it, after trimming silence
 GOOD_REFERENCE_SPEECH_S = (3.0, 10.0)    # outside: accepted with a warning
+# what decoding may produce, before trimming: a compressed file can hold an hour of silence in 500 KB, so the speaker
+# decodes in bounded blocks and stops at the first of these (INVALID_ARGUMENT naming the limit)
+MAX_REFERENCE_TOTAL_S = 4 * MAX_REFERENCE_SPEECH_S           # seconds of audio, silence included
+MAX_REFERENCE_DECODED_BYTES = 64 * MIB   # float32 samples decoded, every channel counted (120 s of 48 kHz stereo: 46 MB)
 
 # ---- streams ------------------------------------------------------------------------------------------------------
 STREAM_IDLE_TIMEOUT_S = 60.0             # a stream that sends nothing this long is ended (gateway, decoder)
@@ -39,6 +43,19 @@ CLIENT_MAX_MESSAGE_BYTES = 64 * MIB      # what a public client accepts (the gat
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
                      ("grpc.min_reconnect_backoff_ms", 100),
                      ("grpc.max_reconnect_backoff_ms", 2000)]
+
+
+# gRPC's own receive limit refuses a message from its length prefix, before reading it, but as RESOURCE_EXHAUSTED
+# "Received message larger than max" (without RetryInfo: clients retry it) — a status no interceptor can change. So a
+# server's transport limit sits at this hard cap, far above its TTS_<STAGE>_MAX_MESSAGE_MB: a message between the two
+# is read (at most this much per call) and refused by the error interceptor as INVALID_ARGUMENT naming the limit.
+# Only a message over the cap gets gRPC's own answer (read nothing; tts_client reports it as INVALID_ARGUMENT too).
+TRANSPORT_MAX_MESSAGE_BYTES = 64 * MIB
+
+
+def transport_receive_limit(max_bytes: int) -> int:
+    """gRPC's receive limit for a server whose own limit is ``max_bytes`` (the hard cap, or more for a bigger limit)."""
+    return max(TRANSPORT_MAX_MESSAGE_BYTES, 2 * max_bytes)
 
 
 def message_size_options(max_bytes: int) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .interceptors import ErrorInterceptor
 from .internal_auth import server_interceptors as internal_auth_interceptors
-from .limits import KEEPALIVE_TIME_MS
+from .limits import KEEPALIVE_TIME_MS, transport_receive_limit
 from .logging import setup_logging
 from .metrics import start_metrics_server
 from .settings import ServiceSettings
@@ -30,9 +30,10 @@ log = logging.getLogger("shared.serve")
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     size = settings.max_message_mb * 1024 * 1024
     return [
-        # grpc's own limit (RESOURCE_EXHAUSTED, from the length prefix) sits at twice ours: a message between the two
-        # is read and refused by the error interceptor as INVALID_ARGUMENT naming the limit
-        ("grpc.max_receive_message_length", 2 * size),
+        # grpc's own limit (RESOURCE_EXHAUSTED, from the length prefix) sits at a hard cap far above ours
+        # (shared/limits.py): a message between the two is read and refused by the error interceptor as
+        # INVALID_ARGUMENT naming the limit
+        ("grpc.max_receive_message_length", transport_receive_limit(size)),
         ("grpc.max_send_message_length", size),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -66,7 +67,8 @@ async def serve(
     setup_logging(name, settings.log_level)
     settings.log_once(logging.getLogger(name))
     server = grpc.aio.server(interceptors=[*internal_auth_interceptors(name, settings.internal_token), *interceptors,
-                                           ErrorInterceptor(name, settings.max_message_mb * 1024 * 1024)],
+                                           ErrorInterceptor(name, settings.max_message_mb * 1024 * 1024,
+                                                            f"TTS_{name.upper()}_MAX_MESSAGE_MB")],
                              options=server_options(settings))
     services = list(register(server))
     health_servicer = health.aio.HealthServicer()

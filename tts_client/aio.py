@@ -5,6 +5,7 @@ default bearer token for that call (the web process passes its caller's token th
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import AsyncIterable, AsyncIterator, Iterable
 
 import grpc
@@ -17,6 +18,11 @@ from .client import tts_pb2, tts_pb2_grpc
 from .errors import TTSError, from_rpc_error
 from .speech import AsyncSpeechStream
 
+
+
+# the address of the client a proxy (the web process) calls for, set per request: sent as x-forwarded-for, which the
+# gateway believes only from its TTS_GATEWAY_TRUSTED_PROXIES (its throttle of failed authentications counts by it)
+forwarded_for: ContextVar[str] = ContextVar("forwarded_for", default="")
 
 
 def to_dict(message) -> dict:
@@ -39,6 +45,8 @@ class AsyncTTSClient:
     def _metadata(self, token: str | None, request_id: str = "") -> tuple:
         token = self.token if token is None else token
         md = (("authorization", f"Bearer {token}"),) if token else ()
+        client = forwarded_for.get()
+        md += (("x-forwarded-for", client),) if client else ()
         return md + ((("x-request-id", request_id),) if request_id else ())
 
     async def _unary(self, method, request, token, timeout=None):

@@ -12,3 +12,5 @@ HEADROOM = Gauge("tts_decoder_realtime_headroom_streams",
                  "streams that need compute); scale out when it nears 0", ["engine"])
 THROUGHPUT = Gauge("tts_decoder_throughput_realtime", "Seconds of audio per second of wall time when busy (measured)",
                    ["engine"])
+MODEL_SECONDS = Gauge("tts_decoder_model_seconds", "Seconds of model compute so far, by stage of the engine's model "
+                      "(fastspeech2: acoustic, vocoder)", ["engine", "stage"])

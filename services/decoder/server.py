@@ -15,7 +15,8 @@ from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.frontend.v1 import frontend_pb2
 
 from .engine.base import Engine, Pronunciation, SegmentInput, StreamOptions, Voice, WordInput, warn_once
-from .metrics import ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, THROUGHPUT, TOKENS_PER_SECOND
+from .metrics import (ACTIVE_STREAMS, CACHE_BYTES, CHUNK_SECONDS, FIRST_CHUNK, HEADROOM, MODEL_SECONDS, THROUGHPUT,
+                      TOKENS_PER_SECOND)
 
 log = logging.getLogger("decoder")
 
@@ -64,6 +65,9 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             if engine.stats().throughput is not None:     # engines that measure real-time capacity: read at scrape time
                 HEADROOM.labels(name).set_function(lambda e=engine: e.stats().headroom_streams)
                 THROUGHPUT.labels(name).set_function(lambda e=engine: e.stats().throughput)
+            for stage in engine.stats().model_seconds:      # where its model time goes (a profile, at scrape time)
+                MODEL_SECONDS.labels(name, stage).set_function(
+                    lambda e=engine, st=stage: e.stats().model_seconds.get(st, 0.0))
 
     def _engine(self, name: str) -> Engine:
         name = name or self.default_engine

@@ -7,3 +7,6 @@ RTF = Histogram("tts_gateway_real_time_factor", "Processing time / audio time pe
 SYNTHESES = Counter("tts_gateway_syntheses_total", "Utterances by outcome", ["rpc", "outcome"])
 PROMPT_RESENDS = Counter("tts_gateway_prompt_resends_total",
                          "Registered-voice streams resent with the reference audio (the decoder lacked the prompt)")
+AUTH_FAILURES = Counter("tts_gateway_auth_failures_total",
+                        "Calls refused: 'invalid' (no or a wrong token), 'throttled' (too many failures before: by "
+                        "client address or token prefix)", ["outcome", "by"])

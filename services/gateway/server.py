@@ -57,7 +57,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     def _tenant(self, context) -> tuple[str, tuple]:
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str))
-        tenant = self.auth.tenant(dict(metadata))
+        tenant = self.auth.tenant(dict(metadata), context.peer() or "")
         self.limits.check_rate(tenant)              # every RPC takes a token from the tenant's bucket
         tenant_var.set(tenant)
         forwarded = tuple((k, v) for k, v in metadata if k == "x-request-id")

@@ -4,7 +4,7 @@ Every field is read from its env var as before (the sections keep the flat names
 is ``settings.batch.concurrency``, ``TTS_GATEWAY_RATE_PER_TENANT`` is ``settings.limits.rate_per_tenant``); the whole
 object is logged once at start, secrets masked.
 """
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import limits
@@ -63,6 +63,21 @@ class AuthSettings(BaseSettings):
     tokens_file: str = ""                  # a file of "tenant sha256(token)" lines
     tokens: SecretStr = SecretStr("")      # "tenant:sha256hex,tenant2:sha256hex" (a k8s Secret as an env var)
     admin_tenants: str = ""                # comma-separated tenants allowed the admin RPCs (auth off: everyone)
+    # failed authentications (auth.py AuthThrottle): over one of these within the window, a client address (or a
+    # token prefix) is refused with RESOURCE_EXHAUSTED + RetryInfo until its window ends, before its token is checked
+    auth_failures_per_client: int = 20     # per client address (IPv6: per /64); 0 = off
+    auth_failures_per_prefix: int = 100    # per first auth_prefix_chars characters of the token; 0 = off
+    auth_prefix_chars: int = 8
+    auth_failure_window_s: float = 60.0
+    auth_throttle_entries: int = 100_000   # addresses and prefixes tracked at once (oldest windows dropped first)
+    # a throttled refusal is answered after this long (≤ the retry delay), at most auth_throttle_held_per_client calls
+    # of one client and auth_throttle_held in all at once (beyond them: at once): a client that ignores the retry
+    # delay and calls back to back makes ~1 call per hold instead of thousands a second
+    auth_throttle_hold_s: float = 1.0
+    auth_throttle_held_per_client: int = 32
+    auth_throttle_held: int = 1024
+    # comma-separated addresses / CIDRs (the web process) whose x-forwarded-for names the client for the throttle
+    trusted_proxies: str = ""
 
     def admins(self) -> set[str]:
         return {t.strip() for t in self.admin_tenants.split(",") if t.strip()}
@@ -75,6 +90,13 @@ class GatewaySettings(ServiceSettings):
     frontend_addr: str = "127.0.0.1:50052"
     speaker_addr: str = "127.0.0.1:50053"
     decoder_addrs: str = "127.0.0.1:50054"       # comma-separated; requests are spread round-robin
+
+    @field_validator("decoder_addrs")
+    @classmethod
+    def _some_decoder(cls, value: str) -> str:
+        if not any(a.strip() for a in value.split(",")):
+            raise ValueError("TTS_GATEWAY_DECODER_ADDRS is empty: give at least one decoder address (host:port)")
+        return value
     # the durable store (voices, batch jobs, quota counters): a noeviction Redis, never the embedding cache's
     redis_url: str = "redis://127.0.0.1:6380/0"
     redis_timeout_ms: int = 200

@@ -45,7 +45,9 @@ def main() -> None:
         cache = EmbeddingCache(store, settings.cache_ttl_s,
                                settings.redis_timeout_ms, settings.local_cache_entries,
                                on_result=lambda r: CACHE.labels(r).inc())
-        engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes, extra_encoders=[onnx] if onnx else [])
+        engine = SpeakerEngine(encoder, cache, settings.max_audio_bytes, extra_encoders=[onnx] if onnx else [],
+                               max_decoded_bytes=settings.max_decoded_bytes,
+                               decode_concurrency=settings.decode_concurrency)
 
         def register(server):
             speaker_pb2_grpc.add_SpeakerServicer_to_server(SpeakerServicer(engine), server)

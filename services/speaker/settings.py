@@ -1,6 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
-from shared.limits import MAX_REFERENCE_BYTES
+from shared.limits import MAX_REFERENCE_BYTES, MAX_REFERENCE_DECODED_BYTES
 from shared.settings import ServiceSettings
 
 
@@ -19,4 +19,7 @@ class SpeakerSettings(ServiceSettings):
     cache_ttl_s: int = 7 * 86400
     local_cache_entries: int = 256
     max_audio_bytes: int = MAX_REFERENCE_BYTES
+    # decoding stops past this many bytes of float32 samples (every channel) or 120 s of audio: INVALID_ARGUMENT
+    max_decoded_bytes: int = MAX_REFERENCE_DECODED_BYTES
+    decode_concurrency: int = 2                # reference files decoded at once (each holds ≤ max_decoded_bytes)
     torch_threads: int = 2

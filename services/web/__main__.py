@@ -6,6 +6,7 @@ import logging
 from aiohttp import web
 
 from shared.logging import setup_logging
+from shared.memory import fixed_mmap_threshold
 from shared.metrics import start_metrics_server
 
 from .server import create_app
@@ -14,6 +15,8 @@ from .settings import WebSettings
 
 def main() -> None:
     settings = WebSettings()
+    # request buffers (partial WebSocket frames, bodies) are given back to the OS when freed, not kept in RSS
+    fixed_mmap_threshold()
     setup_logging("web", settings.log_level)
     log = logging.getLogger("web")
     settings.log_once(log)

@@ -33,6 +33,63 @@ BAD_REQUEST_ID = "tts_bad_request_id"
 SENT_BYTES = "tts_sent_bytes"
 LEFT = "tts_client_left"
 
+
+class PreauthGate:
+    """Connections whose caller is not known yet (a WebSocket before its start message): at most ``limit`` at once,
+    ``per_client`` per client address. Each may buffer up to a start message before its token is checked, so this
+    bounds what unauthenticated callers can make the process hold. When the last one ends, the freed buffers are
+    given back to the OS (``shared.memory.trim``)."""
+
+    def __init__(self, limit: int, per_client: int, retry_after_s: float):
+        self.limit, self.per_client, self.retry_after_s = limit, per_client, retry_after_s
+        self.active = 0
+        self.by_client: dict[str, int] = {}
+        self.peak = 0
+        self._trim = None
+
+    def enter(self, client: str) -> "_PreauthSlot":
+        mine = self.by_client.get(client, 0)
+        if self.active >= self.limit or mine >= self.per_client:
+            which = ("TTS_WEB_PREAUTH_PER_CLIENT" if mine >= self.per_client else "TTS_WEB_PREAUTH_CONNECTIONS")
+            raise HTTPError(429, f"too many connections are waiting to send their start message ({which}); "
+                                 f"retry in {self.retry_after_s:.0f} s, or authenticate with an Authorization header",
+                            retry_after_s=self.retry_after_s)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        self.by_client[client] = mine + 1
+        return _PreauthSlot(self, client)
+
+    def _leave(self, client: str) -> None:
+        self.active -= 1
+        left = self.by_client.get(client, 1) - 1
+        if left > 0:
+            self.by_client[client] = left
+        else:
+            self.by_client.pop(client, None)
+        if self.active == 0 and self._trim is None:
+            # once the handlers' buffers are released (the connection objects go when their tasks end)
+            self._trim = asyncio.get_running_loop().call_later(0.5, self._trim_now)
+
+    def _trim_now(self) -> None:
+        from shared.memory import trim
+
+        self._trim = None
+        if self.active == 0:
+            trim()
+
+
+class _PreauthSlot:
+    def __init__(self, gate: PreauthGate, client: str):
+        self.gate, self.client, self.held = gate, client, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate._leave(self.client)
+
+
+PREAUTH = web.AppKey("preauth", PreauthGate)
+
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}")            # printable ASCII: anything else is no token of ours
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 INT_LIMIT = 2**31 - 1

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from shared.logging import request_id_var
-from tts_client.aio import TTSError
+from tts_client.aio import TTSError, forwarded_for
 
 from .errors import HTTPError, error_body, error_response
 from .hangups import client_gone, client_left
@@ -82,6 +82,8 @@ def _origin_allowed(request: web.Request, settings: WebSettings) -> bool:
 async def guard_middleware(request: web.Request, handler):
     """Host allow-list on every request; same-origin (or an allowed Origin) on WebSockets and state changes."""
     settings = request.app[SETTINGS]
+    # the gateway throttles failed authentications per client: ours, not this process's, named in x-forwarded-for
+    forwarded_for.set(request.remote or "")
     if request.path not in ("/livez", "/healthz") and not _host_allowed(settings, request.host or ""):
         raise HTTPError(403, "this Host is not served here (TTS_WEB_ALLOWED_HOSTS)")
     changes_state = request.method not in ("GET", "HEAD", "OPTIONS")
@@ -96,7 +98,10 @@ async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except (TTSError, HTTPError) as exc:
-        return error_response(exc, OPENAI_PARAMS if request.path.startswith("/v1/") else None)
+        resp = error_response(exc, OPENAI_PARAMS if request.path.startswith("/v1/") else None)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            resp.force_close()               # a refused WebSocket upgrade keeps no idle connection open
+        return resp
     except web.HTTPException as exc:         # aiohttp's own (no such route, wrong method, body too large): JSON too
         if exc.status < 400:
             raise

@@ -21,7 +21,7 @@ from tts_client.aio import AsyncTTSClient
 
 from . import batch_api, openai_api, webui
 from .errors import HTTP_STATUS
-from .inputs import CLIENT, RESULTS, SETTINGS, STATIC, TOKEN_CACHE
+from .inputs import CLIENT, PREAUTH, RESULTS, SETTINGS, STATIC, TOKEN_CACHE, PreauthGate
 from .middleware import add_request_id, disconnect_middleware, errors_middleware, guard_middleware, request_id_middleware
 from .results import ResultStore
 from .settings import WebSettings
@@ -36,6 +36,7 @@ def create_app(settings: WebSettings, client: AsyncTTSClient | None = None) -> w
     app[RESULTS] = ResultStore(settings.results_dir, settings.max_results)
     app[TOKEN_CACHE] = {}
     app.on_response_prepare.append(add_request_id)
+    app[PREAUTH] = PreauthGate(settings.preauth_connections, settings.preauth_per_client, settings.ws_start_timeout_s)
 
     async def lifecycle(app):
         app[CLIENT] = client or AsyncTTSClient(settings.gateway_addr, timeout=settings.gateway_timeout_s)

@@ -22,4 +22,11 @@ class WebSettings(ServiceSettings):
     allowed_hosts: str = "localhost,127.0.0.1,[::1]"
     allowed_origins: str = ""
     ws_send_timeout_s: float = 15.0              # a WebSocket reader this slow is dropped (its synthesis cancelled)
+    # a WebSocket without an Authorization header is "pre-auth" until its start message is read (and, if big, its
+    # token checked): at most preauth_connections of them at once (preauth_per_client per client address), each
+    # buffering at most max_json_kb, so at most preauth_connections × max_json_kb in all; over → 429 + Retry-After.
+    # A start message not complete within ws_start_timeout_s drops the connection (a stalled partial frame)
+    preauth_connections: int = 32
+    preauth_per_client: int = 4
+    ws_start_timeout_s: float = 10.0
     ws_heartbeat_s: float = 30.0                 # WebSocket pings; no pong in half of it closes the socket

@@ -15,8 +15,8 @@ from tts_client.aio import TTSError, make_config, to_dict
 from tts_client.speech import Audio, Interrupted, Rejected
 
 from .errors import HTTP_STATUS, HTTPError, scrub
-from .inputs import (CLIENT, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of, parse_json,
-                     request_id, verify_token)
+from .inputs import (CLIENT, PREAUTH, RESULTS, SETTINGS, STATIC, bearer, get_field, json_body, owner_of,
+                     parse_json, request_id, verify_token)
 
 log = logging.getLogger("web")
 WS_SEND_BUFFER = 64 * 1024
@@ -114,7 +114,31 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
     for more text (after a cancel: the next reply), ``{"type": "flush"}``, and ``{"type": "end"}`` when it has no
     more text (then ``done``). With ``"alignment": true`` each chunk message carries ``alignment``: the characters
     starting in it (``text``, ``start``/``end`` in the stream's text, ``start_ms``/``end_ms`` in its audio,
-    ``silent``)."""
+    ``silent``).
+
+    Before its caller is known (no Authorization header on the upgrade) a connection holds a pre-auth slot
+    (``PreauthGate``: a bounded number, per client address too; none free → 429 before the upgrade) until its start
+    message is read and, if big, its token checked; a start message not complete within ``ws_start_timeout_s`` (a
+    frame stalled part-way) drops the connection at once."""
+    slot = None
+    if request.headers.get("Authorization"):
+        await verify_token(request, bearer(request))     # known before the upgrade: 401 here, no pre-auth slot
+    else:
+        slot = request.app[PREAUTH].enter(request.remote or "")
+    try:
+        return await _ws_session(request, slot)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _drop(request: web.Request) -> None:
+    """Close the connection now, without a closing handshake (a client stalled mid-frame would never answer it)."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def _ws_session(request: web.Request, slot) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     max_ref = settings.max_upload_mb * 1024 * 1024
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_json_kb * 1024)
@@ -128,9 +152,11 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
         except OSError:
             pass
     try:
-        msg = await ws.receive(timeout=60)
+        msg = await ws.receive(timeout=settings.ws_start_timeout_s)
     except asyncio.TimeoutError:
-        await ws.close()
+        log.info("websocket start message not complete in time; dropped",
+                 extra={"timeout_s": settings.ws_start_timeout_s})
+        _drop(request)
         return ws
     if msg.type != WSMsgType.TEXT:
         if msg.type == WSMsgType.ERROR or ws.close_code == 1009:
@@ -150,6 +176,8 @@ async def ws_synthesize(request: web.Request) -> web.WebSocketResponse:
         b64 = get_field(start, "reference_audio_b64", str, "")
         if announced or len(msg.data) > settings.preauth_kb * 1024:
             await verify_token(request, token)          # before reading (or decoding) anything big
+        if slot is not None:
+            slot.release()                              # the start message is in: no longer pre-auth
         ref = await decode_b64(b64, max_ref) if b64 else b""
         if announced:
             parts, got = [], 0

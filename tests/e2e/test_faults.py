@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.decoder.engine.fastspeech2.settings import FastSpeech2Settings
 from tests.procs import RedisServer, free_port, make_stack, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2, tts_pb2_grpc
@@ -24,8 +25,9 @@ from tts_client.client import make_config
 REF = (Path(__file__).resolve().parents[1] / "data" / "BAC009S0764W0121.wav").read_bytes()
 LONG = "".join(f"这是第{i}句话，我们正在测试语音合成服务。" for i in range(1, 9))      # ~16 segments, ~25 s of audio
 QUEUE_CHUNKS = 2
-# the largest chunk of the default engine (fastspeech2): 40 frames of 300 samples, + a folded tail under a third, float32
-CHUNK_BYTES = (40 + 40 // 3) * 300 * 4
+# the largest chunk of the default engine (fastspeech2): its schedule's longest, + a folded tail under a third, float32
+_LONGEST = max(FastSpeech2Settings().chunk_schedule)
+CHUNK_BYTES = (_LONGEST + _LONGEST // 3) * 300 * 4
 # a client that does not let gRPC read ahead much for it (default: windows grow to ~4 MB)
 SLOW_CLIENT_OPTS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 * 1024)]
 

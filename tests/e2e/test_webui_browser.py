@@ -41,6 +41,13 @@ async def test_webui_streams_and_plays(webstack, chromium, tmp_path):
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             await page.goto(webstack.url + "/")
             await page.wait_for_function("document.querySelectorAll('#voice option').length > 1", timeout=30_000)
+            # the licence of the weights that will speak, where the user picks a voice: the default (fastspeech2)
+            # is non-commercial and says so in red; an Apache-2.0 voice says that
+            licence = page.locator("#voice-license")
+            assert "non-commercial" in await licence.inner_text() and "bad" in await licence.get_attribute("class")
+            await page.select_option("#voice", "jm_kumo")
+            assert await licence.inner_text() == "licence: Apache-2.0"
+            await page.select_option("#voice", "")
             await page.fill("#text", "您好，请问有什么可以帮您？我在银行工作。")
             await page.select_option("#sample-rate", "16000")
             await page.click("#start")

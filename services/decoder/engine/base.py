@@ -120,6 +120,7 @@ class EngineStats:
     throughput: float | None = None
     compute_per_audio_s: float = 0.0
     headroom_streams: float = 0.0
+    model_seconds: dict[str, float] = field(default_factory=dict)   # model compute so far, by stage of the model
 
 
 def _nbytes(item) -> int:

@@ -51,6 +51,7 @@ class _Stream:
     opened_at: float
     seq: int
     clock: PlaybackClock = field(default_factory=PlaybackClock)
+    first_work_at: float | None = None
     last_work_at: float | None = None
     busy: bool = False                    # work queued or running (the engine says)
     ended: bool = False
@@ -129,6 +130,8 @@ class FairCapacity:
         st = self.streams.get(key)
         if st is not None:
             st.last_work_at = self.clock()
+            if st.first_work_at is None:
+                st.first_work_at = st.last_work_at
 
     def set_busy(self, key, busy: bool) -> None:
         st = self.streams.get(key)

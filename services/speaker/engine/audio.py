@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.audio import decode_audio, resample
+from shared.audio import AudioLimitError, decode_audio, resample
 from shared.errors import InvalidArgument
-from shared.limits import GOOD_REFERENCE_SPEECH_S, MAX_REFERENCE_SPEECH_S, MIN_REFERENCE_SPEECH_S
+from shared.limits import (GOOD_REFERENCE_SPEECH_S, MAX_REFERENCE_DECODED_BYTES, MAX_REFERENCE_SPEECH_S,
+                           MAX_REFERENCE_TOTAL_S, MIN_REFERENCE_SPEECH_S)
 
 RATE = 16000
 PROMPT_RATE = 24000                  # the glmtts flow's prompt mel rate
@@ -66,24 +67,26 @@ def canonicalize(data: bytes, max_bytes: int) -> tuple[np.ndarray, list[str]]:
     return pcm16, warnings
 
 
-def canonical(data: bytes, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(canonical 16 kHz PCM16, the same stretch as 24 kHz PCM16 resampled once from the source, warnings)."""
+def canonical(data: bytes, max_bytes: int, max_decoded_bytes: int = MAX_REFERENCE_DECODED_BYTES
+              ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(canonical 16 kHz PCM16, the same stretch as 24 kHz PCM16 resampled once from the source, warnings).
+
+    Decoding stops at ``MAX_REFERENCE_TOTAL_S`` of audio or ``max_decoded_bytes`` of samples, whichever comes first
+    (a compressed file can hold hours): what one call holds is bounded whatever the file claims."""
     if len(data) > max_bytes:
         raise InvalidArgument("audio", f"{len(data)} bytes is over the {max_bytes} byte limit")
     try:
-        audio, rate = decode_audio(data)
+        mono, rate = decode_audio(data, MAX_REFERENCE_TOTAL_S, max_decoded_bytes)
+    except AudioLimitError as exc:
+        raise InvalidArgument("audio", f"{exc}; send at most {MAX_SPEECH_S:.0f} s of speech") from None
     except ValueError as exc:
         raise InvalidArgument("audio", f"{exc}; send WAV, FLAC, OGG or MP3") from None
-    if audio.size == 0:
+    if mono.size == 0:
         raise InvalidArgument("audio", "contains no samples")
-    if not np.isfinite(audio).all():
+    if not np.isfinite(mono).all():          # a NaN or infinity in any channel is one in the mean
         raise InvalidArgument("audio", "contains NaN or infinite samples")
-    mono = audio.mean(axis=1).astype(np.float32)
     if np.mean(np.abs(mono) >= 0.999) > 0.05:
         raise InvalidArgument("audio", "is clipped (more than 5% of samples at full scale); record at a lower level")
-    total_s = len(mono) / rate
-    if total_s > MAX_SPEECH_S * 4:
-        raise InvalidArgument("audio", f"is {total_s:.1f} s long; send at most {MAX_SPEECH_S:.0f} s of speech")
     pcm = resample(mono, rate, RATE)
     start, end = _trim_bounds(pcm)
     speech = pcm[start:end]

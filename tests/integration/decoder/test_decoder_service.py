@@ -1,6 +1,8 @@
 """The decoder service as a real process: Decode over gRPC, errors, cancellation, ClearCache, Info."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -111,3 +113,9 @@ def test_check_admission_answers_without_holding_anything(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.CheckAdmission(decoder_pb2.CheckAdmissionRequest(engine="nope"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_decoder_warns_about_the_baker_licence_when_it_starts(decoder):
+    line = next(json.loads(x) for x in decoder.log().splitlines()
+                if x.startswith("{") and "non-commercial" in x)
+    assert line["level"] == "warning" and "kokoro" in line["msg"] and "CC BY-NC-SA 4.0" in line["license"]

@@ -46,3 +46,17 @@ def test_brackets_are_text_outside_phoneme_mode(engine):
     segs = engine.analyze("我要[xie3]个字")
     assert segs and "xie3" not in all_pinyin(segs)
     assert [w.lang for w in segs[0].words if w.text in "[]"] == ["punct", "punct"]     # marks, not read
+
+
+@pytest.mark.parametrize("text,message", [
+    ("我[zhuang1][zhuang1]", "a second reading at position 10 for the same character"),
+    ("我[" + "zhuang1" * 3 + "]", "the reading at position 1 is longer than 12 characters"),
+    ("{" + "我" * 17 + "|" + "wo3 " * 17 + "}",
+     "the word at position 1 is longer than 16 characters; give a reading per word"),
+    ("{我|" + "x" * 30 + "}", "invalid pinyin 'xxxxxxxxxxxxxxxxxxxxxxxx'… (30 characters) at position 3"),
+    ("{我|" + "wo3 " * 60 + "}", "the {word|pinyin} reading at position 0 is longer than 209 characters"),
+])
+def test_inline_readings_are_bounded_and_errors_quote_little(engine, text, message):
+    with pytest.raises(InvalidArgument) as e:
+        engine.analyze(text, phoneme_mode=True)
+    assert e.value.field == "text" and e.value.description == message

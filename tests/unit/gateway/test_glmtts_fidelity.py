@@ -129,13 +129,16 @@ class RecordingPipeline:
 
 
 class _Auth:
-    def tenant(self, metadata):
+    def tenant(self, metadata, peer=""):
         return "t"
 
 
 class _Context:
     def invocation_metadata(self):
         return ()
+
+    def peer(self):
+        return "ipv4:127.0.0.1:5000"
 
     def time_remaining(self):
         return None

@@ -72,3 +72,13 @@ def test_auth_maps_tokens_to_tenants(tmp_path):
 
 def test_auth_off_means_one_default_tenant():
     assert Authenticator("").tenant({}) == "default"
+
+
+def test_a_gateway_without_decoder_addresses_does_not_start(monkeypatch):
+    from pydantic import ValidationError
+
+    from services.gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("TTS_GATEWAY_DECODER_ADDRS", " , ")
+    with pytest.raises(ValidationError, match="TTS_GATEWAY_DECODER_ADDRS is empty"):
+        GatewaySettings()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -86,8 +87,9 @@ class StepQueue:
     docstring). Pure bookkeeping on the event loop; ``ready(key)`` says whether a stream's head step can run now
     (a vocoder step needs room in the stream's output queue)."""
 
-    def __init__(self, capacity: FairCapacity):
+    def __init__(self, capacity: FairCapacity, first_audio_s: float = 0.15):
         self.capacity = capacity
+        self.first_audio_s = first_audio_s
         self.steps: dict[object, deque] = {}
         self.running: set = set()
 
@@ -109,13 +111,17 @@ class StepQueue:
         return bool(self.steps.get(key)) or key in self.running
 
     def _urgency(self, key, now: float, in_share: set):
+        """(class, deadline, arrival): earliest deadline first within a class. A playing stream's deadline is when
+        its audio runs out; one with no audio yet has ``first_audio_s`` from its first text to its first chunk (so
+        a stream about to run dry goes before a newcomer that can still wait, and newcomers before look-ahead)."""
         st = self.capacity.streams.get(key)
         if st is None:
-            return (3, 0, 0.0, 0)
+            return (3, 0.0, 0)
         cls = 2 if st.batch else (0 if key in in_share else 1)
         if not st.clock.started:
-            return (cls, 0, st.last_work_at if st.last_work_at is not None else st.opened_at, st.seq)
-        return (cls, 1, st.clock.margin(now), st.seq)
+            first = st.first_work_at if st.first_work_at is not None else st.opened_at
+            return (cls, first + self.first_audio_s, st.seq)
+        return (cls, now + st.clock.margin(now), st.seq)
 
     def pick(self, ready) -> tuple[object, _Step] | None:
         now = self.capacity.clock()
@@ -144,6 +150,7 @@ class FastSpeech2Stream(Stream):
         self._closed = False
         self._ended = False
         self.tokens = 0
+        self.chunks_planned = 0
         self._finished = False
 
     # the engine's contract -------------------------------------------------------------------------------------------
@@ -206,17 +213,19 @@ class FastSpeech2Engine(Engine):
 
     def __init__(self, settings: FastSpeech2Settings | None = None, *, model=None, clock=time.monotonic):
         super().__init__(settings or FastSpeech2Settings())
+        self.workers = self.settings.workers or os.cpu_count() or 1
         self.model = model                    # model.BakerVoice (loaded at warm-up unless given)
         s = self.settings
         self.capacity = FairCapacity(clock=clock, target_utilization=s.target_utilization or 1.0,
-                                     workers=s.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
+                                     workers=self.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
                                      max_batch=s.max_batch)
-        self.queue = StepQueue(self.capacity)
+        self.queue = StepQueue(self.capacity, s.first_audio_s)
         self._streams: set[FastSpeech2Stream] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
         self._wake_event: asyncio.Event | None = None
         self._symbol_to_id: dict[str, int] = {}
+        self.model_seconds = {"acoustic": 0.0, "vocoder": 0.0}    # compute so far by stage (the profile's)
 
     def voices(self) -> list[str]:
         return [VOICE]
@@ -257,9 +266,9 @@ class FastSpeech2Engine(Engine):
         loop = asyncio.get_running_loop()
         if not self._tasks or self._tasks[0].get_loop() is not loop or all(t.done() for t in self._tasks):
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="fastspeech2")
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastspeech2")
             self._wake_event = asyncio.Event()
-            self._tasks = [loop.create_task(self._worker()) for _ in range(self.settings.workers)]
+            self._tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]
         self._wake_event.set()
 
     @staticmethod
@@ -305,6 +314,7 @@ class FastSpeech2Engine(Engine):
         out, compute = result
         seg = step.segment
         hop = self.model.hop
+        self.model_seconds["acoustic" if step.kind == "acoustic" else "vocoder"] += compute
         if step.kind == "acoustic":
             mel, durations = out
             seg.mel, seg.frames = mel, len(mel)
@@ -326,14 +336,16 @@ class FastSpeech2Engine(Engine):
             seg.mel = None
 
     def _chunk_steps(self, stream: FastSpeech2Stream, seg: _Segment) -> list[_Step]:
+        """The segment's vocoder chunks: the stream's chunks follow ``chunk_schedule`` (short first, so the first
+        audio leaves early; then longer, as each vocoder call pays ``context_frames`` on both sides)."""
         s = self.settings
-        if stream.options.offline:
-            first = size = s.offline_chunk_frames
-        else:
-            first, size = s.first_chunk_frames, s.chunk_frames
         bounds, pos = [], 0
         while pos < seg.frames:
-            n = first if not bounds else size
+            if stream.options.offline:
+                n = s.offline_chunk_frames
+            else:
+                n = s.chunk_schedule[min(stream.chunks_planned, len(s.chunk_schedule) - 1)]
+                stream.chunks_planned += 1
             end = min(seg.frames, pos + n)
             if seg.frames - end < max(4, n // 3):       # no stub of a few frames at the end
                 end = seg.frames
@@ -374,7 +386,8 @@ class FastSpeech2Engine(Engine):
         return EngineStats(active_streams=len(streams), buffered_bytes=sum(s._out.buffered_bytes for s in streams),
                            stalled_streams=sum(s._out.full() for s in streams), throughput=cap.throughput,
                            compute_per_audio_s=cap.cost,
-                           headroom_streams=cap.headroom() if self.settings.target_utilization else 0.0)
+                           headroom_streams=cap.headroom() if self.settings.target_utilization else 0.0,
+                           model_seconds=dict(self.model_seconds))
 
     async def close(self) -> None:
         for stream in list(self._streams):
