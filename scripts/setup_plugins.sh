@@ -16,9 +16,8 @@ for fw in "$@"; do
   if [ ! -x "$venv/bin/python" ]; then
     "$PY" -m venv "$venv"
   fi
-  # --force-reinstall of the package only (--no-deps): the checkout's sources as they are now
+  # (a local directory is always rebuilt and reinstalled: the checkout's sources as they are now)
   "$venv/bin/pip" install --disable-pip-version-check -q -r "requirements-plugins-$fw.txt" ".[$fw]"
-  "$venv/bin/pip" install --disable-pip-version-check -q --no-deps --force-reinstall .
   "$venv/bin/pip" check --disable-pip-version-check
   touch "$venv/.client"
   echo "$venv: $("$venv/bin/python" -c "import importlib.metadata as m; print('$fw', m.version({'pipecat': 'pipecat-ai', 'livekit': 'livekit-agents'}['$fw']), 'protobuf', m.version('protobuf'))")"
