@@ -38,6 +38,7 @@ from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
     StartFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
@@ -159,6 +160,7 @@ class StreamingTTSService(TTSService):
         # the output as the service models it: audio frames pushed downstream play back to back at real time
         self._play_end_ns = 0
         self._playout: deque[tuple[int, float, float, str]] = deque(maxlen=512)  # (clock ns, stream ms, ms, ctx)
+        self._last_word_pts = 0             # the latest presentation time of a word pushed
         self._register_event_handler("on_tts_interrupted")
         self._register_event_handler("on_tts_stream_closed")
 
@@ -228,6 +230,14 @@ class StreamingTTSService(TTSService):
         await super().process_frame(frame, direction)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        if isinstance(frame, TTSTextFrame) and frame.pts:
+            self._last_word_pts = max(self._last_word_pts, frame.pts)
+        elif isinstance(frame, (TTSStoppedFrame, LLMFullResponseEndFrame)) and frame.pts:
+            # pipecat 1.14 stamps these with the last word it timed itself, but words it held for a sentence not yet
+            # confirmed (TOKEN mode: the reply's last sentence, when its audio came before the LLM's end) are
+            # replayed later without advancing that stamp, so the end of the turn would be released before them
+            # and the assistant context would lose the last sentence: never before the turn's last word
+            frame.pts = max(frame.pts, self._last_word_pts)
         if (isinstance(frame, TTSAudioRawFrame) and direction == FrameDirection.DOWNSTREAM
                 and "tts_offset_ms" in frame.metadata):
             now = self.get_clock().get_time()

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+IDLE_TIMEOUT_S = 10
 
 import tts  # noqa: E402  (installed package, checked below)
 import tts_client  # noqa: E402
@@ -34,9 +35,11 @@ from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc  # noqa: E402
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    # the default engine (fastspeech2: exact alignment from its durations) alone; the gateway's /metrics on
+    # the default engine (fastspeech2: exact alignment from its durations) alone; the gateway's /metrics on; a stream
+    # with no message for IDLE_TIMEOUT_S is ended by the gateway (60 s by default)
     s = make_stack(tmp_path_factory.mktemp("stack"), TTS_DECODER_ENGINES="fastspeech2",
-                   TTS_GATEWAY_METRICS_PORT=(metrics_port := free_port()))
+                   TTS_GATEWAY_METRICS_PORT=(metrics_port := free_port()),
+                   TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S=IDLE_TIMEOUT_S)
     s.gateway_metrics_port = metrics_port
     yield s
     s.stop()

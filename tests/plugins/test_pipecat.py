@@ -206,6 +206,67 @@ async def test_barge_in_keeps_only_the_heard_words_and_the_stream(stack, decoder
     assert cut.played_ms / 1000 < played_s < summary.audio_ms / 1000 + 1
 
 
+@pytest.mark.timeout(120)
+async def test_a_stream_the_server_ended_is_replaced_at_the_next_turn(stack, stream_outcomes):
+    """The gateway ends a stream that sends nothing for a while (TTS_GATEWAY_STREAM_IDLE_TIMEOUT_S, here 10 s): a bot
+    whose caller was silent that long speaks its next turn on a new stream, without an error. That turn has two
+    sentences whose audio comes before the LLM's end: the context keeps both (Pipecat 1.14 released the end of such a
+    turn after its first sentence)."""
+    tts = StreamingTTSService(target=stack.gateway.addr)
+    player, heard = Player(), Heard()
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(context)
+    worker = PipelineWorker(Pipeline([tts, player, heard, aggregators.assistant()]),
+                            params=PipelineParams(audio_out_sample_rate=RATE), cancel_on_idle_timeout=False)
+    started, turn_stopped, stream_closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    opened, closed, errors = [], [], []
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(worker, frame):
+        started.set()
+
+    @worker.event_handler("on_pipeline_error")
+    async def _error(worker, frame):
+        errors.append(frame)
+
+    @aggregators.assistant().event_handler("on_assistant_turn_stopped")
+    async def _turn_stopped(aggregator, message):
+        turn_stopped.set()
+
+    @tts.event_handler("on_connected")
+    async def _opened(service):
+        opened.append(service)
+
+    @tts.event_handler("on_tts_stream_closed")
+    async def _closed(service, summary):
+        closed.append(summary)
+        stream_closed.set()
+
+    async def conversation():
+        try:
+            await asyncio.wait_for(started.wait(), 60)
+            await llm_reply(worker, "您好，请问有什么可以帮您？")
+            await asyncio.wait_for(turn_stopped.wait(), 60)
+            turn_stopped.clear()
+            await asyncio.wait_for(stream_closed.wait(), 60)     # the caller is silent; the gateway ends the stream
+            await llm_reply(worker, "还在吗？我们继续。")
+            await asyncio.wait_for(turn_stopped.wait(), 60)
+            await worker.queue_frame(EndFrame())
+        except BaseException:
+            await worker.cancel()
+            raise
+
+    before = stream_outcomes()
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.gather(runner.run(), conversation())
+    assert assistant_messages(context) == ["您好，请问有什么可以帮您？", "还在吗？我们继续。"], heard.words
+    assert len(opened) == 2 and closed[0] is None and closed[1] is not None and closed[1].replies == 1
+    assert not errors
+    after = stream_outcomes()                   # the first ended by the gateway (its idle error), the second normally
+    assert [after.get(k, 0) - before.get(k, 0) for k in ("ok", "error")] == [1, 1]
+
+
 def test_the_readme_example_runs(stack, tmp_path):
     """examples/pipecat_tts.py (the README's), as a user runs it with this venv's Python."""
     out = tmp_path / "reply.wav"
