@@ -13,6 +13,10 @@ an injectable clock), used by every engine that admits by real-time capacity.
   stream still lets a second tenant in beside the first): that tenant's excess streams then yield
   (``in_share`` is False for them, and the engine's scheduler serves them after everyone's in-share streams), and
   its next stream is refused until it is back within its share. The refusal says which limit applied.
+- **Starting streams.** With ``start_budget_s``, at most ``workers × start_budget_s / start_cost`` streams may be
+  without audio yet at once (``start_cost``: the measured model time of a stream's first audio), so a burst of
+  callers does not delay everyone's first audio and starve the streams already playing: the rest are refused at
+  once, to try another pod.
 - **Batch** streams (offline work) never count against live capacity: they are admitted while the pod has spare
   real-time capacity or no live stream needs any (at most ``max_batch`` at once), are served only after every live
   stream, and wait (the gateway retries) rather than fail when there is none.
@@ -78,7 +82,7 @@ def fair_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
 class FairCapacity:
     def __init__(self, clock=time.monotonic, cost: float = 0.1, target_utilization: float = 0.85,
                  workers: int = 1, min_streams: int = 1, idle_s: float = 5.0, window: int = 48,
-                 max_batch: int = 2, hold_s: float = 2.0):
+                 max_batch: int = 2, hold_s: float = 2.0, start_budget_s: float = 0.0, start_cost: float = 0.03):
         self.clock = clock
         self.target_utilization = target_utilization
         self.workers = max(1, workers)
@@ -86,6 +90,8 @@ class FairCapacity:
         self.idle_s = idle_s
         self.max_batch = max_batch
         self.hold_s = hold_s
+        self.start_budget_s = start_budget_s    # 0 = no start limit
+        self.start_cost = start_cost            # model seconds a stream needs for its first audio (measured, EMA)
         self.streams: dict[object, _Stream] = {}
         self._holds: dict[tuple, tuple[str, bool, float]] = {}  # admitted ahead: (tenant, id) → tenant, batch, expiry
         self._seq = 0
@@ -97,6 +103,26 @@ class FairCapacity:
         """``compute_s`` of model time gave ``audio_s`` of audio (audio may be 0 for work that makes none yet)."""
         if compute_s >= 0 and audio_s >= 0 and compute_s + audio_s > 0:
             self._work.append((compute_s, audio_s))
+
+    def record_start(self, compute_s: float) -> None:
+        """A stream got its first audio after ``compute_s`` of model time (its first acoustic call and chunk)."""
+        if compute_s > 0:
+            self.start_cost += 0.2 * (compute_s - self.start_cost)
+
+    @property
+    def max_starting(self) -> float:
+        """How many streams may be starting at once: all their first audio within ``start_budget_s`` of the
+        workers' time (inf without a start limit)."""
+        if not self.start_budget_s:
+            return math.inf
+        return max(float(self.min_streams), self.workers * self.start_budget_s / max(self.start_cost, 1e-6))
+
+    def starting(self) -> int:
+        """Live streams admitted that have no audio yet (those with their text coming, and the places held)."""
+        now = self.clock()
+        opened = sum(1 for st in self.streams.values()
+                     if not st.batch and not st.clock.started and self._needs(st, now))
+        return opened + sum(1 for _, batch, _ in self._live_holds(now) if not batch)
 
     @property
     def cost(self) -> float:
@@ -249,6 +275,12 @@ class FairCapacity:
                 return Decision(False, retry, "batch", f"live streams use the real-time capacity ({total} of "
                                                        f"{cap:.1f}); batch work waits for spare capacity")
             return Decision(True)
+        starting = self.starting()
+        if starting + 1 > self.max_starting:
+            return Decision(False, min(max(self.start_cost * starting / self.workers, 0.2), 5.0), "capacity",
+                            f"{starting} streams are starting: the decoder gives first audio to {self.max_starting:.0f}"
+                            f" at once within {self.start_budget_s * 1000:.0f} ms of its model time "
+                            f"({self.start_cost * 1000:.0f} ms a stream on {self.workers} worker(s))")
         if total < self.min_streams or total + 1 <= cap:
             return Decision(True)
         mine = demand.get(tenant, 0)

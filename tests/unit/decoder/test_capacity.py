@@ -111,3 +111,19 @@ def test_a_stream_admitted_ahead_keeps_its_place_until_it_opens_or_the_hold_runs
     cap.activity("s1")
     clock.advance(cap.hold_s + 0.1)                # r2 never opened (an idle caller): its place is free again
     assert cap.demand() == {"alice": 1} and cap.admit("alice").ok
+
+
+def test_a_burst_of_callers_is_admitted_only_as_far_as_first_audio_can_be_given_in_time():
+    clock = FakeClock()
+    cap = pod(clock, streams=100.0, start_budget_s=0.2)   # plenty of real-time capacity …
+    cap.start_cost = 0.05                                   # … but a first audio costs 50 ms on the one worker
+    admitted = [k for k in range(8) if cap.admit("alice", hold=f"r{k}").ok]
+    assert len(admitted) == 4                               # 4 × 50 ms = the 200 ms budget
+    d = cap.admit("alice")
+    assert not d.ok and d.limit == "capacity" and "starting" in d.reason and d.retry_after_s >= 0.2
+    assert cap.claim("alice", "r0")
+    cap.open("s0", "alice")
+    cap.activity("s0")
+    cap.delivered("s0", 1.0)                                # s0 has its first audio: it is no longer starting
+    cap.record_start(0.05)
+    assert cap.starting() == 3 and cap.admit("alice").ok

@@ -151,6 +151,7 @@ class FastSpeech2Stream(Stream):
         self._ended = False
         self.tokens = 0
         self.chunks_planned = 0
+        self.start_compute = 0.0             # model time spent before its first chunk (FairCapacity.record_start)
         self._finished = False
 
     # the engine's contract -------------------------------------------------------------------------------------------
@@ -218,6 +219,7 @@ class FastSpeech2Engine(Engine):
         s = self.settings
         self.capacity = FairCapacity(clock=clock, target_utilization=s.target_utilization or 1.0,
                                      workers=self.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
+                                     start_budget_s=s.start_budget_s,
                                      max_batch=s.max_batch)
         self.queue = StepQueue(self.capacity, s.first_audio_s)
         self._streams: set[FastSpeech2Stream] = set()
@@ -260,6 +262,12 @@ class FastSpeech2Engine(Engine):
             await asyncio.to_thread(self.model.vocode, mel)
             compute = time.perf_counter() - t0
         self.capacity.record(compute, len(mel) * self.model.hop / SAMPLE_RATE)
+        # and what a stream's first audio costs: a first clause's acoustic call and its first chunk
+        t0 = time.perf_counter()
+        first, _ = await asyncio.to_thread(self.model.acoustic, ids[:8], 1.0)
+        await asyncio.to_thread(self.model.vocode_chunk, first, 0, min(len(first), self.settings.chunk_schedule[0]),
+                                self.settings.context_frames)
+        self.capacity.start_cost = time.perf_counter() - t0
 
     # ---- the step loop --------------------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -315,6 +323,11 @@ class FastSpeech2Engine(Engine):
         seg = step.segment
         hop = self.model.hop
         self.model_seconds["acoustic" if step.kind == "acoustic" else "vocoder"] += compute
+        if stream.start_compute >= 0:
+            stream.start_compute += compute
+            if step.kind == "vocode":                     # its first chunk: the stream has started
+                self.capacity.record_start(stream.start_compute)
+                stream.start_compute = -1.0
         if step.kind == "acoustic":
             mel, durations = out
             seg.mel, seg.frames = mel, len(mel)

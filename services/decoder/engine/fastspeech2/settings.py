@@ -34,6 +34,8 @@ class FastSpeech2Settings(EngineSettings):
     min_streams: int = Field(1, ge=0)       # always admit this many streams, whatever the measured throughput
     admission_idle_s: float = 5.0           # an open stream that got no text for this long needs no capacity
     max_batch: int = Field(2, ge=0)         # batch (offline, low-priority) streams at once
+    start_budget_s: float = Field(0.5, ge=0)  # streams starting at once: all first audio within this much of the
+                                            # workers' model time (0 = no limit)
 
     @field_validator("chunk_schedule", mode="before")
     @classmethod
