@@ -16,7 +16,7 @@ from tts.v1 import tts_pb2, tts_pb2_grpc
 
 from .auth import Authenticator
 from .limits import TenantLimits
-from .metrics import SYNTHESES
+from .metrics import IN_PROGRESS, SYNTHESES
 from .pipeline import FLUSH, CancelRequest, Pipeline, call_stage
 from .quotas import StoreUnavailable
 from .readings import segment_reading, word_reading
@@ -120,6 +120,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
             deadline = _deadline(context)
             plan = await self.pipeline.plan(tenant, first.config, metadata, deadline)
             outcome = "error"
+            IN_PROGRESS.labels("StreamingSynthesize").inc()
             try:
                 async for resp in self.pipeline.stream(plan, self._pieces(requests), deadline):
                     yield resp
@@ -129,6 +130,7 @@ class GatewayServicer(tts_pb2_grpc.TextToSpeechServicer):
                 raise
             finally:
                 SYNTHESES.labels("StreamingSynthesize", outcome).inc()
+                IN_PROGRESS.labels("StreamingSynthesize").dec()
 
     async def Synthesize(self, request, context):
         tenant, metadata = self._tenant(context)

@@ -28,7 +28,7 @@ for _mod in (tts, tts_client):
 
 os.environ.setdefault("TTS_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 sys.path.append(str(ROOT))
-from tests.procs import free_port, make_stack  # noqa: E402
+from tests.procs import free_port, make_stack, wait_until  # noqa: E402
 
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc  # noqa: E402
 
@@ -47,11 +47,20 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def stream_outcomes(stack):
-    """() → the gateway's StreamingSynthesize calls so far by outcome (ok, cancelled, error), from its /metrics."""
-    def read() -> dict[str, float]:
+    """() → the gateway's StreamingSynthesize calls so far by outcome (ok, cancelled, error), from its /metrics, once
+    no call is in progress (a call's outcome is counted as it leaves, which may be after its client saw the end)."""
+    def scrape() -> str:
         url = f"http://127.0.0.1:{stack.gateway_metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
+            return resp.read().decode()
+
+    def settled() -> str | None:
+        text = scrape()
+        busy = re.search(r'^tts_gateway_syntheses_in_progress\{rpc="StreamingSynthesize"\} (\S+)$', text, re.M)
+        return text if not busy or float(busy.group(1)) == 0 else None
+
+    def read() -> dict[str, float]:
+        text = wait_until(settled, 10, "the gateway's calls to end")
         out: dict[str, float] = {}
         for m in re.finditer(r"^tts_gateway_syntheses_total\{(.*?)\} (\S+)$", text, re.M):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
