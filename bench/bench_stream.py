@@ -1,6 +1,6 @@
 """Conversation-grade streaming: N LLM-paced streams at once through the gateway of a private stack.
 
-    make bench-stream                                   # kokoro engine, N = 1, 2, 4, 8
+    make bench-stream                                   # the default engine (fastspeech2), N = 1, 4, 16, 32
     .venv/bin/python -m bench.bench_stream [--streams 1,4,16,32] [--pace-ms 50] [--chars 1-3] [--decoders 1]
         [--model glmtts --glmtts-path models/glmtts-50m [--glmtts-token-ratio 5-6]]
     make bench-bargein                                  # --barge-in: 4 streams, each cut and continued
