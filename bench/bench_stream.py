@@ -42,6 +42,7 @@ from shared.playback import PlaybackClock
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client.client import make_config
 
+DEFAULT_STREAMS = "1,4,16,32"
 LOCK = "/tmp/bench.lock"                # the README's benchmark lock: two benchmarks never share the cores
 
 # ordinary replies of a customer-service bot (not the test texts)
@@ -229,7 +230,7 @@ def run_barge_round(target: str, n: int, args, offset: int) -> list[BargeResult]
 
 
 def barge_in(target: str, args) -> None:
-    n = int(args.streams.split(",")[0]) if args.streams != "1,2,4,8" else 4
+    n = int(args.streams.split(",")[0]) if args.streams != DEFAULT_STREAMS else 4
     rounds = args.rounds or 3
     cut, fresh_off, fresh_on = [], [], []
     for r in range(rounds):
@@ -352,7 +353,7 @@ def private_stack(args, engines: str = ""):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1,4,16,32"))
+    ap.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", DEFAULT_STREAMS))
     ap.add_argument("--pace-ms", type=float, default=float(os.environ.get("BENCH_PACE_MS", 50)),
                     help="pause between text pieces")
     ap.add_argument("--chars", default="1-3", help="characters per text piece, lo-hi")

@@ -45,15 +45,24 @@ def cmd_synth(client: TTSClient, a) -> int:
                       chunk_size=a.chunk_size, seed=a.seed, speed=a.speed, phoneme_mode=a.phoneme,
                       model=a.model, use_cache=None if a.use_cache is None else a.use_cache == "on",
                       alignment=a.timestamps)
-    res = client.stream(_pieces(a.text, a.stream), cfg)
-    if a.timestamps:
-        print_timestamps(a.text, res.chunks)
-    _write(a.out, res.audio, res.sample_rate or a.sample_rate or 24000, a.encoding)
-    s = res.summary
+    if a.stream:        # pieces as an LLM sends them, on StreamingSynthesize (its cuts follow the decoder's load)
+        res = client.stream(_pieces(a.text, True), cfg)
+        if a.timestamps:
+            print_timestamps(a.text, res.chunks)
+        _write(a.out, res.audio, res.sample_rate or a.sample_rate or 24000, a.encoding)
+        s = res.summary
+        client_figures = {"chunks": len(res.chunks), "client_first_chunk_ms": round((res.first_chunk_s or 0) * 1000, 1)}
+    else:               # the whole text: unary Synthesize (the same text, voice and seed give the same audio)
+        t0 = time.perf_counter()
+        resp = client.synthesize(a.text, cfg)
+        client_figures = {"client_total_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        if a.timestamps:
+            print_timestamps(a.text, [resp])
+        _write(a.out, resp.audio, resp.sample_rate or a.sample_rate or 24000, a.encoding)
+        s = resp.summary
     print(json.dumps({
-        "out": a.out, "audio_s": round(s.audio_ms / 1000, 3), "chunks": len(res.chunks), "segments": s.segments,
-        "first_chunk_ms": round(s.first_chunk_latency_ms, 1),
-        "client_first_chunk_ms": round((res.first_chunk_s or 0) * 1000, 1),
+        "out": a.out, "audio_s": round(s.audio_ms / 1000, 3), "segments": s.segments,
+        "first_chunk_ms": round(s.first_chunk_latency_ms, 1), **client_figures,
         "rtf": round(s.real_time_factor, 3), "tokens": s.tokens, "engine": s.engine,
         "request_id": s.request_id}, ensure_ascii=False), file=sys.stderr)
     return 0
@@ -61,7 +70,8 @@ def cmd_synth(client: TTSClient, a) -> int:
 
 def print_timestamps(text: str, chunks) -> None:
     """One line per alignment entry: the characters as sent, start–end ms in the stream's audio ("silent" for a
-    mark or space with no voice of its own; "estimated" when the engine only estimates)."""
+    mark or space with no voice of its own; "estimated" when the engine only estimates). ``chunks``: the stream's
+    AudioChunks, or a unary SynthesizeResponse in a list (the same alignment fields)."""
     for c in chunks:
         for e in c.alignment:
             flags = " ".join(f for f, on in (("silent", e.silent), ("estimated", c.alignment_estimated)) if on)
@@ -196,7 +206,8 @@ def main(argv=None) -> int:
     s.add_argument("--model", default="", help="an engine the server serves (ttsctl models); default: the server's")
     s.add_argument("--use-cache", choices=["on", "off"], default=None)
     s.add_argument("--phoneme", action="store_true", help="phoneme mode: 我要[xie3]个字, {血|xie3}")
-    s.add_argument("--stream", action="store_true", help="send the text in small pieces, as an LLM would")
+    s.add_argument("--stream", action="store_true", help="send the text in small pieces on StreamingSynthesize, as an "
+                   "LLM would (default: the whole text in one unary Synthesize call)")
     s.add_argument("--timestamps", action="store_true",
                    help="print when each character sounds (char, start–end ms), from the chunks' alignment")
     s.set_defaults(fn=cmd_synth)

@@ -123,3 +123,32 @@ def test_ttsctl_prints_when_each_character_sounds(fs2, tmp_path, capsys):
     starts = [float(cols[1].split("–")[0]) for cols in lines]
     assert starts == sorted(starts) and all(cols[1].endswith(" ms") for cols in lines)
     assert [len(cols) > 2 and "silent" in cols[2] for cols in lines] == [False, False, True, False, False, True]
+
+
+def test_ttsctl_synth_without_stream_is_unary_so_the_same_text_gives_the_same_audio(fs2, tmp_path, capsys):
+    """`ttsctl synth TEXT` sends the whole text in one unary call: cut by the default schedule whatever the decoder's
+    measured load (a one-piece StreamingSynthesize adapts to it: once the decoder is measured fast, this sentence came
+    out in 2 segments instead of the first call's 3, so different audio); its timestamps come from the response."""
+    import json
+    import wave
+
+    from tts_client import TTSClient
+    from tts_client.cli import main
+
+    text = "请您稍等，我帮您查询一下订单的物流信息。"
+    client = TTSClient(fs2.gateway.addr)
+    cfg = make_config(sample_rate=24000)
+    client.stream(pieces(GREETING), cfg)                    # the decoder's speed is measured: streams adapt
+    unary = client.synthesize(text, cfg)
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"{k}.wav"
+        assert main(["--target", fs2.gateway.addr, "synth", text, "--timestamps", "--out", str(out)]) == 0
+        captured = capsys.readouterr()
+        summary = json.loads(captured.err.strip().splitlines()[-1])
+        with wave.open(str(out)) as w:
+            runs.append((w.readframes(w.getnframes()), summary["segments"], captured.out))
+    pcm = unary.audio[44:] if unary.audio.startswith(b"RIFF") else unary.audio
+    assert runs[0][0] == runs[1][0] == pcm and runs[0][1] == runs[1][1] == unary.summary.segments
+    lines = [line.split("\t")[0] for line in runs[0][2].splitlines()]
+    assert "".join(lines) == text

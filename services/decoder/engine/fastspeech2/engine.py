@@ -5,8 +5,9 @@ A stream's segment is one **acoustic** step (symbols → mel + a duration per sy
 tens of ms), then **vocoder** steps, one per audio chunk: a few frames with ``context_frames`` of mel on each side,
 which gives exactly the audio of vocoding the segment whole. The first chunk of a segment is short so it leaves as
 soon as it is vocoded. One queue (``StepQueue``) orders every stream's steps: live streams within their tenant's fair
-share first, then the excess of a tenant over its share, then batch work; within a class the stream that has no
-audio yet (oldest first), then the one whose playback runs dry first. ``FairCapacity`` measures the cost and admits.
+share first, then the excess of a tenant over its share, then batch work, then the look-ahead of live streams already
+far ahead of their listeners; within a class a playing stream about to run dry, then by deadline (a new stream's
+first audio, a playing stream's end of queued audio). ``FairCapacity`` measures the cost and admits.
 
 The durations tell where every character sits in the audio: with ``StreamOptions.alignment`` each chunk carries the
 timing of the characters that start in it (``Chunk.alignment``), exactly, to the frame.
@@ -87,9 +88,12 @@ class StepQueue:
     docstring). Pure bookkeeping on the event loop; ``ready(key)`` says whether a stream's head step can run now
     (a vocoder step needs room in the stream's output queue)."""
 
-    def __init__(self, capacity: FairCapacity, first_audio_s: float = 0.15):
+    def __init__(self, capacity: FairCapacity, first_audio_s: float = 0.15, stall_guard_s: float = 0.2,
+                 ahead_s: float = 3.0):
         self.capacity = capacity
         self.first_audio_s = first_audio_s
+        self.stall_guard_s = stall_guard_s
+        self.ahead_s = ahead_s
         self.steps: dict[object, deque] = {}
         self.running: set = set()
 
@@ -111,17 +115,26 @@ class StepQueue:
         return bool(self.steps.get(key)) or key in self.running
 
     def _urgency(self, key, now: float, in_share: set):
-        """(class, deadline, arrival): earliest deadline first within a class. A playing stream's deadline is when
-        its audio runs out; one with no audio yet has ``first_audio_s`` from its first text to its first chunk (so
-        a stream about to run dry goes before a newcomer that can still wait, and newcomers before look-ahead)."""
+        """(class, tier, deadline, arrival): earliest deadline first within a class. A playing stream's deadline is
+        when its audio runs out; one with no audio yet has ``first_audio_s`` from its first text to its first chunk
+        (so a stream about to run dry goes before a newcomer that can still wait, and newcomers before look-ahead).
+        A playing stream with less than ``stall_guard_s`` of audio left goes before every newcomer, even one already
+        late: when many callers start at once their first-audio deadlines pass together, and EDF would then serve
+        all of them before the streams they started, which stall (a break mid-sentence is heard; a first word a
+        little later is heard as a pause before the reply). A live stream with ``ahead_s`` of audio or more queued
+        is ahead of its listener: its look-ahead waits behind batch work (class 3), so offline lines progress beside
+        live streams whose readers take audio faster than it plays, and never at the cost of a live stream's margin."""
         st = self.capacity.streams.get(key)
         if st is None:
-            return (3, 0.0, 0)
+            return (4, 1, 0.0, 0)
         cls = 2 if st.batch else (0 if key in in_share else 1)
         if not st.clock.started:
             first = st.first_work_at if st.first_work_at is not None else st.opened_at
-            return (cls, first + self.first_audio_s, st.seq)
-        return (cls, now + st.clock.margin(now), st.seq)
+            return (cls, 1, first + self.first_audio_s, st.seq)
+        margin = st.clock.margin(now)
+        if not st.batch and margin >= self.ahead_s:
+            cls = 3
+        return (cls, 0 if margin < self.stall_guard_s else 1, now + margin, st.seq)
 
     def pick(self, ready) -> tuple[object, _Step] | None:
         now = self.capacity.clock()
@@ -221,7 +234,7 @@ class FastSpeech2Engine(Engine):
                                      workers=self.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
                                      start_budget_s=s.start_budget_s,
                                      max_batch=s.max_batch)
-        self.queue = StepQueue(self.capacity, s.first_audio_s)
+        self.queue = StepQueue(self.capacity, s.first_audio_s, s.stall_guard_s, s.ahead_s)
         self._streams: set[FastSpeech2Stream] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []

@@ -24,6 +24,8 @@ class FastSpeech2Settings(EngineSettings):
     # vocoded), then longer (each vocoder call pays context_frames on both sides: 80 frames cost 1.5x, 10 cost 4.8x)
     chunk_schedule: Annotated[tuple[int, ...], NoDecode] = (10, 40, 80)
     first_audio_s: float = Field(0.15, ge=0)  # scheduling: a new stream's first chunk is due this long after its text
+    stall_guard_s: float = Field(0.2, ge=0)  # scheduling: a playing stream with less audio left goes before newcomers
+    ahead_s: float = Field(3.0, gt=0)       # scheduling: a live stream with this much audio queued waits behind batch
     offline_chunk_frames: int = Field(200, ge=4)  # unary / batch: bigger pieces (the same audio, less overhead)
     context_frames: int = Field(19, ge=0)   # mel context on each side of a vocoder chunk (19: equal to whole)
     max_syllables: int = Field(32, ge=4)    # syllables per acoustic call; a longer segment is read in pieces
@@ -34,7 +36,7 @@ class FastSpeech2Settings(EngineSettings):
     min_streams: int = Field(1, ge=0)       # always admit this many streams, whatever the measured throughput
     admission_idle_s: float = 5.0           # an open stream that got no text for this long needs no capacity
     max_batch: int = Field(2, ge=0)         # batch (offline, low-priority) streams at once
-    start_budget_s: float = Field(0.5, ge=0)  # streams starting at once: all first audio within this much of the
+    start_budget_s: float = Field(0.3, ge=0)  # streams starting at once: all first audio within this much of the
                                             # workers' model time (0 = no limit)
 
     @field_validator("chunk_schedule", mode="before")

@@ -191,6 +191,39 @@ def test_steps_go_first_audio_first_then_the_stream_that_runs_dry_first():
     assert order == ["C", "B", "A"]
 
 
+def test_a_stream_about_to_run_dry_goes_before_newcomers_already_late():
+    """Many callers at once: their first-audio deadlines pass together, yet the playing stream that would run dry
+    within stall_guard_s (0.2 s) is served first (A); the others by deadline (the late newcomers, then B)."""
+    clock = FakeClock()
+    cap, q = queue_with(clock, [("A", "t", False), ("B", "t", False)])
+    cap.delivered("A", 0.4)
+    cap.delivered("B", 3.0)
+    for k in ("C", "D"):
+        cap.open(k, "t", False)
+        q.add(k, _Step("acoustic", None))
+    clock.advance(0.25)             # C, D: first audio was due at 0.15; A: 0.15 s of audio left, B: 2.75 s
+    order = []
+    while (job := q.pick(lambda k, s: True)) is not None:
+        order.append(job[0])
+        q.done(job[0])
+    assert order == ["A", "C", "D", "B"]
+
+
+def test_batch_work_goes_before_the_look_ahead_of_live_streams_far_ahead_of_their_listeners():
+    """Live readers that take audio faster than it plays would keep every worker busy forever: a live stream with
+    ahead_s (3 s) of audio queued waits behind batch lines; one with less still goes first."""
+    clock = FakeClock()
+    cap, q = queue_with(clock, [("far", "bob", False), ("job", "bob", True), ("near", "bob", False)])
+    cap.delivered("far", 3.5)
+    cap.delivered("job", 0.1)
+    cap.delivered("near", 2.5)
+    order = []
+    while (job := q.pick(lambda k, s: True)) is not None:
+        order.append(job[0])
+        q.done(job[0])
+    assert order == ["near", "job", "far"]
+
+
 def test_a_tenants_excess_and_batch_work_wait_for_everyone_elses_share():
     clock = FakeClock()
     # capacity 2: bob's 3 live streams are 1 over his share once alice (1 stream) needs hers
