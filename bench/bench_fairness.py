@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 
 import shared  # noqa: F401  (generated stubs)
-from bench.bench_stream import LOCK, REPLIES, Result, one_stream, pct
+from bench.bench_stream import LOCK, REPLIES, Result, one_stream, pct, together
 from services.gateway.auth import hash_token
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client import TTSClient
@@ -43,24 +43,13 @@ def stack(args, tmp: Path):
 
 
 def alice_round(target: str, args, offset: int) -> list[Result]:
-    start = threading.Event()
-    results: list[Result | None] = [None] * args.alice
-
-    def worker(k):
+    def stream(k, start):
         with grpc.insecure_channel(target) as ch:
-            stub = tts_pb2_grpc.TextToSpeechStub(ch)
-            results[k] = one_stream(stub, REPLIES[(offset + k) % len(REPLIES)], offset + k, args.pace_ms / 1000,
-                                    1, 3, args.model, start, 120, metadata=(("authorization",
-                                                                            f"Bearer {TOKENS['alice']}"),))
+            return one_stream(tts_pb2_grpc.TextToSpeechStub(ch), REPLIES[(offset + k) % len(REPLIES)], offset + k,
+                              args.pace_ms / 1000, 1, 3, args.model, start, 120,
+                              metadata=(("authorization", f"Bearer {TOKENS['alice']}"),))
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(args.alice)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)                        # let the channels connect before the common start
-    start.set()
-    for t in threads:
-        t.join()
-    return results
+    return together(args.alice, stream)
 
 
 class Bob:

@@ -207,17 +207,14 @@ def barge_stream(client, first: str, second: str, seed: int, pace_s: float, lo: 
     return res
 
 
-def run_barge_round(target: str, n: int, args, offset: int) -> list[BargeResult]:
-    from tts_client import TTSClient
-
+def together(n: int, stream) -> list:
+    """``stream(k, start)`` for k in 0..n-1, each in its own thread, all starting when ``start`` is set (after their
+    channels had a moment to connect); their results in order."""
     start = threading.Event()
     results: list = [None] * n
 
     def worker(k):
-        with TTSClient(target) as client:
-            results[k] = barge_stream(client, REPLIES[(offset + k) % len(REPLIES)],
-                                      REPLIES[(offset + k + 5) % len(REPLIES)], offset + k, args.pace_ms / 1000,
-                                      args.lo, args.hi, args.model, start, args.timeout)
+        results[k] = stream(k, start)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
     for t in threads:
@@ -227,6 +224,17 @@ def run_barge_round(target: str, n: int, args, offset: int) -> list[BargeResult]
     for t in threads:
         t.join()
     return results
+
+
+def run_barge_round(target: str, n: int, args, offset: int) -> list[BargeResult]:
+    from tts_client import TTSClient
+
+    def stream(k, start):
+        with TTSClient(target) as client:
+            return barge_stream(client, REPLIES[(offset + k) % len(REPLIES)], REPLIES[(offset + k + 5) % len(REPLIES)],
+                                offset + k, args.pace_ms / 1000, args.lo, args.hi, args.model, start, args.timeout)
+
+    return together(n, stream)
 
 
 def barge_in(target: str, args) -> None:
@@ -260,23 +268,13 @@ def barge_in(target: str, args) -> None:
 
 
 def run_round(target: str, n: int, args, offset: int) -> list[Result]:
-    start = threading.Event()
-    results: list[Result | None] = [None] * n
-
-    def worker(k):
+    def stream(k, start):
         with grpc.insecure_channel(target) as ch:
-            stub = tts_pb2_grpc.TextToSpeechStub(ch)
-            results[k] = one_stream(stub, REPLIES[(offset + k) % len(REPLIES)], offset + k, args.pace_ms / 1000,
-                                    args.lo, args.hi, args.model, start, args.timeout, alignment=args.alignment)
+            return one_stream(tts_pb2_grpc.TextToSpeechStub(ch), REPLIES[(offset + k) % len(REPLIES)], offset + k,
+                              args.pace_ms / 1000, args.lo, args.hi, args.model, start, args.timeout,
+                              alignment=args.alignment)
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)                        # let the channels connect before the common start
-    start.set()
-    for t in threads:
-        t.join()
-    return results
+    return together(n, stream)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -339,7 +337,7 @@ def private_stack(args, engines: str = ""):
         if args.glmtts_token_ratio:
             lo, hi = args.glmtts_token_ratio.split("-")
             glmtts.update({"TTS_DECODER_GLMTTS_MIN_TOKEN_RATIO": lo, "TTS_DECODER_GLMTTS_MAX_TOKEN_RATIO": hi})
-    if args.barge_in:
+    if getattr(args, "barge_in", False):
         # the cut/continue timings are the point: every stream is admitted (on this box Kokoro's real-time admission
         # takes one stream at a time; the refusals are bench-stream's subject)
         glmtts["TTS_DECODER_KOKORO_TARGET_UTILIZATION"] = "0"

@@ -38,6 +38,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def rpc_error(fn, *args, **kw) -> grpc.RpcError:
+    """The ``grpc.RpcError`` that ``fn(*args, **kw)`` raises, reading a streamed answer to its end (the test fails if
+    there is none)."""
+    import pytest
+
+    with pytest.raises(grpc.RpcError) as err:
+        result = fn(*args, **kw)
+        if hasattr(result, "__iter__") and not isinstance(result, (bytes, str)):
+            list(result)
+    return err.value
+
+
 class Proc:
     def __init__(self, name: str, args: list[str], env: dict | None = None, log_dir: Path | None = None):
         self.name = name

@@ -26,7 +26,7 @@ import soundfile as sf
 
 from services.gateway.auth import hash_token
 from tests.e2e.webstack import WebProc
-from tests.procs import ROOT, RedisServer, make_stack, wait_until
+from tests.procs import ROOT, RedisServer, make_stack, rpc_error, wait_until
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client import TTSClient
 from tts_client.client import make_config
@@ -82,11 +82,6 @@ def served(client: TTSClient, text: str = "你好。") -> bool:
         metadata=client.metadata, timeout=120))
     return responses[-1].WhichOneof("response") == "summary" and responses[-1].summary.audio_ms > 0
 
-
-def rpc_error(fn, *args, **kw) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as err:
-        fn(*args, **kw)
-    return err.value
 
 
 def field_of(err: grpc.RpcError) -> str:

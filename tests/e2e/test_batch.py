@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from services.gateway.auth import hash_token
-from tests.procs import ROOT, Service, make_stack, wait_until
+from tests.procs import ROOT, Service, make_stack, rpc_error, wait_until
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
 from tts_client import cli
@@ -103,13 +103,6 @@ def follow(client: TTSClient, job_id: str) -> tuple[tts_pb2.BatchJob, list, tts_
         finished += list(event.finished)
     return job, finished, first
 
-
-def rpc_error(fn, *args, **kw) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as err:
-        result = fn(*args, **kw)
-        if hasattr(result, "__iter__") and not isinstance(result, (bytes, str)):
-            list(result)
-    return err.value
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from services.gateway.auth import hash_token
-from tests.procs import ROOT, RedisServer, make_stack, wait_until
+from tests.procs import ROOT, RedisServer, make_stack, rpc_error, wait_until
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
 from tts_client.client import make_config
@@ -140,11 +140,6 @@ def log_records(svc, since: int) -> list[dict]:
 def tracebacks(hs, marks: list[int]) -> list[dict]:
     return [r for g, m in zip(hs.gateways, marks) for r in log_records(g, m) if "exc" in r]
 
-
-def rpc_error(fn, *args, **kw) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as err:
-        fn(*args, **kw)
-    return err.value
 
 
 def delete_all(client: TTSClient) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from services.gateway.auth import hash_token
 from tests.e2e.webstack import WebProc
-from tests.procs import ROOT, RedisServer, free_port, make_stack, wait_until
+from tests.procs import ROOT, RedisServer, free_port, make_stack, rpc_error, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
@@ -86,11 +86,6 @@ def st(tmp_path_factory):
     yield s
     s.stop()
 
-
-def rpc_error(fn, *args, **kw) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as err:
-        fn(*args, **kw)
-    return err.value
 
 
 def served(client: TTSClient, text: str = "你好。") -> bool:
