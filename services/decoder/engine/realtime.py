@@ -12,7 +12,9 @@ injectable clock), for an engine with one model that synthesizes one job at a ti
   than ``target_utilization``: it is refused before anyone stalls, with a retry hint.
 - Measurement, the streams' playback clocks, who needs capacity, admission and the tenants' fair shares are
   ``capacity.FairCapacity``'s (shared with the other engines that admit by real-time capacity): a tenant's streams
-  beyond its fair share, and batch streams, are picked after everyone's share.
+  beyond its fair share, and batch streams, are picked after everyone's share; a live stream already ``ahead_s``
+  (3 s) ahead of its listener after batch streams (a reader that takes audio faster than it plays never starves
+  batch work).
 """
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ class RealtimeScheduler:
     def __init__(self, clock=time.monotonic, cost: float = 0.3, target_utilization: float = 0.85,
                  merge_share: float = 0.5, first_job_s: float = 0.4, max_job_s: float = 1.5, max_weight: int = 500,
                  idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 2.0,
-                 max_batch: int = 2):
+                 max_batch: int = 2, ahead_s: float = 3.0):
         self.clock = clock
+        self.ahead_s = ahead_s                # a live stream this far ahead of its listener waits behind batch work
         self.split = split                    # split(work, audio_s) -> (head, tail) or None: cut a segment shorter
         self.min_split_s = min_split_s        # never split off less audio than this (nor leave less behind)
         self.capacity = FairCapacity(clock=clock, cost=cost, target_utilization=target_utilization, workers=1,
@@ -135,7 +138,10 @@ class RealtimeScheduler:
         cls = 2 if cap is not None and cap.batch else (0 if st.key in in_share else 1)
         if not st.clock.started:
             return (cls, 0, st.first_work_at if st.first_work_at is not None else now, st.seq)
-        return (cls, 1, st.clock.margin(now), st.seq)
+        margin = st.clock.margin(now)
+        if cls < 2 and margin >= self.ahead_s:
+            cls = 3                           # look-ahead of a reader taking audio faster than it plays: after batch
+        return (cls, 1, margin, st.seq)
 
     def pick(self):
         """The next job: (key, [work items]) or None when nothing can run. Everyone's fair share first (a tenant's

@@ -250,3 +250,23 @@ def test_a_tenants_excess_and_batch_streams_are_served_after_everyones_share():
     # bob is over his share of 1 (alice needs hers): bob2 and bob3 are his excess, served after alice's share and
     # his own (bob1); the batch job last
     assert order == ["bob1", "alice", "bob3", "bob2", "job"]
+
+
+def test_batch_work_goes_before_the_look_ahead_of_a_live_stream_far_ahead_of_its_listener():
+    """A live reader taking audio faster than it plays would keep the model busy for ever: with 3 s (ahead_s) queued
+    its next job waits behind a batch line's; with less it goes first."""
+    clock = FakeClock()
+    s = sched_with(clock, cost=0.2)
+    for key, batch in (("far", False), ("job", True), ("near", False)):
+        s.open(key, "bob", batch)
+        s.add(key, Work(key + "0", 1.0))
+    while (job := s.pick()) is not None:
+        s.done(job[0], 0.2, 1.0)
+    for key, queued in (("far", 3.5), ("job", 0.1), ("near", 2.5)):
+        s.delivered(key, queued)
+        s.add(key, Work(key + "1", 1.0))
+    order = []
+    while (job := s.pick()) is not None:
+        order.append(job[0])
+        s.done(job[0], 0.2, 1.0)
+    assert order == ["near", "job", "far"]
