@@ -50,6 +50,19 @@ def rpc_error(fn, *args, **kw) -> grpc.RpcError:
     return err.value
 
 
+def served(client, text: str = "你好。", timeout: float = 120) -> bool:
+    """The client's tenant is served: a StreamingSynthesize (16 kHz) through its gateway ends with a summary carrying
+    audio (a refusal raises)."""
+    from tts.v1 import tts_pb2
+    from tts_client.client import make_config
+
+    responses = list(client.stub.StreamingSynthesize(
+        iter([tts_pb2.StreamingSynthesizeRequest(config=make_config(sample_rate=16000)),
+              tts_pb2.StreamingSynthesizeRequest(text=text)]),
+        metadata=client.metadata, timeout=timeout))
+    return responses[-1].WhichOneof("response") == "summary" and responses[-1].summary.audio_ms > 0
+
+
 class Proc:
     def __init__(self, name: str, args: list[str], env: dict | None = None, log_dir: Path | None = None):
         self.name = name

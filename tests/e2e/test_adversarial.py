@@ -26,7 +26,7 @@ import soundfile as sf
 
 from services.gateway.auth import hash_token
 from tests.e2e.webstack import WebProc
-from tests.procs import ROOT, RedisServer, make_stack, rpc_error, wait_until
+from tests.procs import ROOT, RedisServer, make_stack, rpc_error, served, wait_until
 from tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_client import TTSClient
 from tts_client.client import make_config
@@ -73,15 +73,6 @@ def st(tmp_path_factory):
     s = AdversarialStack(tmp_path_factory.mktemp("adversarial"))
     yield s
     s.stop()
-
-
-def served(client: TTSClient, text: str = "你好。") -> bool:
-    """The tenant is served: a synthesis ends with a summary carrying audio."""
-    responses = list(client.stub.StreamingSynthesize(
-        iter([tts_pb2.StreamingSynthesizeRequest(config=FAST), tts_pb2.StreamingSynthesizeRequest(text=text)]),
-        metadata=client.metadata, timeout=120))
-    return responses[-1].WhichOneof("response") == "summary" and responses[-1].summary.audio_ms > 0
-
 
 
 def field_of(err: grpc.RpcError) -> str:

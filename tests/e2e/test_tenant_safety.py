@@ -22,7 +22,7 @@ import pytest
 
 from services.gateway.auth import hash_token
 from tests.e2e.webstack import WebProc
-from tests.procs import ROOT, RedisServer, free_port, make_stack, rpc_error, wait_until
+from tests.procs import ROOT, RedisServer, free_port, make_stack, rpc_error, served, wait_until
 from tts.decoder.v1 import decoder_pb2, decoder_pb2_grpc
 from tts.v1 import tts_pb2
 from tts_client import TTSClient
@@ -85,15 +85,6 @@ def st(tmp_path_factory):
     s = SafetyStack(tmp_path_factory.mktemp("safety"))
     yield s
     s.stop()
-
-
-
-def served(client: TTSClient, text: str = "你好。") -> bool:
-    """The tenant is served: a synthesis through its gateway ends with a summary carrying audio."""
-    responses = list(client.stub.StreamingSynthesize(
-        iter([tts_pb2.StreamingSynthesizeRequest(config=FAST), tts_pb2.StreamingSynthesizeRequest(text=text)]),
-        metadata=client.metadata, timeout=60))
-    return responses[-1].WhichOneof("response") == "summary" and responses[-1].summary.audio_ms > 0
 
 
 def follow(client: TTSClient, job_id: str) -> tts_pb2.BatchJob:
