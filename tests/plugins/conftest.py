@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -78,3 +79,10 @@ def decoder_streams(stack):
             info = decoder_pb2_grpc.DecoderStub(ch).Info(decoder_pb2.InfoRequest(), timeout=5)
         return sum(e.active_streams for e in info.engines)
     return count
+
+
+def run_example(stack, tmp_path, name: str) -> subprocess.CompletedProcess:
+    """examples/<name> (the README's), as a user runs it with this venv's Python, against the stack's gateway."""
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), "--out", str(tmp_path / "reply.wav")],
+                          cwd=tmp_path, env={**os.environ, "TTS_GATEWAY": stack.gateway.addr},
+                          capture_output=True, text=True, timeout=120)

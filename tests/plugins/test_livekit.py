@@ -5,17 +5,14 @@ it starts); an interruption cancels the reader and closes the stream (`aclose()`
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import wave
 
-import pytest
 from livekit import rtc
 from livekit.agents import tts as lk_tts
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, TimedString
 
-from tests.procs import ROOT, wait_until
+from tests.plugins.conftest import run_example
+from tests.procs import wait_until
 from tts_client.aio import AsyncTTSClient
 from tts_client.client import make_config
 from tts_client.livekit import TTS
@@ -110,9 +107,7 @@ async def test_aclose_mid_reply_cancels_synthesis_and_frees_the_decoder(stack, d
 def test_the_readme_example_runs(stack, tmp_path):
     """examples/livekit_tts.py (the README's), as a user runs it with this venv's Python."""
     out = tmp_path / "reply.wav"
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "livekit_tts.py"), "--out", str(out)],
-                         cwd=tmp_path, env={**os.environ, "TTS_GATEWAY": stack.gateway.addr},
-                         capture_output=True, text=True, timeout=120)
+    res = run_example(stack, tmp_path, "livekit_tts.py")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "".join(line.split()[-1] for line in res.stdout.splitlines()[:-1]) == "您好，这里是星河银行客服中心，请问有什么可以帮您？"
     with wave.open(str(out)) as w:

@@ -9,9 +9,6 @@ served both replies (its summary: 2 replies, 1 interruption)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import wave
 
@@ -34,7 +31,8 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from tests.procs import ROOT, wait_until
+from tests.plugins.conftest import run_example
+from tests.procs import wait_until
 from tts_client.pipecat import StreamingTTSService
 
 RATE = 24000
@@ -270,9 +268,7 @@ async def test_a_stream_the_server_ended_is_replaced_at_the_next_turn(stack, str
 def test_the_readme_example_runs(stack, tmp_path):
     """examples/pipecat_tts.py (the README's), as a user runs it with this venv's Python."""
     out = tmp_path / "reply.wav"
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "pipecat_tts.py"), "--out", str(out)],
-                         cwd=tmp_path, env={**os.environ, "TTS_GATEWAY": stack.gateway.addr},
-                         capture_output=True, text=True, timeout=120)
+    res = run_example(stack, tmp_path, "pipecat_tts.py")
     assert res.returncode == 0, res.stderr[-3000:]
     words = [line.split()[-1] for line in res.stdout.splitlines() if " s  " in line]     # "  0.34 s  好"
     assert "".join(words) == "您好，这里是星河银行客服中心，请问有什么可以帮您？您的账单已经发送到手机上了。", res.stdout
