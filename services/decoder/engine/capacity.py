@@ -82,8 +82,10 @@ def fair_shares(demand: dict[str, int], capacity: float) -> dict[str, float]:
 class FairCapacity:
     def __init__(self, clock=time.monotonic, cost: float = 0.1, target_utilization: float = 0.85,
                  workers: int = 1, min_streams: int = 1, idle_s: float = 5.0, window: int = 48,
-                 max_batch: int = 2, hold_s: float = 2.0, start_budget_s: float = 0.0, start_cost: float = 0.03):
+                 max_batch: int = 2, hold_s: float = 2.0, start_budget_s: float = 0.0, start_cost: float = 0.03,
+                 ahead_s: float = 3.0):
         self.clock = clock
+        self.ahead_s = ahead_s                  # a live stream this far ahead of its listener is served after batch
         self.target_utilization = target_utilization
         self.workers = max(1, workers)
         self.min_streams = max(1, min_streams)
@@ -242,6 +244,21 @@ class FairCapacity:
                 out.add(k)
             taken[st.tenant] = n + 1
         return out
+
+    def service_class(self, key, in_share: set, now: float) -> int:
+        """The order in which the engines' schedulers serve a stream's work: 0 a live stream within its tenant's fair
+        share (``in_share``: ``in_share_keys()``), 1 a tenant's excess, 2 batch, 3 a live stream already ``ahead_s``
+        ahead of its listener (its look-ahead waits behind batch work: a reader that takes audio faster than it plays
+        never starves a batch job), 4 unknown."""
+        st = self.streams.get(key)
+        if st is None:
+            return 4
+        if st.batch:
+            return 2
+        margin = st.clock.margin(now)
+        if margin is not None and margin >= self.ahead_s:
+            return 3
+        return 0 if key in in_share else 1
 
     def in_share(self, key) -> bool:
         """Is this live stream within its tenant's fair share (see ``in_share_keys``)?"""

@@ -56,11 +56,11 @@ class RealtimeScheduler:
                  idle_s: float = 5.0, window: int = 24, min_streams: int = 1, split=None, min_split_s: float = 2.0,
                  max_batch: int = 2, ahead_s: float = 3.0):
         self.clock = clock
-        self.ahead_s = ahead_s                # a live stream this far ahead of its listener waits behind batch work
         self.split = split                    # split(work, audio_s) -> (head, tail) or None: cut a segment shorter
         self.min_split_s = min_split_s        # never split off less audio than this (nor leave less behind)
         self.capacity = FairCapacity(clock=clock, cost=cost, target_utilization=target_utilization, workers=1,
-                                     min_streams=min_streams, idle_s=idle_s, window=window, max_batch=max_batch)
+                                     min_streams=min_streams, idle_s=idle_s, window=window, max_batch=max_batch,
+                                     ahead_s=ahead_s)
         self.target_utilization = target_utilization
         self.merge_share = merge_share        # a merged job may take this share of the urgent streams' margin
         self.first_job_s = first_job_s        # while a stream waits for its first audio, jobs are kept this short
@@ -134,14 +134,10 @@ class RealtimeScheduler:
 
     # ---- ordering ------------------------------------------------------------------------------------------------
     def _urgency(self, st: StreamState, now: float, in_share: set):
-        cap = self.capacity.streams.get(st.key)
-        cls = 2 if cap is not None and cap.batch else (0 if st.key in in_share else 1)
+        cls = self.capacity.service_class(st.key, in_share, now)
         if not st.clock.started:
             return (cls, 0, st.first_work_at if st.first_work_at is not None else now, st.seq)
-        margin = st.clock.margin(now)
-        if cls < 2 and margin >= self.ahead_s:
-            cls = 3                           # look-ahead of a reader taking audio faster than it plays: after batch
-        return (cls, 1, margin, st.seq)
+        return (cls, 1, st.clock.margin(now), st.seq)
 
     def pick(self):
         """The next job: (key, [work items]) or None when nothing can run. Everyone's fair share first (a tenant's

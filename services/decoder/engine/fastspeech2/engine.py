@@ -88,12 +88,10 @@ class StepQueue:
     docstring). Pure bookkeeping on the event loop; ``ready(key)`` says whether a stream's head step can run now
     (a vocoder step needs room in the stream's output queue)."""
 
-    def __init__(self, capacity: FairCapacity, first_audio_s: float = 0.15, stall_guard_s: float = 0.2,
-                 ahead_s: float = 3.0):
+    def __init__(self, capacity: FairCapacity, first_audio_s: float = 0.15, stall_guard_s: float = 0.2):
         self.capacity = capacity
         self.first_audio_s = first_audio_s
         self.stall_guard_s = stall_guard_s
-        self.ahead_s = ahead_s
         self.steps: dict[object, deque] = {}
         self.running: set = set()
 
@@ -121,19 +119,16 @@ class StepQueue:
         A playing stream with less than ``stall_guard_s`` of audio left goes before every newcomer, even one already
         late: when many callers start at once their first-audio deadlines pass together, and EDF would then serve
         all of them before the streams they started, which stall (a break mid-sentence is heard; a first word a
-        little later is heard as a pause before the reply). A live stream with ``ahead_s`` of audio or more queued
-        is ahead of its listener: its look-ahead waits behind batch work (class 3), so offline lines progress beside
-        live streams whose readers take audio faster than it plays, and never at the cost of a live stream's margin."""
+        little later is heard as a pause before the reply). The class is ``FairCapacity.service_class`` (a live
+        stream far ahead of its listener waits behind batch work)."""
+        cls = self.capacity.service_class(key, in_share, now)
         st = self.capacity.streams.get(key)
         if st is None:
-            return (4, 1, 0.0, 0)
-        cls = 2 if st.batch else (0 if key in in_share else 1)
+            return (cls, 1, 0.0, 0)
         if not st.clock.started:
             first = st.first_work_at if st.first_work_at is not None else st.opened_at
             return (cls, 1, first + self.first_audio_s, st.seq)
         margin = st.clock.margin(now)
-        if not st.batch and margin >= self.ahead_s:
-            cls = 3
         return (cls, 0 if margin < self.stall_guard_s else 1, now + margin, st.seq)
 
     def pick(self, ready) -> tuple[object, _Step] | None:
@@ -232,9 +227,9 @@ class FastSpeech2Engine(Engine):
         s = self.settings
         self.capacity = FairCapacity(clock=clock, target_utilization=s.target_utilization or 1.0,
                                      workers=self.workers, min_streams=s.min_streams, idle_s=s.admission_idle_s,
-                                     start_budget_s=s.start_budget_s,
+                                     start_budget_s=s.start_budget_s, ahead_s=s.ahead_s,
                                      max_batch=s.max_batch)
-        self.queue = StepQueue(self.capacity, s.first_audio_s, s.stall_guard_s, s.ahead_s)
+        self.queue = StepQueue(self.capacity, s.first_audio_s, s.stall_guard_s)
         self._streams: set[FastSpeech2Stream] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
